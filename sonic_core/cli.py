@@ -1,0 +1,141 @@
+"""Command line: ``python -m sonic_core {estimate,demo} ...``.
+
+Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import timing
+from .audio import audio_duration
+from .errors import SonicError
+from .settings import SonicSettings
+from .tokens import PriceVerdict, Tier, load_tiers, price
+
+ASSETS = Path(__file__).with_name("assets")
+DEMO_SPEECH = ASSETS / "speech.wav"
+DEMO_PORTRAIT = ASSETS / "portrait.jpg"
+
+
+def _add_knob(parser: argparse.ArgumentParser, name: str, flag: str | None = None, **kwargs: object) -> None:
+    """An option whose default and help text come from SonicSettings."""
+    knob = SonicSettings.knob(name)
+    flag = flag or "--" + name.replace("_", "-")
+    parser.add_argument(flag, dest=name, type=knob.type, default=knob.default,
+                        help=f"{knob.help} (default {knob.default})", **kwargs)
+
+
+def _add_cost_options(parser: argparse.ArgumentParser) -> None:
+    _add_knob(parser, "min_resolution", "--resolution", metavar="N")
+    _add_knob(parser, "steps", metavar="N")
+    _add_knob(parser, "dynamic_scale", metavar="X")
+    _add_knob(parser, "motion_scale", metavar="X")
+    parser.add_argument("--tier", help="price against this tier only (default: every tier)")
+    parser.add_argument("--tiers-file", help="TOML file of tiers (default: $SONIC_TIERS or the bundled one)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sonic_core",
+                                     description="Sonic talking-head generation and cost metering.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    est = sub.add_parser("estimate", help="tokens, tier verdict and frame counts of a job, before it runs")
+    src = est.add_mutually_exclusive_group(required=True)
+    src.add_argument("--duration", type=float, metavar="S", help="audio length in seconds")
+    src.add_argument("--audio", metavar="FILE", help="audio file; its real length is used")
+    _add_cost_options(est)
+    est.set_defaults(run=cmd_estimate)
+
+    demo = sub.add_parser("demo", help="the bundled portrait and speech, no download")
+    demo.add_argument("--out", default="demo.mp4", help="output MP4 path")
+    _add_cost_options(demo)
+    demo.set_defaults(run=cmd_demo)
+    return parser
+
+
+def estimate_report(duration: float, settings: SonicSettings, tiers: dict[str, Tier],
+                    tier: str | None = None) -> dict:
+    """The estimate as a plain dict (the JSON output and the source of the table)."""
+    chosen = [tier] if tier else list(tiers)
+    verdicts: list[PriceVerdict] = [price(settings, name, duration, tiers) for name in chosen]
+    return {
+        "duration": duration,
+        "resolution": settings.min_resolution,
+        "steps": settings.steps,
+        "dynamic_scale": settings.dynamic_scale,
+        "motion_scale": settings.motion_scale,
+        "tokens": verdicts[0].tokens,
+        "frames": {
+            "generated": timing.generated_frames(duration),
+            "generated_fps": timing.GENERATED_FPS,
+            "output": timing.output_frames(duration, settings.interpolate),
+            "output_fps": settings.fps,
+        },
+        "verdicts": [{"tier": v.tier, "allowed": v.allowed, "metered": v.metered, "reason": v.reason}
+                     for v in verdicts],
+    }
+
+
+def format_report(report: dict) -> str:
+    fr = report["frames"]
+    rows = [
+        ("duration", f"{report['duration']:.3f} s"),
+        ("resolution", f"{report['resolution']} px (short side)"),
+        ("steps", str(report["steps"])),
+        ("dynamic / motion", f"{report['dynamic_scale']:.2f} / {report['motion_scale']:.2f}"),
+        ("frames", f"{fr['generated']} generated at {fr['generated_fps']:g} fps -> "
+                   f"{fr['output']} at {fr['output_fps']:g} fps"),
+        ("tokens", str(report["tokens"])),
+    ]
+    for v in report["verdicts"]:
+        verdict = "metered" if v["allowed"] and v["metered"] else "allowed" if v["allowed"] else f"refused: {v['reason']}"
+        rows.append((f"tier {v['tier']}", verdict))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _settings_from(args: argparse.Namespace, duration: float) -> SonicSettings:
+    return SonicSettings(min_resolution=args.min_resolution, steps=args.steps, dynamic_scale=args.dynamic_scale,
+                         motion_scale=args.motion_scale, duration=duration)
+
+
+def _print_estimate(args: argparse.Namespace, duration: float, title: str) -> dict:
+    settings = _settings_from(args, duration)
+    tiers = load_tiers(args.tiers_file)
+    report = estimate_report(duration, settings, tiers, args.tier)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(title)
+        print(format_report(report))
+    return report
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    duration = audio_duration(args.audio) if args.audio else args.duration
+    source = f" of {Path(args.audio).name}" if args.audio else ""
+    _print_estimate(args, duration, f"Sonic cost estimate{source}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    duration = audio_duration(DEMO_SPEECH)
+    _print_estimate(args, duration, f"Sonic demo: cost of animating {DEMO_PORTRAIT.name} with {DEMO_SPEECH.name}")
+    print(f"Not built yet: video generation (the Sonic pipeline). {args.out} was not written; "
+          "this demo only prices the job.", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except SonicError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,37 @@
+"""Frame arithmetic of Sonic: audio samples -> 25 fps audio frames -> generated frames -> output frames.
+
+Sonic reads audio at 16 kHz, cuts it into 25 fps frames of 640 samples, generates one video frame per two audio
+frames (12.5 fps) and doubles the rate with RIFE (2N - 1 frames at 25 fps).
+"""
+
+from __future__ import annotations
+
+SAMPLE_RATE = 16_000
+AUDIO_FPS = 25
+SAMPLES_PER_AUDIO_FRAME = SAMPLE_RATE // AUDIO_FPS  # 640
+AUDIO_FRAMES_PER_VIDEO_FRAME = 2
+GENERATED_FPS = AUDIO_FPS / AUDIO_FRAMES_PER_VIDEO_FRAME  # 12.5
+MAX_AUDIO_FRAMES = 10_000  # the official cap: 400 s
+
+
+def audio_frames(num_samples: int) -> int:
+    """Number of 25 fps audio frames in a 16 kHz signal (floor, capped at 400 s)."""
+    return min(MAX_AUDIO_FRAMES, num_samples // SAMPLES_PER_AUDIO_FRAME)
+
+
+def samples_for(duration: float) -> int:
+    """16 kHz sample count of a duration in seconds."""
+    return int(round(duration * SAMPLE_RATE))
+
+
+def generated_frames(duration: float) -> int:
+    """Video frames the sampler generates (12.5 fps) for ``duration`` seconds of audio."""
+    return audio_frames(samples_for(duration)) // AUDIO_FRAMES_PER_VIDEO_FRAME
+
+
+def output_frames(duration: float, interpolate: bool = True) -> int:
+    """Frames of the final video: 2N - 1 at 25 fps with RIFE, N at 12.5 fps without."""
+    n = generated_frames(duration)
+    if not interpolate or n == 0:
+        return n
+    return 2 * n - 1
