@@ -8,7 +8,6 @@ windows and guidance live in the pipeline.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +88,6 @@ def add_noise(clean: torch.Tensor, noise: torch.Tensor, sigma: float | torch.Ten
 
 def i2i_start_index(steps: int, strength: float) -> int:
     """First schedule index run for an image-to-image strength in [0, 1] (1.0 runs all steps)."""
-    if not (0.0 <= strength <= 1.0) or math.isnan(strength):
+    if not 0.0 <= strength <= 1.0:  # also rejects NaN
         raise SonicInputError(f"i2i strength={strength}: use a value between 0 and 1")
     return steps - min(int(steps * strength), steps)
