@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import SonicWeightsError
 from .attention import SiteContext, TransformerSpatioTemporalModel
 from .layers import Downsample2D, SpatioTemporalResBlock, TimestepEmbedding, Upsample2D, timestep_embedding
+from .loading import load_strict
 
 SVD_UNET_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "svd_unet_config.json"
 
@@ -225,13 +226,4 @@ def load_unet_state_dict(model: SonicUNet, state_dict: Mapping[str, torch.Tensor
     if any(".to_k_ip.1." in key or ".to_v_ip.1." in key for key in state_dict):
         raise SonicWeightsError(f"{source} has a second IP adapter (to_k_ip.1.*): it is not a Sonic UNet; "
                                 "use Sonic/unet.pth from LeonJoe13/Sonic")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or wrong:
-        detail = (f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
-                  f"(e.g. {unexpected[:1]}), {len(wrong)} of the wrong shape (e.g. {wrong[:1]})")
-        raise SonicWeightsError(f"{source} does not match the Sonic UNet: {detail}; "
-                                "use Sonic/unet.pth from LeonJoe13/Sonic with the SVD-xt unet config")
-    model.load_state_dict(state_dict, strict=True)
+    load_strict(model, state_dict, source, "use Sonic/unet.pth from LeonJoe13/Sonic with the SVD-xt unet config")
