@@ -15,12 +15,15 @@ from torch import nn
 from .layers import AlphaBlender, TimestepEmbedding, timestep_embedding
 
 
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[G, M, C] -> [G, heads, M, C/heads]``."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head scaled-dot-product attention on ``[G, M, C]`` queries and ``[G, T, C]`` keys/values."""
-    g, m, c = q.shape
-    split = lambda x: x.reshape(x.shape[0], x.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
-    return out.transpose(1, 2).reshape(g, m, c)
+    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads))
+    return out.transpose(1, 2).flatten(2)
 
 
 class GEGLU(nn.Module):
