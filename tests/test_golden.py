@@ -1,0 +1,167 @@
+"""Golden parity: every fixture of ``$SONIC_GOLDEN_DIR/manifest.json`` against our modules, dispatched on ``kind``.
+
+Sizes, constructor arguments and settings are read from each fixture; nothing here names a fixture. Metric per
+output tensor: ``max|got − want| / max|want|`` ≤ the manifest's fp32 tolerance. Each output's figure is recorded as
+a junit property ``max_rel[OUTPUT]`` and printed (``pytest -s`` or ``-rA`` shows it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import golden_dir, golden_manifest
+from sonic_core import sampler
+from sonic_core.models.attention import downsample_mask, mask_grid
+from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
+from sonic_core.models.unet import SonicUNet, load_unet_state_dict
+
+Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # output name -> (got, want)
+
+
+def _tolerance() -> float:
+    return float(json.loads((golden_dir() / "manifest.json").read_text())["tolerance"]["fp32_max_rel"])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _pairs(calls: list[dict], run: Callable[[dict], dict[str, torch.Tensor]], outputs: dict) -> Outputs:
+    result: Outputs = {}
+    for call in calls:
+        for name, got in run(call).items():
+            result[name] = (got, outputs[name])
+    return result
+
+
+def _audio2token(meta: dict, data: dict) -> Outputs:
+    model = AudioProjModel(**meta["constructor"]).eval()
+    model.load_state_dict(data["state_dict"], strict=True)
+    inputs = data["inputs"]
+    return _pairs(meta["calls"], lambda c: {c["output"]: model(*(inputs[a] for a in c["args"]))}, data["outputs"])
+
+
+def _audio2bucket(meta: dict, data: dict) -> Outputs:
+    model = Audio2BucketModel(**meta["constructor"]).eval()
+    model.load_state_dict(data["state_dict"], strict=True)
+    inputs = data["inputs"]
+    computed: dict[str, torch.Tensor] = {}
+
+    def run(call: dict) -> dict[str, torch.Tensor]:
+        if "args" in call:
+            computed[call["output"]] = model(*(inputs[a] for a in call["args"]))
+        else:
+            match = re.fullmatch(r"\s*(\w+)\s*\*\s*16\s*\+\s*16\s*", call["expr"])
+            assert match, f"unknown expression {call['expr']!r}"
+            computed[call["output"]] = to_motion_buckets(computed[match.group(1)])
+        return {call["output"]: computed[call["output"]]}
+
+    return _pairs(meta["calls"], run, data["outputs"])
+
+
+def _unet(meta: dict, data: dict) -> Outputs:
+    adapter = meta["ip_adapter"]
+    assert len(adapter["num_adapter_embeds"]) == 1, "a Sonic UNet has exactly one audio adapter"
+    model = SonicUNet(**meta["constructor"], ip_scale=adapter["scale"][0]).eval()
+    load_unet_state_dict(model, data["state_dict"])
+    i = data["inputs"]
+
+    def run(call: dict) -> dict[str, torch.Tensor]:
+        masked = "ip_adapter_masks" in call["kwargs"].get("cross_attention_kwargs", "")
+        out = model(i["sample"], i["timestep"], i["clip_embeds"], i["audio_tokens"], i["added_time_ids"],
+                    face_mask=i["face_mask"] if masked else None)
+        return {call["output"]: out}
+
+    return _pairs(meta["calls"], run, data["outputs"])
+
+
+def _mask_downsample(meta: dict, data: dict) -> Outputs:
+    def run(call: dict) -> dict[str, torch.Tensor]:
+        mask_name, batch, queries, value_dim = call["args"]
+        mask = data["inputs"][mask_name]
+        rows, cols = mask_grid(mask.shape[-2], mask.shape[-1], queries)
+        assert (rows * cols != queries) == call["warned"], f"{call['output']}: grid {rows}x{cols} for {queries}"
+        return {call["output"]: downsample_mask(mask, queries).expand(batch, queries, value_dim)}
+
+    return _pairs(meta["calls"], run, data["outputs"])
+
+
+def _scheduler(meta: dict, data: dict) -> Outputs:
+    schedule = sampler.Schedule.from_config(meta["config"])
+    inputs, outputs = data["inputs"], data["outputs"]
+    result: Outputs = {}
+    for name in outputs:
+        match = re.fullmatch(r"sigmas_(\d+)", name)
+        if match:
+            sigmas = sampler.karras_sigmas(int(match.group(1)), schedule)
+            result[name] = (sigmas, outputs[name])
+            result[f"timesteps_{match.group(1)}"] = (sampler.sigmas_to_timesteps(sigmas),
+                                                     outputs[f"timesteps_{match.group(1)}"])
+    for call in meta["calls"]:
+        expr = call["expr"]
+        sigmas = sampler.karras_sigmas(int(re.search(r"set_timesteps\((\d+)\)", expr).group(1)), schedule)
+        noise = re.search(r"add_noise\((\w+),\s*(\w+),\s*timesteps\[(\d*):?\d*\]\)", expr)
+        if noise:
+            clean, eps, index = noise.group(1), noise.group(2), int(noise.group(3) or 0)
+            result[call["output"]] = (sampler.add_noise(inputs[clean], inputs[eps], sigmas[index]),
+                                      outputs[call["output"]])
+            continue
+        scaled_in = re.search(r"scale_model_input\((\w+),\s*timesteps\[(\d+)\]\)", expr)
+        step = re.search(r"step\((\w+),\s*timesteps\[(\d+)\],\s*(\w+)\)", expr)
+        assert scaled_in and step, f"unknown scheduler call {expr!r}"
+        scaled_name, prev_name = call["output"]
+        k = int(scaled_in.group(2))
+        result[scaled_name] = (sampler.scale_model_input(inputs[scaled_in.group(1)], sigmas[k]),
+                               outputs[scaled_name])
+        k = int(step.group(2))
+        prev = sampler.euler_step(inputs[step.group(3)], inputs[step.group(1)], sigmas[k], sigmas[k + 1])
+        result[prev_name] = (prev, outputs[prev_name])
+    return result
+
+
+HANDLERS: dict[str, Callable[[dict, dict], Outputs]] = {
+    "audio2token": _audio2token,
+    "audio2bucket": _audio2bucket,
+    "unet": _unet,
+    "mask_downsample": _mask_downsample,
+    "scheduler": _scheduler,
+}
+
+
+def _max_rel(got: torch.Tensor, want: torch.Tensor) -> float:
+    assert got.shape == want.shape, f"shape {tuple(got.shape)} != {tuple(want.shape)}"
+    scale = want.abs().max().item()
+    err = (got.double() - want.double()).abs().max().item()
+    return err / scale if scale else err
+
+
+@pytest.mark.parametrize("fixture", golden_manifest(), ids=lambda fx: fx["name"])
+def test_golden(fixture: dict, record_property) -> None:
+    name, kind = fixture["name"], fixture["kind"]
+    if kind not in HANDLERS:
+        pytest.skip(f"kind {kind} ({name}) not implemented yet")
+    pt = golden_dir() / fixture["pt"]
+    assert _sha256(pt) == fixture["sha256"], f"{pt} does not match the manifest's sha256"
+    meta = json.loads((golden_dir() / fixture["json"]).read_text())
+    data = torch.load(pt, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        pairs = HANDLERS[kind](meta, data)
+    assert set(pairs) == set(data["outputs"]), f"outputs not checked: {set(data['outputs']) - set(pairs)}"
+    tolerance = _tolerance()
+    errors = {out: _max_rel(got, want) for out, (got, want) in pairs.items()}
+    for out, rel in errors.items():
+        record_property(f"max_rel[{out}]", rel)
+        print(f"golden {name} {out}: max_rel={rel:.3e}")
+    report = ", ".join(f"{out}={rel:.2e}" for out, rel in errors.items())
+    assert max(errors.values()) <= tolerance, f"{name}: max relative errors {report} (tolerance {tolerance})"
