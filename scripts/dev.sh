@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${SONIC_VENV:-.venv}
+VENV=$(realpath -m "${SONIC_VENV:-.venv}")
 PYTHON=${PYTHON:-python3}
 
 ensure_apt() {
@@ -44,7 +44,7 @@ task=${1:-}
 [ $# -gt 0 ] && shift
 case "$task" in
     setup) ensure_apt; ensure_venv ;;
-    test)  ensure_apt; ensure_venv; exec "$VENV/bin/python" -m pytest "$@" ;;
+    test)  ensure_apt; ensure_venv; cd tests; exec "$VENV/bin/python" -m pytest "$@" ;;
     demo)  ensure_apt; ensure_venv; exec "$VENV/bin/python" -m sonic_core demo "$@" ;;
     *) echo "usage: bash scripts/dev.sh {demo|test|setup} [args...]" >&2; exit 2 ;;
 esac
