@@ -502,3 +502,21 @@ def test_sqlite_ledger_object_survives_fork(tmp_path):
     assert ledger.charge("child-job").tokens == 4
     assert _counts(ledger, "alice") == (6, 4, 0)
     ledger.close()
+
+
+def test_sqlite_connections_of_finished_threads_are_closed(tmp_path):
+    ledger = SQLiteLedger(tmp_path / "ledger.db")
+    for i in range(10):
+        t = threading.Thread(target=ledger.credit, args=("alice", 1))
+        t.start()
+        t.join()
+    assert len(ledger._connections) == 2  # the opener's and the last thread's; the 9 others were closed
+    assert ledger.balance("alice").balance == 10
+    ledger.close()
+    assert ledger._connections == []
+
+
+def test_sqlite_file_that_is_not_a_ledger(tmp_path):
+    (tmp_path / "notes.db").write_text("not a database " * 100)
+    with pytest.raises(SonicInputError, match="notes.db cannot be used .*: pass a writable SQLite file"):
+        open_ledger(f"sqlite:///{tmp_path}/notes.db")

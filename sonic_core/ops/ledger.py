@@ -32,6 +32,7 @@ import os
 import re
 import sqlite3
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -268,7 +269,12 @@ CREATE INDEX IF NOT EXISTS charges_by_settlement ON charges (status, settled_at)
 
 
 class SQLiteLedger(Ledger):
-    """The ledger in one SQLite file: WAL mode, one connection per thread and process, ``BEGIN IMMEDIATE``."""
+    """The ledger in one SQLite file: WAL mode, one connection per thread and process, ``BEGIN IMMEDIATE``.
+
+    A connection is opened by the thread that first uses the ledger and closed when a later thread finds its owner
+    gone, or by :meth:`close`. A forked child opens its own connections and never touches (nor closes) the ones it
+    inherited, as SQLite requires.
+    """
 
     def __init__(self, path: str | os.PathLike, clock: Clock = utc_now, busy_timeout: float = 30.0) -> None:
         super().__init__(clock)
@@ -276,14 +282,23 @@ class SQLiteLedger(Ledger):
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[tuple[int, sqlite3.Connection]] = []
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        db.executescript(_SCHEMA)
+        self._connections: list[tuple[int, threading.Thread, sqlite3.Connection]] = []
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: me() is not None and me()._after_fork())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = self._db()
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise SonicInputError(f"ledger file {self.path} cannot be used ({exc}): pass a writable SQLite file "
+                                  f"(--ledger / ${LEDGER_ENV})") from None
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()  # the parent's may have been held by a thread that does not exist here
 
     def _db(self) -> sqlite3.Connection:
-        """This thread's connection; a forked child opens its own instead of reusing its parent's."""
+        """This thread's connection."""
         pid = os.getpid()
         if getattr(self._local, "pid", None) != pid:
             db = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None,
@@ -292,7 +307,12 @@ class SQLiteLedger(Ledger):
             db.execute("PRAGMA synchronous=FULL")
             self._local.db, self._local.pid = db, pid
             with self._lock:
-                self._connections.append((pid, db))
+                keep, dead = [], []
+                for entry in self._connections:
+                    (dead if entry[0] == pid and not entry[1].is_alive() else keep).append(entry)
+                self._connections = keep + [(pid, threading.current_thread(), db)]
+            for _, _, old in dead:
+                old.close()
         return self._local.db
 
     @contextmanager
@@ -301,10 +321,11 @@ class SQLiteLedger(Ledger):
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     @staticmethod
     def _charge(row: sqlite3.Row | None) -> Charge | None:
@@ -374,8 +395,8 @@ class SQLiteLedger(Ledger):
     def close(self) -> None:
         pid = os.getpid()
         with self._lock:
-            mine = [db for owner, db in self._connections if owner == pid]
-            self._connections = [(owner, db) for owner, db in self._connections if owner != pid]
+            mine = [db for owner, _, db in self._connections if owner == pid]
+            self._connections = [entry for entry in self._connections if entry[0] != pid]
         for db in mine:
             db.close()
         self._local = threading.local()
