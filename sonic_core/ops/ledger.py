@@ -341,7 +341,8 @@ class SQLiteLedger(Ledger):
             return Balance(key, 0, 0, 0, False)
         return Balance(key, row["balance"], row["held"], row["spent"], bool(row["metered"]))
 
-    def _reserve(self, key, job_id, tokens, tier, now):
+    def _reserve(self, key: str, job_id: str, tokens: int, tier: str,
+                 now: datetime) -> tuple[Charge | None, int | None]:
         with self._transaction() as db:
             stored = self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone())
             if stored is not None:
@@ -356,7 +357,7 @@ class SQLiteLedger(Ledger):
                        "VALUES (?, ?, ?, ?, ?, ?, ?)", (job_id, key, tier, tokens, account.metered, RESERVED, _ts(now)))
             return self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone()), None
 
-    def _settle(self, job_id, status, seconds, now):
+    def _settle(self, job_id: str, status: str, seconds: float | None, now: datetime) -> Charge | None:
         with self._transaction() as db:
             stored = self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone())
             if stored is None or stored.status != RESERVED:
@@ -369,13 +370,13 @@ class SQLiteLedger(Ledger):
                        (status, seconds, _ts(now), job_id))
             return self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone())
 
-    def _credit(self, key, tokens):
+    def _credit(self, key: str, tokens: int) -> Balance:
         with self._transaction() as db:
             db.execute("INSERT INTO accounts (key, balance) VALUES (?, ?) "
                        "ON CONFLICT (key) DO UPDATE SET balance = balance + excluded.balance", (key, tokens))
             return self._balance(key, db.execute("SELECT * FROM accounts WHERE key = ?", (key,)).fetchone())
 
-    def _set_metered(self, key, metered):
+    def _set_metered(self, key: str, metered: bool) -> Balance:
         with self._transaction() as db:
             db.execute("INSERT INTO accounts (key, metered) VALUES (?, ?) "
                        "ON CONFLICT (key) DO UPDATE SET metered = excluded.metered", (key, metered))
@@ -488,14 +489,15 @@ class RedisLedger(Ledger):
         return Balance(key, int(fields.get("balance", 0)), int(fields.get("held", 0)), int(fields.get("spent", 0)),
                        fields.get("metered") == "1")
 
-    def _reserve(self, key, job_id, tokens, tier, now):
+    def _reserve(self, key: str, job_id: str, tokens: int, tier: str,
+                 now: datetime) -> tuple[Charge | None, int | None]:
         found, payload = self._reserve_script(keys=[self._account_key(key), self._job_key(job_id)],
                                               args=[key, job_id, tokens, tier, _ts(now)])
         if not found:
             return None, int(payload)
         return self._charge(_pairs(payload)), None
 
-    def _settle(self, job_id, status, seconds, now):
+    def _settle(self, job_id: str, status: str, seconds: float | None, now: datetime) -> Charge | None:
         flat = self._settle_script(keys=[self._job_key(job_id), f"{self.prefix}committed"],
                                    args=[status, "" if seconds is None else repr(seconds), _ts(now), now.timestamp(),
                                          f"{self.prefix}acct:"])
@@ -507,10 +509,10 @@ class RedisLedger(Ledger):
         pipe.hgetall(self._account_key(key))
         return self._balance(key, pipe.execute()[-1])
 
-    def _credit(self, key, tokens):
+    def _credit(self, key: str, tokens: int) -> Balance:
         return self._update_account(key, lambda pipe, name: pipe.hincrby(name, "balance", tokens))
 
-    def _set_metered(self, key, metered):
+    def _set_metered(self, key: str, metered: bool) -> Balance:
         return self._update_account(key, lambda pipe, name: pipe.hset(name, "metered", "1" if metered else "0"))
 
     def balance(self, key: str) -> Balance:
