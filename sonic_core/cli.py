@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sonic_core",
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
+    from .ops.ledger_cli import add_ledger_parser  # the service-side commands live in ops/
+    add_ledger_parser(sub)
 
     est = sub.add_parser("estimate", help="tokens, tier verdict and frame counts of a job, before it runs")
     src = est.add_mutually_exclusive_group(required=True)

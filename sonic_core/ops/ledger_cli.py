@@ -1,0 +1,67 @@
+"""``python -m sonic_core ledger {report,credit,balance}``: the operator's view of the token ledger."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+from dataclasses import asdict
+
+from .ledger import DEFAULT_LEDGER_URL, LEDGER_ENV, Usage, month_range, open_ledger
+
+
+def add_ledger_parser(sub: argparse._SubParsersAction) -> None:
+    """Register the ``ledger`` command on the CLI's subparsers."""
+    ledger = sub.add_parser("ledger", help="token balances and monthly usage of API keys")
+    commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    url_help = f"ledger URL: sqlite:///PATH or redis://HOST:PORT/DB (default ${LEDGER_ENV}, else {DEFAULT_LEDGER_URL})"
+
+    report = commands.add_parser("report", help="jobs, tokens and seconds per key of the charges committed in a month")
+    report.add_argument("--month", required=True, metavar="YYYY-MM", help="calendar month in UTC")
+    report.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
+    report.add_argument("--ledger", metavar="URL", help=url_help)
+    report.set_defaults(run=cmd_report)
+
+    credit = commands.add_parser("credit", help="top a key up")
+    credit.add_argument("--key", required=True)
+    credit.add_argument("--tokens", required=True, type=int, metavar="N")
+    credit.add_argument("--ledger", metavar="URL", help=url_help)
+    credit.set_defaults(run=cmd_credit)
+
+    balance = commands.add_parser("balance", help="a key's balance, held and spent tokens (JSON)")
+    balance.add_argument("--key", required=True)
+    balance.add_argument("--ledger", metavar="URL", help=url_help)
+    balance.set_defaults(run=cmd_balance)
+
+
+def format_usage(month: str, rows: list[Usage], fmt: str) -> str:
+    """The report as CSV (a header and one row per key) or one JSON object with totals; seconds to the ms."""
+    if fmt == "json":
+        return json.dumps({"month": month, "keys": [{**asdict(row), "seconds": round(row.seconds, 3)} for row in rows],
+                           "total": {"jobs": sum(r.jobs for r in rows), "tokens": sum(r.tokens for r in rows),
+                                     "seconds": round(sum(r.seconds for r in rows), 3)}})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["key", "jobs", "tokens", "seconds"])
+    writer.writerows([row.key, row.jobs, row.tokens, f"{row.seconds:.3f}"] for row in rows)
+    return out.getvalue().rstrip("\n")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    month_range(args.month)  # a bad month fails before any ledger is opened
+    with open_ledger(args.ledger, create=False) as ledger:
+        print(format_usage(args.month, ledger.usage(args.month), args.format))
+    return 0
+
+
+def cmd_credit(args: argparse.Namespace) -> int:
+    with open_ledger(args.ledger) as ledger:
+        print(json.dumps(asdict(ledger.credit(args.key, args.tokens))))
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    with open_ledger(args.ledger, create=False) as ledger:
+        print(json.dumps(asdict(ledger.balance(args.key))))
+    return 0
