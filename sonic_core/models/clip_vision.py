@@ -28,17 +28,21 @@ STRAY_KEYS = ("vision_model.embeddings.position_ids",)  # a buffer older transfo
 
 @dataclass(frozen=True)
 class CLIPVisionConfig:
-    """The fields of a transformers ``CLIPVisionConfig`` that shape the network (others are ignored)."""
+    """The fields of a transformers ``CLIPVisionConfig`` that shape the network (others are ignored).
 
-    hidden_size: int = 1280
-    intermediate_size: int = 5120
-    num_hidden_layers: int = 32
-    num_attention_heads: int = 16
+    Defaults are transformers' (ViT-B/32, quick_gelu) so that a config dict missing a field means what it means
+    there; Sonic's encoder is :meth:`vit_h14`.
+    """
+
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
     image_size: int = 224
-    patch_size: int = 14
-    projection_dim: int = 1024
+    patch_size: int = 32
+    projection_dim: int = 512
     layer_norm_eps: float = 1e-5
-    hidden_act: str = "gelu"
+    hidden_act: str = "quick_gelu"
     num_channels: int = 3
 
     @classmethod

@@ -126,7 +126,7 @@ def whisper_encoder_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, to
 
 def read_whisper_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read only the encoder tensors of a whisper ``.safetensors`` file (the decoder is never materialised)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     file = Path(path)
     if not file.is_file():
@@ -134,7 +134,7 @@ def read_whisper_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Ten
     try:
         with safe_open(str(file), framework="pt") as handle:
             return {ours: handle.get_tensor(theirs) for ours, theirs in _encoder_names(handle.keys()).items()}
-    except (OSError, RuntimeError, ValueError) as exc:  # safetensors reports a damaged file in these types
+    except (SafetensorError, OSError) as exc:
         raise SonicWeightsError(f"cannot read whisper weights {file.name!r} ({type(exc).__name__}): {LOAD_FIX}") from None
 
 
