@@ -63,6 +63,11 @@ def checkpoint_key_list(name: str) -> list[tuple[str, tuple[int, ...], str]]:
     return out
 
 
+def state_dict_rows(module) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(key, shape, dtype)`` rows of ``module.state_dict()``, comparable with :func:`checkpoint_key_list`."""
+    return [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in module.state_dict().items()]
+
+
 def max_rel(got, want) -> float:
     """The parity metric of the goldens: ``max|got − want| / max|want|`` in float64."""
     assert got.shape == want.shape, f"shape {tuple(got.shape)} != {tuple(want.shape)}"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO, checkpoint_key_list, max_rel, perturb_
+from conftest import REPO, checkpoint_key_list, max_rel, perturb_, state_dict_rows
 from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.models.clip_vision import (CLIPVisionConfig, CLIPVisionModelWithProjection, load_clip_vision,
                                            preprocess_clip_image)
@@ -49,7 +49,7 @@ def test_image_embeds_match_transformers(name: str, record_property) -> None:
 def test_full_size_keys_on_meta() -> None:
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection()
-    got = [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()]
+    got = state_dict_rows(model)
     assert got == checkpoint_key_list("clip_vision")
     assert len(got) == 520
     assert sum(p.numel() for p in model.parameters()) == 632_076_800

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import checkpoint_key_list, max_rel, perturb_
+from conftest import checkpoint_key_list, max_rel, perturb_, state_dict_rows
 from sonic_core.errors import SonicAudioError, SonicWeightsError
 from sonic_core.models.whisper import (WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder,
                                        read_whisper_encoder_weights)
@@ -58,7 +58,7 @@ def test_hidden_states_match_transformers(name: str, record_property) -> None:
 def test_full_size_keys_on_meta() -> None:
     with torch.device("meta"):
         model = WhisperEncoder()
-    got = [(k, tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in model.state_dict().items()]
+    got = state_dict_rows(model)
     assert got == checkpoint_key_list("whisper_tiny_encoder")
     assert len(got) == 67
     assert sum(p.numel() for p in model.parameters()) == 8_208_384

@@ -6,7 +6,6 @@ post-LayerNorm class token. State-dict keys equal ``clip_vision.tsv`` (``vision_
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from PIL import Image
 from torch import nn
 
 from ..errors import SonicInputError
+from .config_fields import FromConfigDict
 from .loading import load_strict
 from .self_attention import SelfAttention, activation
 
@@ -27,7 +27,7 @@ STRAY_KEYS = ("vision_model.embeddings.position_ids",)  # a buffer older transfo
 
 
 @dataclass(frozen=True)
-class CLIPVisionConfig:
+class CLIPVisionConfig(FromConfigDict):
     """The fields of a transformers ``CLIPVisionConfig`` that shape the network (others are ignored).
 
     Defaults are transformers' (ViT-B/32, quick_gelu) so that a config dict missing a field means what it means
@@ -46,13 +46,9 @@ class CLIPVisionConfig:
     num_channels: int = 3
 
     @classmethod
-    def from_dict(cls, config: Mapping) -> CLIPVisionConfig:
-        return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
-
-    @classmethod
     def vit_h14(cls) -> CLIPVisionConfig:
         """SVD's ``image_encoder/config.json``: ViT-H/14, width 1280, 32 layers, 1024-d projection."""
-        return cls.from_dict(json.loads(VIT_H14_CONFIG.read_text()))
+        return cls.from_json(VIT_H14_CONFIG)
 
     @property
     def num_patches(self) -> int:

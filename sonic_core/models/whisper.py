@@ -8,7 +8,6 @@ output, the last one after the final LayerNorm. That last entry *is* the encoder
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import SonicAudioError, SonicWeightsError
+from .config_fields import FromConfigDict
 from .loading import load_strict
 from .self_attention import SelfAttention, activation
 
@@ -28,7 +28,7 @@ LOAD_FIX = "use model.safetensors of openai/whisper-tiny (or a WhisperModel 'enc
 
 
 @dataclass(frozen=True)
-class WhisperEncoderConfig:
+class WhisperEncoderConfig(FromConfigDict):
     """The encoder fields of a transformers ``WhisperConfig`` (decoder and generation fields are ignored)."""
 
     num_mel_bins: int = 80
@@ -40,13 +40,9 @@ class WhisperEncoderConfig:
     activation_function: str = "gelu"
 
     @classmethod
-    def from_dict(cls, config: Mapping) -> WhisperEncoderConfig:
-        return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
-
-    @classmethod
     def tiny(cls) -> WhisperEncoderConfig:
         """openai/whisper-tiny: 80 mel bins, width 384, 4 layers of 6 heads."""
-        return cls.from_dict(json.loads(WHISPER_TINY_CONFIG.read_text()))
+        return cls.from_json(WHISPER_TINY_CONFIG)
 
     @property
     def input_frames(self) -> int:
