@@ -84,3 +84,9 @@ def test_preprocess_matches_clip_image_processor() -> None:
     assert got.dtype == torch.float32 and got.shape == (3, 224, 224)
     assert (got - want).abs().max().item() <= 1e-6
     assert preprocess_clip_image(image.convert("L"), size=32).shape == (3, 32, 32)
+
+
+def test_config_defaults_are_transformers_defaults() -> None:
+    """A config dict that omits a field must build the same network as transformers would."""
+    transformers = pytest.importorskip("transformers")
+    assert CLIPVisionConfig() == CLIPVisionConfig.from_dict(transformers.CLIPVisionConfig().to_dict())

@@ -106,3 +106,9 @@ def test_other_input_shapes_are_audio_errors(shape: tuple[int, ...]) -> None:
     model = WhisperEncoder(WhisperEncoderConfig.from_dict(TINY_CONFIGS["golden-like"]))
     with pytest.raises(SonicAudioError, match=r"expected \[B, 8, 3000\]"):
         model(torch.zeros(shape))
+
+
+def test_config_defaults_are_transformers_defaults() -> None:
+    """A config dict that omits a field must build the same network as transformers would."""
+    transformers = pytest.importorskip("transformers")
+    assert WhisperEncoderConfig() == WhisperEncoderConfig.from_dict(transformers.WhisperConfig().to_dict())
