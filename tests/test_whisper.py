@@ -112,3 +112,10 @@ def test_config_defaults_are_transformers_defaults() -> None:
     """A config dict that omits a field must build the same network as transformers would."""
     transformers = pytest.importorskip("transformers")
     assert WhisperEncoderConfig() == WhisperEncoderConfig.from_dict(transformers.WhisperConfig().to_dict())
+
+
+def test_unsupported_shapes_of_config_are_named() -> None:
+    with pytest.raises(ValueError, match="activation 'relu' is not supported"):
+        WhisperEncoder(WhisperEncoderConfig.from_dict({**TINY_CONFIGS["golden-like"], "activation_function": "relu"}))
+    with pytest.raises(ValueError, match="hidden size 16 is not divisible by 3 attention heads"):
+        WhisperEncoder(WhisperEncoderConfig.from_dict({**TINY_CONFIGS["golden-like"], "encoder_attention_heads": 3}))

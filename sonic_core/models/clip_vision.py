@@ -109,7 +109,7 @@ class CLIPEncoder(nn.Module):
 
 
 class CLIPVisionTransformer(nn.Module):
-    """Embeddings, ``pre_layrnorm`` (the checkpoints' spelling), the encoder and the class token's ``post_layernorm``."""
+    """Embeddings, ``pre_layrnorm`` (the checkpoints' spelling), the encoder, the class token's ``post_layernorm``."""
 
     def __init__(self, config: CLIPVisionConfig) -> None:
         super().__init__()

@@ -68,7 +68,7 @@ class WhisperEncoderLayer(nn.Module):
 
 
 class WhisperEncoderStack(nn.Module):
-    """The ``encoder.*`` module: conv stem (stride 1, then 2), sinusoid-initialised positions, layers, LayerNorm."""
+    """The ``encoder.*`` module: conv stem (stride 1, then 2), position table, layers, final LayerNorm."""
 
     def __init__(self, config: WhisperEncoderConfig) -> None:
         super().__init__()
@@ -131,7 +131,8 @@ def read_whisper_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Ten
         with safe_open(str(file), framework="pt") as handle:
             return {ours: handle.get_tensor(theirs) for ours, theirs in _encoder_names(handle.keys()).items()}
     except (SafetensorError, OSError) as exc:
-        raise SonicWeightsError(f"cannot read whisper weights {file.name!r} ({type(exc).__name__}): {LOAD_FIX}") from None
+        raise SonicWeightsError(f"cannot read whisper weights {file.name!r} ({type(exc).__name__}): "
+                                f"{LOAD_FIX}") from None
 
 
 def load_whisper_encoder(model: WhisperEncoder, tensors: Mapping[str, torch.Tensor],
