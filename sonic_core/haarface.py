@@ -46,12 +46,16 @@ class HaarFaceDetector:
         if self.cascade.empty():
             raise SonicDependencyError(f"OpenCV could not read {CASCADE}; reinstall 'opencv-python-headless<5'")
 
-    def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
+    def cascade_boxes(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The cascade's own square boxes int [K, 4] (x, y, w, h) and merged-hit counts [K], unmapped."""
         check_rgb_image(image_rgb)
         gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
         min_side = max(24, round(min(gray.shape) * MIN_FACE_FRACTION))
         rects, hits = self.cascade.detectMultiScale2(gray, SCALE_FACTOR, MIN_NEIGHBORS, minSize=(min_side, min_side))
-        rows = [(*haar_to_yolo_box(*map(float, rect)), n / (n + MIN_NEIGHBORS))
-                for rect, n in zip(np.asarray(rects).reshape(-1, 4), np.asarray(hits).reshape(-1))]
+        return np.asarray(rects).reshape(-1, 4), np.asarray(hits).reshape(-1)
+
+    def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
+        rects, hits = self.cascade_boxes(image_rgb)
+        rows = [(*haar_to_yolo_box(*map(float, rect)), n / (n + MIN_NEIGHBORS)) for rect, n in zip(rects, hits)]
         rows.sort(key=lambda row: -row[4])
         return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
