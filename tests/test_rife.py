@@ -103,11 +103,11 @@ def test_identical_frames_give_the_frame(rife):
 
 def test_interpolate_x2_order_and_batching():
     model = random_rife()
-    frames = torch.rand(5, 3, 32, 48)
+    frames = torch.rand(4, 3, 16, 48)
     out = interpolate_x2(frames, model, batch_size=2)
-    assert out.shape == (9, 3, 32, 48)
+    assert out.shape == (7, 3, 16, 48)
     assert torch.equal(out[0::2], frames)
-    singles = torch.cat([model.midpoint(frames[i:i + 1], frames[i + 1:i + 2]) for i in range(4)])
+    singles = torch.cat([model.midpoint(frames[i:i + 1], frames[i + 1:i + 2]) for i in range(3)])
     torch.testing.assert_close(out[1::2], singles, rtol=0, atol=1e-5)
     assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(interpolate_x2(frames[:1], model), frames[:1])
@@ -115,11 +115,11 @@ def test_interpolate_x2_order_and_batching():
 
 def test_interpolate_x2_pads_sizes_that_are_not_multiples_of_16():
     model = random_rife()
-    frames = torch.rand(2, 3, 36, 40)
+    frames = torch.rand(2, 3, 20, 30)
     out = interpolate_x2(frames, model)
-    assert out.shape == (3, 3, 36, 40)
-    padded = torch.nn.functional.pad(frames, (0, 8, 0, 12), mode="replicate")
-    torch.testing.assert_close(out[1], model.midpoint(padded[:1], padded[1:])[0, :, :36, :40])
+    assert out.shape == (3, 3, 20, 30)
+    padded = torch.nn.functional.pad(frames, (0, 2, 0, 12), mode="replicate")
+    torch.testing.assert_close(out[1], model.midpoint(padded[:1], padded[1:])[0, :, :20, :30])
     with pytest.raises(SonicInputError, match="multiple of 16"):
         model.midpoint(frames[:1], frames[1:])
 
