@@ -399,7 +399,8 @@ def test_rife_prefix_is_optional(tmp_path):
     bare = {k.removeprefix("module."): v for k, v in sd.items()}
     assert rife_state_dict(sd).keys() == bare.keys() == rife_state_dict(bare).keys()
     torch.save(sd, tmp_path / "flownet.pkl", _use_new_zipfile_serialization=False)  # legacy format, like the real one
-    assert all(torch.equal(read_rife(tmp_path / "flownet.pkl")[k], v) for k, v in bare.items())
+    read = read_rife(tmp_path / "flownet.pkl")
+    assert read.keys() == bare.keys() and all(torch.equal(read[k], v) for k, v in bare.items())
 
 
 # ---------------------------------------------------------------------------------------- fetch-weights (offline)

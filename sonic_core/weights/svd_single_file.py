@@ -169,7 +169,9 @@ def to_stability(state_dict: Mapping[str, torch.Tensor], rules: Iterable[Rule]) 
     out: dict[str, torch.Tensor] = {}
     stacks: dict[str, dict[str, torch.Tensor]] = {}
     for name, tensor in state_dict.items():
-        rule, match = next((r, m) for r, p in compiled if (m := p.fullmatch(name)))
+        rule, match = next(((r, m) for r, p in compiled if (m := p.fullmatch(name))), (None, None))
+        if rule is None:
+            raise ValueError(f"{name!r} has no Stability name in these rules")
         theirs = _fill(rule.theirs, match.groupdict(), levels)
         if rule.transform in QKV:
             stacks.setdefault(theirs, {})[rule.transform] = tensor
