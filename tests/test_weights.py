@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -293,6 +294,67 @@ def test_qkv_rows_proj_transpose_and_1x1_squeeze_are_value_correct():
     linear = from_stability({"encoder.mid.attn_1.q.weight": conv}, VAE_RULES, "test")["encoder.mid_block.attentions.0.to_q.weight"]
     img = torch.randn(1, 4, 3, 3)
     assert torch.allclose(F.conv2d(img, conv).flatten(2).transpose(1, 2), F.linear(img.flatten(2).transpose(1, 2), linear))
+
+
+@pytest.mark.slow  # importing diffusers takes ~10-40 s on a shared 2-core machine
+def test_vae_renames_agree_with_diffusers_ldm_converter():
+    """diffusers' LDM AutoencoderKL converter (test-only oracle) names every spatial tensor as our rules do."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    ours = tiny_vae().state_dict()
+    theirs = to_stability(ours, VAE_RULES)
+    spatial = {k: v for k, v in theirs.items() if not re.search(r"time_stack|mix_factor|time_mix_conv", k)}
+    spatial |= {"post_quant_conv.weight": torch.zeros(4, 4, 1, 1), "post_quant_conv.bias": torch.zeros(4)}
+    config = {"block_out_channels": [32, 64], "layers_per_block": 1, "down_block_types": ["DownEncoderBlock2D"] * 2,
+              "up_block_types": ["UpDecoderBlock2D"] * 2}
+    converted = convert_ldm_vae_checkpoint(spatial, config)
+    converted = {k: v for k, v in converted.items() if not k.startswith("post_quant_conv.")}
+    assert len(converted) == len(spatial) - 2
+    for key, tensor in converted.items():  # the temporal decoder wraps each 2D resnet as spatial_res_block
+        key = re.sub(r"^(decoder\.(?:mid_block|up_blocks\.\d+)\.resnets\.\d+)\.", r"\1.spatial_res_block.", key)
+        assert torch.equal(ours[key], tensor), key
+
+
+def open_clip_visual_forward(sd: dict[str, torch.Tensor], image: torch.Tensor, heads: int) -> torch.Tensor:
+    """OpenCLIP's VisionTransformer on Stability-named tensors: the reference the renamed CLIP must reproduce."""
+    width = sd["class_embedding"].shape[0]
+    patch = sd["conv1.weight"].shape[-1]
+    x = F.conv2d(image, sd["conv1.weight"], stride=patch).flatten(2).transpose(1, 2)
+    x = torch.cat([sd["class_embedding"].expand(x.shape[0], 1, width), x], dim=1) + sd["positional_embedding"]
+    x = F.layer_norm(x, (width,), sd["ln_pre.weight"], sd["ln_pre.bias"])
+    layers = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
+    for i in range(layers):
+        p = {k.removeprefix(f"transformer.resblocks.{i}."): v for k, v in sd.items()
+             if k.startswith(f"transformer.resblocks.{i}.")}
+        attention = nn.MultiheadAttention(width, heads, batch_first=True)
+        attention.load_state_dict({"in_proj_weight": p["attn.in_proj_weight"], "in_proj_bias": p["attn.in_proj_bias"],
+                                   "out_proj.weight": p["attn.out_proj.weight"],
+                                   "out_proj.bias": p["attn.out_proj.bias"]})
+        h = F.layer_norm(x, (width,), p["ln_1.weight"], p["ln_1.bias"])
+        x = x + attention(h, h, h, need_weights=False)[0]
+        h = F.layer_norm(x, (width,), p["ln_2.weight"], p["ln_2.bias"])
+        x = x + F.linear(F.gelu(F.linear(h, p["mlp.c_fc.weight"], p["mlp.c_fc.bias"])), p["mlp.c_proj.weight"],
+                         p["mlp.c_proj.bias"])
+    pooled = F.layer_norm(x[:, 0], (width,), sd["ln_post.weight"], sd["ln_post.bias"])
+    return pooled @ sd["proj"]
+
+
+def test_renamed_open_clip_runs_like_open_clip_in_transformers():
+    """Renamed OpenCLIP weights in transformers' CLIPVisionModelWithProjection (test-only reference) give OpenCLIP's
+    image embedding: q/k/v order, the transposed proj and every layer norm land where they belong."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    ours = tiny_clip_state()
+    theirs = to_stability(ours, CLIP_RULES)
+    config = CLIPVisionConfig(hidden_size=8, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=4, patch_size=2, projection_dim=6, hidden_act="gelu", layer_norm_eps=1e-5)
+    model = CLIPVisionModelWithProjection(config).eval()
+    model.load_state_dict(from_stability(theirs, CLIP_RULES, "svd_xt.safetensors"), strict=True)
+    image = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        got = model(pixel_values=image).image_embeds
+        want = open_clip_visual_forward(theirs, image, heads=2)
+    assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
 def test_unknown_stability_key_is_an_error():
