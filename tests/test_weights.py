@@ -291,9 +291,10 @@ def test_qkv_rows_proj_transpose_and_1x1_squeeze_are_value_correct():
     want = mha(x, x, x, need_weights=False)[0]
     assert torch.allclose(F.linear(split, mha.out_proj.weight, mha.out_proj.bias), want, atol=1e-6)
     conv = torch.randn(4, 4, 1, 1)
-    linear = from_stability({"encoder.mid.attn_1.q.weight": conv}, VAE_RULES, "test")["encoder.mid_block.attentions.0.to_q.weight"]
-    img = torch.randn(1, 4, 3, 3)
-    assert torch.allclose(F.conv2d(img, conv).flatten(2).transpose(1, 2), F.linear(img.flatten(2).transpose(1, 2), linear))
+    linear = from_stability({"encoder.mid.attn_1.q.weight": conv}, VAE_RULES, "test")
+    tokens = (img := torch.randn(1, 4, 3, 3)).flatten(2).transpose(1, 2)
+    assert torch.allclose(F.conv2d(img, conv).flatten(2).transpose(1, 2),
+                          F.linear(tokens, linear["encoder.mid_block.attentions.0.to_q.weight"]))
 
 
 @pytest.mark.slow  # importing diffusers takes ~10-40 s on a shared 2-core machine
@@ -385,9 +386,13 @@ def write_single_file(path: Path, vae: TemporalVAE, clip: dict[str, torch.Tensor
 
 
 def tiny_clip_state(layers: int = 2, width: int = 8, dim: int = 6) -> dict[str, torch.Tensor]:
+    """CLIP vision tensors with the TSV's names (layer 0 repeated) and every size scaled down: 2x2 patches of 2 px."""
     shapes = {k: s for k, s in tsv_shapes("clip_vision").items() if ".layers." not in k or ".layers.0." in k}
-    def small(shape):
-        return tuple({1280: width, 5120: 4 * width, 1024: dim, 257: 5, 14: 2}.get(n, n) for n in shape)
+    sizes = {1280: width, 5120: 4 * width, 1024: dim, 257: 5, 14: 2}
+
+    def small(shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(sizes.get(n, n) for n in shape)
+
     torch.manual_seed(4)
     sd = {}
     for key, shape in shapes.items():
@@ -498,7 +503,7 @@ def test_fetch_weights_from_the_hub_cache(tmp_path):
         assert target.read_bytes() == contents[f"{item.repo}/{item.filename}"]
     assert (w / "stable-video-diffusion-img2vid-xt" / "vae" / "diffusion_pytorch_model.fp16.safetensors").is_file()
     assert not (w / "stable-video-diffusion-img2vid-xt" / "unet").exists()
-    blob = (tmp_path / "cache" / "models--LeonJoe13--Sonic" / "blobs").iterdir().__next__()
+    blob = next((tmp_path / "cache" / "models--LeonJoe13--Sonic" / "blobs").iterdir())
     assert any(os.path.samefile(blob, item.target(w)) for item in HUB_FILES)  # hard-linked, not copied
     assert fetch_weights(tmp_path / "w", progress=False, cache_dir=tmp_path / "cache") == files  # re-run: same tree
 

@@ -46,7 +46,8 @@ def load_svd_parts(source: str | os.PathLike) -> dict[str, dict[str, torch.Tenso
     return read_single_file(source)
 
 
-def whisper_encoder_state_dict(state_dict: dict[str, torch.Tensor], source: str = WHISPER_FILE) -> dict[str, torch.Tensor]:
+def whisper_encoder_state_dict(state_dict: dict[str, torch.Tensor],
+                               source: str = WHISPER_FILE) -> dict[str, torch.Tensor]:
     """The ``encoder.*`` tensors of a whisper checkpoint (``model.encoder.*`` renamed, decoder and proj_out dropped)."""
     for prefix in WHISPER_PREFIXES:
         encoder = {"encoder." + k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}

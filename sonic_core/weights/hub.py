@@ -42,9 +42,9 @@ WHISPER_REPO = "openai/whisper-tiny"
 HUB_FILES: tuple[HubFile, ...] = (
     *(HubFile(SONIC_REPO, name) for name in ("Sonic/unet.pth", "Sonic/audio2token.pth", "Sonic/audio2bucket.pth",
                                              "RIFE/flownet.pkl", "yoloface_v5m.pt")),
-    *(HubFile(SVD_REPO, name, SVD_FOLDER) for name in ("vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors",
-                                                       "image_encoder/config.json",
-                                                       "image_encoder/model.fp16.safetensors")),
+    *(HubFile(SVD_REPO, name, SVD_FOLDER)
+      for name in ("vae/config.json", "vae/diffusion_pytorch_model.fp16.safetensors", "image_encoder/config.json",
+                   "image_encoder/model.fp16.safetensors")),
     *(HubFile(WHISPER_REPO, name, WHISPER_FOLDER) for name in ("model.safetensors", "config.json",
                                                                "preprocessor_config.json")),
 )

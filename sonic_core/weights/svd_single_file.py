@@ -106,7 +106,8 @@ CLIP_RULES: tuple[Rule, ...] = tuple(
      Rule("vision_model.embeddings.patch_embedding.weight", "conv1.weight"),
      Rule("vision_model.embeddings.position_embedding.weight", "positional_embedding")]
     + _weight_bias("vision_model.pre_layrnorm", "ln_pre")
-    + [Rule(f"{_LAYER}.self_attn.{x}_proj.{p}", f"{_BLOCK}.attn.in_proj_{p}", x) for x in QKV for p in ("weight", "bias")]
+    + [Rule(f"{_LAYER}.self_attn.{x}_proj.{p}", f"{_BLOCK}.attn.in_proj_{p}", x)
+       for x in QKV for p in ("weight", "bias")]
     + _weight_bias(f"{_LAYER}.self_attn.out_proj", f"{_BLOCK}.attn.out_proj")
     + _weight_bias(f"{_LAYER}.layer_norm1", f"{_BLOCK}.ln_1")
     + _weight_bias(f"{_LAYER}.mlp.fc1", f"{_BLOCK}.mlp.c_fc")
