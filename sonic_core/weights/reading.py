@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from ..errors import SonicWeightsError
+from ..models.loading import check_state_dict
 from .layout import FETCH_COMMAND
 
 DEFAULT_FIX = f"run `{FETCH_COMMAND}` or copy the official file there"
@@ -111,18 +112,6 @@ def read_state_dict(path: str | os.PathLike, *, keys: Iterable[str] | None = Non
         raise SonicWeightsError(f"{path} holds a {type(loaded).__name__}, not a state dict (a dict of named "
                                 f"tensors); get the official file ({fix})")
     return dict(loaded)
-
-
-def check_state_dict(expected: Mapping[str, torch.Tensor], state_dict: Mapping[str, torch.Tensor], what: str,
-                     source: str, fix: str) -> None:
-    """One-line :class:`SonicWeightsError` when keys or shapes of ``state_dict`` differ from ``expected``."""
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [k for k in expected if k in state_dict and tuple(state_dict[k].shape) != tuple(expected[k].shape)]
-    if missing or unexpected or wrong:
-        detail = (f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
-                  f"(e.g. {unexpected[:1]}), {len(wrong)} of the wrong shape (e.g. {wrong[:1]})")
-        raise SonicWeightsError(f"{source} does not match {what}: {detail}; {fix}")
 
 
 def _convert(tensor: torch.Tensor, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
