@@ -65,7 +65,7 @@ _GRAPH_FROM_API_JS = """(prompt) => {
     }
   }
   graph.setDirtyCanvas(true, true);
-  return graph.serialize();
+  return JSON.parse(JSON.stringify(graph.serialize()));  // as saved to a file: undefined fields dropped
 }"""
 
 
@@ -199,8 +199,15 @@ class ComfyServer:
         finally:
             ws.close()
 
-    def history(self, prompt_id: str) -> dict:
-        return self.get(f"/history/{prompt_id}")[prompt_id]
+    def history(self, prompt_id: str, timeout: float = 15) -> dict:
+        """The prompt's ``/history`` entry (the server records it just after it sends execution_success)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.get(f"/history/{prompt_id}").get(prompt_id)
+            if entry is not None:
+                return entry
+            time.sleep(0.2)
+        raise AssertionError(f"prompt {prompt_id} has no /history entry after {timeout} s")
 
 
 class ComfyBrowser:
@@ -234,9 +241,9 @@ class ComfyBrowser:
         self.close_dialogs()
 
     def visible_dialogs(self) -> list[str]:
-        """Texts of the dialogs now shown (PrimeVue dialogs of the ComfyUI frontend)."""
+        """Texts of the dialogs and alert toasts now shown (PrimeVue widgets of the ComfyUI frontend)."""
         return self.page.eval_on_selector_all(
-            ".p-dialog", "els => els.filter(e => e.offsetParent !== null).map(e => e.innerText)")
+            ".p-dialog, .p-toast-message", "els => els.filter(e => e.offsetParent !== null).map(e => e.innerText)")
 
     def close_dialogs(self) -> None:
         for _ in range(3):
@@ -328,7 +335,7 @@ def write_ui_workflows(api_files: list[Path]) -> None:
             browser.open()
             for api_file in api_files:
                 workflow = browser.ui_workflow_from_api(json.loads(api_file.read_text()))
-                workflow.setdefault("extra", {})["ds"] = {"scale": 1.0, "offset": [0, 40]}
+                workflow.setdefault("extra", {})["ds"] = {"scale": 1.0, "offset": [70, 90]}
                 target = REPO / "workflows" / api_file.name
                 target.write_text(json.dumps(workflow, indent=1) + "\n")
                 print(f"wrote {target.relative_to(REPO)}")
