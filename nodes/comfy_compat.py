@@ -250,3 +250,36 @@ def soft_empty_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+class ManagedModel:
+    """A model whose placement ComfyUI's model management owns.
+
+    Inside ComfyUI the module is wrapped in ``comfy.model_patcher.ModelPatcher``: :meth:`load` goes through
+    ``load_models_gpu`` (which evicts other models when memory is short), and ComfyUI's own "free model memory"
+    (``POST /free``, or loading a bigger model) unloads it to the offload device, so nothing leaks across runs.
+    Outside ComfyUI, :meth:`load` just moves the module to :func:`torch_device`.
+    """
+
+    def __init__(self, module: Any) -> None:
+        self.module = module
+        self._patcher = None
+        if _model_management is not None:
+            model_patcher = importlib.import_module("comfy.model_patcher")
+            self._patcher = model_patcher.ModelPatcher(module, load_device=torch_device(),
+                                                       offload_device=offload_device())
+
+    def load(self) -> Any:
+        """Put the model on the compute device (call before each use); returns that device."""
+        if self._patcher is None:
+            device = torch_device()
+            self.module.to(device)
+            return device
+        _model_management.load_models_gpu([self._patcher])
+        return self._patcher.load_device
+
+    def is_loaded(self) -> bool:
+        """Whether ComfyUI counts the model as loaded (outside ComfyUI: whether it sits on the compute device)."""
+        if self._patcher is None:
+            return next(self.module.parameters()).device.type == torch_device().type
+        return any(loaded.model is self._patcher for loaded in _model_management.current_loaded_models)

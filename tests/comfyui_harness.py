@@ -28,6 +28,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACK_NAME = "comfyui-sonic"  # the pack's folder name inside custom_nodes/ (also its key in /workflow_templates)
+PROBE_PACK = Path(__file__).resolve().parent / "comfy_probe_pack"  # test-only nodes, see its docstring
+PROBE_PACK_NAME = "sonic-test-probe"
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = os.environ.get("SONIC_CHROMIUM", "/usr/bin/chromium")
 START_TIMEOUT_S = 180
@@ -106,19 +108,21 @@ class ComfyServer:
         self.process: subprocess.Popen | None = None
         self.startup_seconds = 0.0
 
-    def link_pack(self) -> None:
-        link = self.install.tree / "custom_nodes" / PACK_NAME
-        if link.is_symlink() and link.resolve() == REPO:
-            return
-        if link.is_symlink() or link.exists():
-            link.unlink() if link.is_symlink() else shutil.rmtree(link)
-        link.symlink_to(REPO, target_is_directory=True)
+    def link_packs(self) -> None:
+        """Link this pack and the test-only probe pack into ComfyUI's custom_nodes/."""
+        for name, target in ((PACK_NAME, REPO), (PROBE_PACK_NAME, PROBE_PACK)):
+            link = self.install.tree / "custom_nodes" / name
+            if link.is_symlink() and link.resolve() == target:
+                continue
+            if link.is_symlink() or link.exists():
+                link.unlink() if link.is_symlink() else shutil.rmtree(link)
+            link.symlink_to(target, target_is_directory=True)
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         for folder in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir / "default"):
             folder.mkdir(parents=True, exist_ok=True)
         (self.user_dir / "default" / "comfy.settings.json").write_text(json.dumps(FRESH_USER_SETTINGS))
-        self.link_pack()
+        self.link_packs()
         env = {**os.environ, "PYTHONPATH": str(self.install.stubs), "HF_HUB_OFFLINE": "1",
                "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         cmd = [str(self.install.python), "main.py", "--cpu", "--disable-api-nodes", "--listen", "127.0.0.1",
@@ -168,7 +172,7 @@ class ComfyServer:
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return response.status, json.loads(response.read())
+                return response.status, json.loads(response.read() or b"null")
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
@@ -300,6 +304,18 @@ def comfyui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfySe
     server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui"))
     try:
         server.start()
+        shutil.copy(REPO / "sonic_core" / "assets" / "speech.wav", server.input_dir / "speech.wav")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def comfyui_server_v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    """A second server whose Sonic nodes are built in the V1 shape (``SONIC_NODE_SCHEMA=v1``)."""
+    server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui-v1"))
+    try:
+        server.start(extra_env={"SONIC_NODE_SCHEMA": "v1"})
         shutil.copy(REPO / "sonic_core" / "assets" / "speech.wav", server.input_dir / "speech.wav")
         yield server
     finally:

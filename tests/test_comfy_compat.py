@@ -102,3 +102,11 @@ def test_save_path_counter_subfolder_and_escape(compat, comfy_root):
     assert os.path.isdir(folder)
     with pytest.raises(SonicInputError, match="outside the output folder"):
         fp.get_save_image_path("../escape", out)
+
+
+def test_managed_model_outside_comfyui_moves_the_module_to_the_compute_device(compat):
+    import torch
+
+    managed = compat.ManagedModel(torch.nn.Linear(2, 2))
+    assert managed.load() == compat.torch_device()
+    assert managed.is_loaded()

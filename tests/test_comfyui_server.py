@@ -1,6 +1,7 @@
 """The pack inside a real ComfyUI 0.3.75 server (V3 schema path): /object_info, POST /prompt, /ws, /history."""
 
 import json
+import time
 
 import pytest
 
@@ -93,3 +94,41 @@ def test_hostile_audio_file_name_is_refused(comfyui_server):
     assert messages[-1]["type"] == "execution_error"
     assert messages[-1]["data"]["exception_type"].endswith("SonicInputError")
     assert "only files inside ComfyUI's input folder" in messages[-1]["data"]["exception_message"]
+
+
+def _report(server, prompt: dict) -> dict:
+    prompt_id, messages = server.run_prompt(prompt)
+    assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
+    outputs = server.history(prompt_id)["outputs"]
+    return json.loads(outputs["1"]["text"][0])
+
+
+@pytest.mark.parametrize("server_fixture, v3", [("comfyui_server", True), ("comfyui_server_v1", False)])
+def test_hidden_inputs_reach_the_node_function_in_both_shapes(request, server_fixture, v3):
+    server = request.getfixturevalue(server_fixture)
+    prompt = {"1": {"class_type": "SonicProbeHidden", "inputs": {"tag": "t"}},
+              "7": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}
+    assert _report(server, prompt) == {"tag": "t", "prompt_nodes": ["1", "7"], "unique_id": "1", "v3": v3}
+
+
+def test_v1_shape_registers_and_runs_the_api_templates(comfyui_server_v1):
+    info = comfyui_server_v1.get("/object_info")
+    for node_id, spec in expected_nodes().items():
+        assert "api_node" not in info[node_id]  # a V1 class: no V3-only fields
+        assert info[node_id]["output_name"] == [o.name for o in spec.outputs]
+    for workflow in API_WORKFLOWS:
+        _, messages = comfyui_server_v1.run_prompt(json.loads(workflow.read_text()))
+        assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
+
+
+def test_managed_model_is_loaded_by_and_freed_with_comfyui(comfyui_server):
+    probe = {"1": {"class_type": "SonicProbeManaged", "inputs": {"action": "load"}}}
+    assert _report(comfyui_server, probe) == {"action": "load", "loaded": True}
+    probe["1"]["inputs"]["action"] = "status"
+    assert _report(comfyui_server, probe) == {"action": "status", "loaded": True}  # stays loaded between runs
+    status, _ = comfyui_server.post("/free", {"unload_models": True, "free_memory": True})
+    assert status == 200
+    deadline = time.monotonic() + 20  # the server's worker applies /free between prompts
+    while _report(comfyui_server, probe)["loaded"]:
+        assert time.monotonic() < deadline, "the model stayed loaded after POST /free"
+        time.sleep(0.5)
