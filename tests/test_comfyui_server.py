@@ -132,3 +132,20 @@ def test_managed_model_is_loaded_by_and_freed_with_comfyui(comfyui_server):
     while _report(comfyui_server, probe)["loaded"]:
         assert time.monotonic() < deadline, "the model stayed loaded after POST /free"
         time.sleep(0.5)
+
+
+def test_video_output_is_a_core_video(comfyui_server):
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 10, "color": 255}},
+        "2": {"class_type": "SonicVideoCombine",
+              "inputs": {"images": ["1", 0], "fps": 12.5, "format": "webm (vp9 + opus)", "crf": 30,
+                         "pix_fmt": "yuv420p", "filename_prefix": "core/video"}},
+        "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 2]}},
+    }
+    prompt_id, messages = comfyui_server.run_prompt(prompt)
+    assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
+    outputs = comfyui_server.history(prompt_id)["outputs"]
+    assert float(outputs["4"]["text"][0]) == 12.5
+    assert outputs["2"]["images"][0]["subfolder"] == "core"
+    assert probe(comfyui_server.output_dir / "core" / outputs["2"]["images"][0]["filename"])["video"]["frames"] == 10
