@@ -15,7 +15,7 @@ against min/max/options before the function runs; the functions still check what
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .comfy_compat import comfy_io
@@ -83,7 +83,7 @@ class NodeResult:
     """What a node function returns: output values in declared order, and an optional UI payload."""
 
     values: tuple
-    ui: dict[str, Any] | None = field(default=None)
+    ui: dict[str, Any] | None = None
 
 
 NodeFunction = Callable[..., NodeResult]

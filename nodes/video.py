@@ -20,7 +20,7 @@ def check_prefix(filename_prefix: str) -> str:
     """The prefix, or a SonicInputError when it is empty, absolute or climbs out of the output folder."""
     prefix = filename_prefix.strip()
     parts = prefix.replace("\\", "/").split("/")
-    if not prefix or os.path.isabs(prefix) or prefix.startswith(("/", "\\")) or ".." in parts or "" in parts[-1:]:
+    if not parts[-1] or os.path.isabs(prefix) or prefix.startswith(("/", "\\")) or ".." in parts:
         raise SonicInputError(f"filename_prefix {filename_prefix!r}: use a plain name like 'Sonic' or "
                               "'videos/Sonic', without '..' or an absolute path")
     return prefix

@@ -74,8 +74,9 @@ def _write_wav(samples: Any, rate: int, path: str) -> None:
     """Audio given as ``(samples, rate)`` to a float WAV; samples are ``[T]`` or ``[C, T]`` (a tensor or array)."""
     import soundfile
 
-    data = samples.detach().cpu().float().numpy() if hasattr(samples, "detach") else np.asarray(samples,
-                                                                                               np.float32)
+    if hasattr(samples, "detach"):  # a torch tensor
+        samples = samples.detach().cpu().float().numpy()
+    data = np.asarray(samples, dtype=np.float32)
     if data.ndim == 2:
         data = data.T  # soundfile wants [T, C]
     elif data.ndim != 1:

@@ -88,6 +88,15 @@ def ensure_comfyui() -> ComfyInstall:
     return ComfyInstall(cache / "ComfyUI", Path(result.stdout.strip().splitlines()[-1]), cache / "stubs")
 
 
+def _own_session_dying_with_parent() -> None:
+    """Child set-up: its own process group (stop() kills it whole), and SIGTERM if pytest itself dies (Linux)."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -133,7 +142,7 @@ class ComfyServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, cwd=self.install.tree, env=env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            preexec_fn=_own_session_dying_with_parent)
         while time.monotonic() - began < START_TIMEOUT_S:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited with {self.process.returncode}:\n{self.log_tail()}")

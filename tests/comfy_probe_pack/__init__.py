@@ -4,6 +4,8 @@ Linked into ``custom_nodes/`` by the harness next to the Sonic pack. It imports 
 under its own name, to build nodes with the same ``nodes.schema`` builder the real nodes use.
 """
 
+import asyncio
+import concurrent.futures
 import importlib.util
 import json
 import sys
@@ -23,9 +25,23 @@ schema = importlib.import_module(f"{_NAME}.nodes.schema")
 _MODELS: dict[str, object] = {}
 
 
+def entrypoint_node_ids() -> list[str] | None:
+    """Node ids the pack's V3 ``comfy_entrypoint`` lists (run on its own thread: ComfyUI may be inside a loop)."""
+    entrypoint = getattr(sys.modules[_NAME], "comfy_entrypoint", None)
+    if entrypoint is None:
+        return None
+
+    async def node_ids() -> list[str]:
+        extension = await entrypoint()
+        return [cls.SONIC_SPEC.node_id for cls in await extension.get_node_list()]
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, node_ids()).result()
+
+
 def hidden_inputs(tag: str, prompt: dict | None = None, unique_id: str | None = None) -> object:
     report = json.dumps({"tag": tag, "prompt_nodes": sorted(prompt or {}), "unique_id": unique_id,
-                         "v3": schema.use_v3()})
+                         "v3": schema.use_v3(), "entrypoint": entrypoint_node_ids()})
     return schema.NodeResult((report,), ui={"text": [report]})
 
 
