@@ -8,7 +8,7 @@ from typing import Any
 from sonic_core.errors import SonicInputError
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
-from .comfy_compat import folder_paths, throw_if_interrupted, video_from_file
+from .comfy_compat import ProgressBar, folder_paths, throw_if_interrupted, video_from_file
 from .schema import NodeResult, NodeSpec, Param, Result, build_node
 
 FORMATS = {"mp4 (h264 + aac)": "h264", "webm (vp9 + opus)": "vp9"}
@@ -53,9 +53,12 @@ def video_combine(images: Any, fps: float = 25.0, format: str = "mp4 (h264 + aac
     path = os.path.join(folder, name)
     with VideoWriter(path, width, height, fps, audio=_audio_track(audio), crf=int(crf), codec=codec,
                      pix_fmt=pix_fmt, frames=count) as writer:
+        progress = ProgressBar(count)
         for start in range(0, count, CHUNK_FRAMES):
             throw_if_interrupted()
-            writer.write(images[start:start + CHUNK_FRAMES].permute(0, 3, 1, 2))
+            chunk = images[start:start + CHUNK_FRAMES]
+            writer.write(chunk.permute(0, 3, 1, 2))
+            progress.update(chunk.shape[0])
     preview = {"filename": name, "subfolder": subfolder, "type": "output",
                "format": f"video/{CODECS[codec]['container']}"}
     video = video_from_file(path)

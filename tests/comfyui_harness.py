@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -185,8 +185,12 @@ class ComfyServer:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
 
-    def run_prompt(self, prompt: dict, timeout: float = 300) -> tuple[str, list[dict]]:
-        """Queue an API-format graph, follow ``/ws`` until it ends; returns (prompt_id, websocket messages)."""
+    def run_prompt(self, prompt: dict, timeout: float = 300,
+                   on_message: Callable[[dict], None] | None = None) -> tuple[str, list[dict]]:
+        """Queue an API-format graph, follow ``/ws`` until it ends; returns (prompt_id, websocket messages).
+
+        ``on_message`` sees each message as it arrives (e.g. to press Cancel once a node starts).
+        """
         import websocket
 
         client_id = uuid.uuid4().hex
@@ -204,6 +208,8 @@ class ComfyServer:
                     continue  # binary preview frames
                 message = json.loads(raw)
                 messages.append(message)
+                if on_message is not None:
+                    on_message(message)
                 data = message.get("data", {})
                 if data.get("prompt_id") == prompt_id and message["type"] in (
                         "execution_success", "execution_error", "execution_interrupted"):

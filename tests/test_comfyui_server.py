@@ -151,3 +151,20 @@ def test_video_output_is_a_core_video(comfyui_server):
     assert float(outputs["4"]["text"][0]) == 12.5
     assert outputs["2"]["images"][0]["subfolder"] == "core"
     assert probe(comfyui_server.output_dir / "core" / outputs["2"]["images"][0]["filename"])["video"]["frames"] == 10
+
+
+def test_cancel_during_video_combine_is_an_interrupt_and_leaves_no_file(comfyui_server):
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 256, "batch_size": 600, "color": 0}},
+        "2": {"class_type": "SonicVideoCombine",
+              "inputs": {"images": ["1", 0], "fps": 25.0, "format": "mp4 (h264 + aac)", "crf": 18,
+                         "pix_fmt": "yuv420p", "filename_prefix": "cancelled/Sonic"}},
+    }
+
+    def cancel_when_combine_starts(message):
+        if message["type"] == "executing" and message["data"].get("node") == "2":
+            assert comfyui_server.post("/interrupt", {})[0] == 200
+
+    _, messages = comfyui_server.run_prompt(prompt, on_message=cancel_when_combine_starts)
+    assert messages[-1]["type"] == "execution_interrupted", json.dumps(messages[-1])[:2000]
+    assert not any((comfyui_server.output_dir / "cancelled").glob("*"))  # not even a hidden partial file

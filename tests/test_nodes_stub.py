@@ -109,3 +109,22 @@ def test_video_combine_refuses_prefixes_that_leave_the_output_folder(pack, tmp_p
 def test_video_combine_refuses_what_is_not_an_image_batch(pack):
     with pytest.raises(SonicInputError, match="IMAGE"):
         node(pack, "SonicVideoCombine").execute(images=torch.rand(2, 3, 16, 16))
+
+
+def test_video_combine_interrupted_midway_leaves_no_file(pack, tmp_path, monkeypatch):
+    import importlib
+
+    from sonic_core.errors import SonicInterrupted
+
+    video_nodes = importlib.import_module("sonic_pack.nodes.video")
+    checks = []
+
+    def cancel_on_second_chunk():
+        checks.append(1)
+        if len(checks) == 2:
+            raise SonicInterrupted("cancelled by the user")
+
+    monkeypatch.setattr(video_nodes, "throw_if_interrupted", cancel_on_second_chunk)
+    with pytest.raises(SonicInterrupted):
+        node(pack, "SonicVideoCombine").execute(images=torch.rand(3 * video_nodes.CHUNK_FRAMES, 16, 16, 3))
+    assert len(checks) == 2 and list((tmp_path / "output").rglob("*")) == []
