@@ -14,6 +14,15 @@ API_WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.json"))
 SPEECH_SECONDS = 105508 / 16000
 
 
+def blank_video_prompt(size: int, frames: int, prefix: str, **combine: object) -> dict:
+    """EmptyImage (node "1") → SonicVideoCombine (node "2"), Combine's defaults unless overridden."""
+    inputs = {"images": ["1", 0], "fps": 25.0, "format": "mp4 (h264 + aac)", "crf": 18, "pix_fmt": "yuv420p",
+              "filename_prefix": prefix, **combine}
+    return {"1": {"class_type": "EmptyImage",
+                  "inputs": {"width": size, "height": size, "batch_size": frames, "color": 0}},
+            "2": {"class_type": "SonicVideoCombine", "inputs": inputs}}
+
+
 def expected_nodes() -> dict:
     """The node declarations of the pack (the same specs the server builds its V3 classes from)."""
     return {node_id: cls.SONIC_SPEC for node_id, cls in load_pack().NODE_CLASS_MAPPINGS.items()}
@@ -68,13 +77,7 @@ def test_api_template_runs_to_an_mp4_with_the_speech(comfyui_server, workflow):
 
 
 def test_node_errors_reach_the_user_as_one_line(comfyui_server):
-    prompt = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 2, "color": 0}},
-        "2": {"class_type": "SonicVideoCombine",
-              "inputs": {"images": ["1", 0], "fps": 25.0, "format": "mp4 (h264 + aac)", "crf": 18,
-                         "pix_fmt": "yuv420p", "filename_prefix": "../../escape"}},
-    }
-    _, messages = comfyui_server.run_prompt(prompt)
+    _, messages = comfyui_server.run_prompt(blank_video_prompt(32, 2, "../../escape"))
     error = messages[-1]
     assert error["type"] == "execution_error"
     assert error["data"]["exception_type"].endswith("SonicInputError")
@@ -124,27 +127,22 @@ def test_v1_shape_registers_and_runs_the_api_templates(comfyui_server_v1):
 
 
 def test_managed_model_is_loaded_by_and_freed_with_comfyui(comfyui_server):
-    probe = {"1": {"class_type": "SonicProbeManaged", "inputs": {"action": "load"}}}
-    assert _report(comfyui_server, probe) == {"action": "load", "loaded": True}
-    probe["1"]["inputs"]["action"] = "status"
-    assert _report(comfyui_server, probe) == {"action": "status", "loaded": True}  # stays loaded between runs
+    graph = {"1": {"class_type": "SonicProbeManaged", "inputs": {"action": "load"}}}
+    assert _report(comfyui_server, graph) == {"action": "load", "loaded": True}
+    graph["1"]["inputs"]["action"] = "status"
+    assert _report(comfyui_server, graph) == {"action": "status", "loaded": True}  # stays loaded between runs
     status, _ = comfyui_server.post("/free", {"unload_models": True, "free_memory": True})
     assert status == 200
     deadline = time.monotonic() + 20  # the server's worker applies /free between prompts
-    while _report(comfyui_server, probe)["loaded"]:
+    while _report(comfyui_server, graph)["loaded"]:
         assert time.monotonic() < deadline, "the model stayed loaded after POST /free"
         time.sleep(0.5)
 
 
 def test_video_output_is_a_core_video(comfyui_server):
-    prompt = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 10, "color": 255}},
-        "2": {"class_type": "SonicVideoCombine",
-              "inputs": {"images": ["1", 0], "fps": 12.5, "format": "webm (vp9 + opus)", "crf": 30,
-                         "pix_fmt": "yuv420p", "filename_prefix": "core/video"}},
-        "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
-        "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 2]}},
-    }
+    prompt = {**blank_video_prompt(32, 10, "core/video", fps=12.5, format="webm (vp9 + opus)", crf=30),
+              "3": {"class_type": "GetVideoComponents", "inputs": {"video": ["2", 0]}},
+              "4": {"class_type": "PreviewAny", "inputs": {"source": ["3", 2]}}}
     prompt_id, messages = comfyui_server.run_prompt(prompt)
     assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
     outputs = comfyui_server.history(prompt_id)["outputs"]
@@ -154,12 +152,7 @@ def test_video_output_is_a_core_video(comfyui_server):
 
 
 def test_cancel_during_video_combine_is_an_interrupt_and_leaves_no_file(comfyui_server):
-    prompt = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 256, "height": 256, "batch_size": 600, "color": 0}},
-        "2": {"class_type": "SonicVideoCombine",
-              "inputs": {"images": ["1", 0], "fps": 25.0, "format": "mp4 (h264 + aac)", "crf": 18,
-                         "pix_fmt": "yuv420p", "filename_prefix": "cancelled/Sonic"}},
-    }
+    prompt = blank_video_prompt(256, 600, "cancelled/Sonic")
 
     def cancel_when_combine_starts(message):
         if message["type"] == "executing" and message["data"].get("node") == "2":
