@@ -28,6 +28,7 @@ AUDIO_DURATION = "SonicLoadAudioDuration"
 CORE_LOAD_AUDIO = "LoadAudio"
 PRIMITIVES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                         "PrimitiveBoolean"})
+NO_FILE_CHOICES = ("", "none")  # SonicLoadAudioDuration's audio_file when the AUDIO input is used
 MAX_LINK_DEPTH = 64  # a longer chain of primitives is a cycle or a broken graph
 
 AudioDuration = Callable[[str], float]
@@ -171,7 +172,7 @@ class _Graph:
 
     def file_seconds(self, node_id: str, name: str) -> float:
         file_name = self.literal(node_id, name)
-        if not isinstance(file_name, str) or not file_name:
+        if not isinstance(file_name, str) or file_name in NO_FILE_CHOICES:
             raise GraphCostError(f"node {node_id} ({self.class_type(self.prompt[node_id])}) has no audio file in "
                                  f"input {name!r}: choose a file")
         return float(self.audio_duration(file_name))
