@@ -205,3 +205,30 @@ def test_failing_sonic_prompt_is_refunded(metered):
     with open_ledger(ledger_url) as ledger:
         assert ledger.charge(answer["prompt_id"]).status == REFUNDED
         assert ledger.balance("local").held == 0
+
+
+@pytest.mark.browser
+def test_token_meter_shows_the_figure_before_queueing_and_after_the_run(metered, tmp_path):
+    server, _ = metered
+    if not Path(harness.CHROMIUM).exists():
+        pytest.fail(f"{harness.CHROMIUM} is missing: apt-get install chromium (scripts/apt-packages.txt)")
+    browser = harness.ComfyBrowser(server, tmp_path / "chromium-profile")
+    shown = ("() => window.app.graph._nodes.find((n) => n.comfyClass === 'SonicTokenMeter')"
+             "?.widgets?.find((w) => w.name === 'cost')?.value || ''")
+    try:
+        browser.open()
+        browser.ui_workflow_from_api({"1": {"class_type": "SonicTokenMeter", "inputs": {"tier": "pro"}}})
+        browser.page.evaluate("() => { const node = window.app.graph._nodes[0]; node.pos = [320, 160]; "
+                              "node.size = [520, 260]; window.app.graph.setDirtyCanvas(true, true); }")
+        browser.page.wait_for_function(f"() => ({shown})().includes('tier pro')", timeout=60_000)
+        assert browser.page.evaluate(shown).startswith("estimate: 0 tokens (0 Sonic Samplers), tier pro: allowed")
+        browser.page.evaluate("() => { const node = window.app.graph._nodes.find((n) => n.comfyClass === "
+                              "'SonicTokenMeter'); node.widgets.find((w) => w.name === 'tier').value = 'standard'; }")
+        browser.page.wait_for_function(f"() => ({shown})().includes('tier standard')", timeout=30_000)
+        assert browser.api_prompt()["1"]["inputs"] == {"tier": "standard"}  # the display is not an input
+        entry = browser.queue_and_wait(timeout=120)
+        assert entry["status"]["status_str"] == "success"
+        browser.page.wait_for_function(f"() => ({shown})().startsWith('last run: 0 tokens')", timeout=30_000)
+        browser.screenshot("token_meter")
+    finally:
+        browser.close()

@@ -4,6 +4,7 @@
 //  - after a run: the node's own ui payload ("sonic_cost") from the `executed` message.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const NODE_TYPE = "SonicTokenMeter";
 const POLL_MS = 1000;
@@ -23,9 +24,13 @@ function costLines(cost) {
 
 function display(node) {
   if (!node.sonicDisplay) {
-    const widget = node.addWidget("text", "cost", "", () => {}, { serialize: false });
+    const widget = ComfyWidgets.STRING(node, "cost", ["STRING", { multiline: true }], app).widget;
     widget.serialize = false; // not a node input: keep it out of the prompt and of widgets_values
-    widget.disabled = true;
+    if (widget.options) widget.options.serialize = false;
+    if (widget.inputEl) {
+      widget.inputEl.readOnly = true;
+      widget.inputEl.style.opacity = 0.85;
+    }
     node.sonicDisplay = widget;
   }
   return node.sonicDisplay;
