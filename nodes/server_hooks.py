@@ -73,6 +73,13 @@ def metering_middleware(meter: Meter) -> Callable:
             admission = await asyncio.to_thread(meter.admit, body, request.headers.get(KEY_HEADER))
         except PromptRefused as exc:
             return error_response(str(exc), exc.status, exc.reason)
+        except Exception as exc:  # e.g. the ledger's server is down: refuse when enforcing, else run unmetered
+            log.exception("sonic metering could not price or reserve a prompt")
+            if meter.config.enforce:
+                meter.metrics.job_refused("unavailable")
+                return error_response(f"Sonic metering is unavailable ({type(exc).__name__}: {exc}); try again "
+                                      "later", 503, "unavailable")
+            admission = None
         gate = _GATE.set(_Gate(admission))
         try:
             response = await handler(request)

@@ -253,3 +253,25 @@ def test_broken_config_refuses_every_prompt(tmp_path, monkeypatch):
             assert response.status == 503 and "unknown tier 'gold'" in (await response.json())["error"]["message"]
             assert server.prompt_queue.queue == []
     asyncio.run(main())
+
+
+def test_failing_ledger_refuses_instead_of_running_unmetered(tmp_path):
+    path = tmp_path / "ledger.db"
+    ledger = open_ledger(f"sqlite:///{path}")
+    path.unlink()
+    path.mkdir()  # the file is gone from under the server: every new connection fails with sqlite3's error
+    config = MeteringConfig(enforce=True, default_key="local", default_tier="standard")
+    meter = Meter(config, audio_duration=seconds_of, ledger=ledger)
+
+    async def scenario(client, server):
+        response = await client.post("/prompt", json={"prompt": basic_prompt(duration=10.0)})
+        answer = await response.json()
+        assert response.status == 503 and "Sonic metering is unavailable" in answer["error"]["message"]
+        response = await client.post("/prompt", json={"prompt": basic_prompt(), "extra_data": ["not", "a", "map"]})
+        assert response.status == 503  # a malformed extra_data is no reason to skip the ledger
+        assert server.prompt_queue.queue == [] and meter.pending() == set()
+        text = await (await client.get("/sonic/metrics")).text()
+        values = {(s.name, tuple(s.labels.values())): s.value for f in text_string_to_metric_families(text)
+                  for s in f.samples}
+        assert values[("sonic_refusals_total", ("unavailable",))] == 2 and values[("sonic_queued_tokens", ())] == 0
+    serve(meter, scenario)

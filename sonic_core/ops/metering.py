@@ -164,7 +164,8 @@ class Meter:
 
     def caller(self, header_key: str | None, extra_data: Mapping[str, Any] | None) -> str | None:
         """The paying key: the header, else ``extra_data["sonic_api_key"]``, else the configured default."""
-        key = header_key or (extra_data or {}).get(KEY_EXTRA_DATA) or self.config.default_key
+        sent = extra_data.get(KEY_EXTRA_DATA) if isinstance(extra_data, Mapping) else None
+        key = header_key or sent or self.config.default_key
         if key is not None and not isinstance(key, str):
             raise PromptRefused(f"extra_data.{KEY_EXTRA_DATA} must be a string API key", status=400, reason="key")
         return key
@@ -218,10 +219,12 @@ class Meter:
                 self._jobs[prompt_id] = job
         try:
             self._reserve(job, known)
-        except PromptRefused as exc:
+        except BaseException as exc:  # a refusal, or a ledger that is down: the prompt is not admitted
             if not known:
                 self._settle(prompt_id)
-            raise self._refused(exc) from None
+            if isinstance(exc, PromptRefused):
+                raise self._refused(exc) from None
+            raise
         self.metrics.job_queued(cost.total_tokens, cost.tier)
         return Admission(prompt_id, key, cost)
 
