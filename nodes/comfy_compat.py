@@ -133,7 +133,7 @@ class StandaloneFolderPaths:
         """
         prefix = filename_prefix.replace("%width%", str(image_width)).replace("%height%", str(image_height))
         subfolder, filename = os.path.split(os.path.normpath(prefix))
-        full_folder = os.path.join(output_dir, subfolder)
+        full_folder = os.path.normpath(os.path.join(output_dir, subfolder))
         if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(full_folder))) \
                 != os.path.abspath(output_dir):
             raise SonicInputError(f"filename_prefix {filename_prefix!r}: saving outside the output folder "
@@ -198,32 +198,29 @@ def prompt_server() -> Any | None:
     return getattr(prompt_server_type, "instance", None)
 
 
-def comfy_io() -> ModuleType | None:
-    """ComfyUI's V3 schema module ``comfy_api.latest.io``, or None where it does not exist."""
+def _comfy_api_latest() -> ModuleType | None:
     if not IN_COMFYUI:
         return None
     try:
-        return importlib.import_module("comfy_api.latest.io")
+        return importlib.import_module("comfy_api.latest")
     except ImportError:
         return None
 
 
+def comfy_io() -> ModuleType | None:
+    """ComfyUI's V3 schema module (``from comfy_api.latest import io``), or None where it does not exist."""
+    return getattr(_comfy_api_latest(), "io", None)
+
+
 def comfy_extension_type() -> type | None:
     """``comfy_api.latest.ComfyExtension`` (the V3 registration base), or None where it does not exist."""
-    if comfy_io() is None:
-        return None
-    return getattr(importlib.import_module("comfy_api.latest"), "ComfyExtension", None)
+    return getattr(_comfy_api_latest(), "ComfyExtension", None)
 
 
 def video_from_file(path: str) -> Any | None:
     """A core ComfyUI ``VIDEO`` value for a file (``comfy_api.latest.InputImpl.VideoFromFile``), or None."""
-    if not IN_COMFYUI:
-        return None
-    try:
-        input_impl = importlib.import_module("comfy_api.latest").InputImpl
-    except (ImportError, AttributeError):
-        return None
-    return input_impl.VideoFromFile(path)
+    input_impl = getattr(_comfy_api_latest(), "InputImpl", None)
+    return None if input_impl is None else input_impl.VideoFromFile(path)
 
 
 def torch_device() -> Any:

@@ -12,6 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from comfyui_harness import comfyui_browser, comfyui_server  # noqa: F401  (fixtures of the real-ComfyUI tests)
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
