@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from comfyui_harness import CHROMIUM, ComfyBrowser, ComfyServer, ensure_comfyui
+
 from sonic_core.audio import audio_duration
 from sonic_core.ops.ledger import COMMITTED, REFUNDED, open_ledger
 from sonic_core.tokens import estimate_tokens
@@ -25,8 +27,6 @@ from sonic_core.tokens import estimate_tokens
 from test_graph_cost import basic_prompt
 
 pytestmark = pytest.mark.comfyui
-harness = pytest.importorskip("comfyui_harness", reason="the real-ComfyUI harness (node-pack issue) is not merged")
-ComfyServer, ensure_comfyui = harness.ComfyServer, harness.ensure_comfyui
 
 REPO = Path(__file__).resolve().parent.parent
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
@@ -210,9 +210,9 @@ def test_failing_sonic_prompt_is_refunded(metered):
 @pytest.mark.browser
 def test_token_meter_shows_the_figure_before_queueing_and_after_the_run(metered, tmp_path):
     server, _ = metered
-    if not Path(harness.CHROMIUM).exists():
-        pytest.fail(f"{harness.CHROMIUM} is missing: apt-get install chromium (scripts/apt-packages.txt)")
-    browser = harness.ComfyBrowser(server, tmp_path / "chromium-profile")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (scripts/apt-packages.txt)")
+    browser = ComfyBrowser(server, tmp_path / "chromium-profile")
     shown = ("() => window.app.graph._nodes.find((n) => n.comfyClass === 'SonicTokenMeter')"
              "?.widgets?.find((w) => w.name === 'cost')?.value || ''")
     try:
