@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import audio, video
-from .comfy_compat import comfy_extension_type
+from . import audio, cost, video
+from .comfy_compat import comfy_extension_type, prompt_server
 
-NODE_CLASSES: list[type] = [*audio.NODES, *video.NODES]
+NODE_CLASSES: list[type] = [*audio.NODES, *cost.NODES, *video.NODES]
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {cls.SONIC_SPEC.node_id: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.SONIC_SPEC.node_id: cls.SONIC_SPEC.display_name
@@ -32,3 +32,8 @@ if _EXTENSION_BASE is not None:
 
     async def comfy_entrypoint() -> Any:
         return SonicExtension()
+
+if prompt_server() is not None:  # inside a running ComfyUI server: /sonic/estimate, /sonic/metrics, enforcement
+    from .server_hooks import register as _register_metering
+
+    METER = _register_metering(prompt_server())

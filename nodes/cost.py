@@ -1,0 +1,74 @@
+"""Sonic Token Meter: the tokens of the whole prompt (every Sonic Sampler), its tier verdict and predicted time.
+
+The node, ``POST /sonic/estimate`` and queue-time enforcement all price with
+:func:`sonic_core.ops.graph_cost.price_graph`, so the figure on the node is the figure that is charged. The figure
+is shown on the node by ``web/sonic_token_meter.js``: before queueing (from the estimate route, on every graph
+change) and after a run (from the node's ``ui`` payload).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sonic_core.audio import audio_duration
+from sonic_core.errors import SonicInputError
+from sonic_core.ops.graph_cost import GraphCost, price_graph
+from sonic_core.tokens import load_tiers
+
+from .comfy_compat import folder_paths, torch_device
+from .schema import NodeResult, NodeSpec, Param, Result, build_node
+
+UI_KEY = "sonic_cost"  # key of the node's ui payload, read by web/sonic_token_meter.js
+
+
+def input_audio_seconds(name: str) -> float:
+    """Length of an audio file named as ComfyUI's loaders name it (``input/``, or annotated ``[output]``...).
+
+    The estimate route prices graphs sent by clients, so a name that leaves ComfyUI's folders is refused.
+    """
+    path = os.path.realpath(folder_paths.get_annotated_filepath(name))
+    roots = {os.path.realpath(folder) for folder in (folder_paths.get_input_directory(),
+                                                     folder_paths.get_output_directory(),
+                                                     folder_paths.get_temp_directory())}
+    if not any(os.path.commonpath((root, path)) == root for root in roots):
+        raise SonicInputError(f"audio file {name!r} is outside ComfyUI's input, output and temp folders: "
+                              "pick a file from the input folder")
+    return audio_duration(path)
+
+
+def prediction_device() -> tuple[str, str]:
+    """Device and dtype the predictions assume when the graph's loader does not name them (ComfyUI's device)."""
+    device = torch_device().type
+    return (device, "fp16") if device == "cuda" else (device, "fp32")
+
+
+def price_prompt(prompt: dict, tier: str) -> GraphCost:
+    """Price an API-format prompt for ``tier`` with the files in ComfyUI's input folder."""
+    device, dtype = prediction_device()
+    return price_graph(prompt, tier=tier, audio_duration=input_audio_seconds, device=device, dtype=dtype)
+
+
+def token_meter(tier: str, prompt: dict[str, Any]) -> NodeResult:
+    cost = price_prompt(prompt, tier)
+    report = cost.summary()
+    return NodeResult((cost.total_tokens, report), ui={UI_KEY: [cost.to_dict() | {"summary": report}]})
+
+
+def tier_names() -> list[str]:
+    return sorted(load_tiers())
+
+
+TOKEN_METER = NodeSpec(
+    node_id="SonicTokenMeter", display_name="Sonic Token Meter", category="Sonic/cost",
+    description="Tokens of every Sonic Sampler in this graph (the published token formula), the tier's verdict "
+                "and the predicted time. Shown on the node before queueing and after the run.",
+    inputs=(Param("tier", "COMBO", default="standard", options=tier_names,
+                  tooltip="pricing tier to judge the graph by"),),
+    outputs=(Result("tokens", "INT", "tokens of the whole prompt"), Result("report", "STRING")),
+    output_node=True, hidden=("prompt",),
+)
+
+SonicTokenMeter = build_node(TOKEN_METER, token_meter)
+
+NODES = [SonicTokenMeter]
