@@ -244,15 +244,26 @@ def install(server: Any, meter: Meter) -> None:
     watch_queue(server.prompt_queue, meter)
 
 
+INSTALLED_ATTR = "_sonic_metering"
+
+
 def register(server: Any) -> Meter | None:
-    """Install metering on ComfyUI's ``PromptServer`` (at pack import); a broken config refuses every prompt."""
+    """Install metering on ComfyUI's ``PromptServer`` (at pack import); a broken config refuses every prompt.
+
+    Installs once per server: a second import of the pack (another package name, a reload) gets the same meter,
+    since two middlewares would reserve every prompt twice.
+    """
+    if hasattr(server, INSTALLED_ATTR):
+        return getattr(server, INSTALLED_ATTR)
     device, dtype = prediction_device()
     try:
         meter = Meter(load_config(), audio_duration=input_audio_seconds, device=device, dtype=dtype)
     except SonicError as exc:
         log.error("sonic metering: %s", exc)
         server.app.middlewares.append(refuse_all_middleware(str(exc)))
+        setattr(server, INSTALLED_ATTR, None)
         return None
     install(server, meter)
+    setattr(server, INSTALLED_ATTR, meter)
     log.info("sonic metering: %s", "enforced" if meter.config.enforce else "not enforced (set $SONIC_METERING)")
     return meter
