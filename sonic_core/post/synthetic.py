@@ -86,13 +86,16 @@ def _draw_mouth(image: np.ndarray, box: FaceBox, opening: float) -> np.ndarray:
     """Blend a soft dark ellipse whose height follows the opening into a copy of the image."""
     if opening <= 0:
         return image
-    height, width = image.shape[:2]
     cx, cy = box.x1 + MOUTH_CENTRE[0] * box.w, box.y1 + MOUTH_CENTRE[1] * box.h
     rx, ry = MOUTH_HALF_WIDTH * box.w, max(1e-3, opening * MOUTH_MAX_HALF_HEIGHT * box.h)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    top, left = max(0, int(cy - ry) - 2), max(0, int(cx - rx) - 2)
+    bottom, right = min(image.shape[0], int(cy + ry) + 3), min(image.shape[1], int(cx + rx) + 3)
+    ys, xs = np.mgrid[top:bottom, left:right].astype(np.float32)
     radius = np.sqrt(((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2)
     alpha = np.clip((1.0 - radius) * min(rx, ry) + 0.5, 0.0, 1.0)[..., None]  # ~1 px anti-aliased edge
-    return image * (1 - alpha) + np.asarray(MOUTH_COLOUR, dtype=np.float32) * alpha
+    out = image.copy()
+    out[top:bottom, left:right] = image[top:bottom, left:right] * (1 - alpha) + np.asarray(MOUTH_COLOUR) * alpha
+    return out
 
 
 def talking_clip(offset_s: float = 0.0, duration: float = 4.0, start: float = 0.0, size: int = 128,
@@ -158,3 +161,20 @@ def motion_clip(motion: Motion = Motion(), duration: float = 4.0, size: int = 12
         frames.append(moved + rng.normal(0.0, noise, moved.shape).astype(np.float32))
     tensor = torch.from_numpy(np.clip(np.stack(frames), 0, 1)).permute(0, 3, 1, 2).contiguous()
     return tensor, intended, jitter
+
+
+def sinusoid_amplitude(signal: np.ndarray, frequency: float, fps: float) -> float:
+    """Amplitude of the ``frequency`` Hz component of a per-frame signal (least-squares sine + cosine + offset)."""
+    times = np.arange(len(signal)) / fps
+    design = np.stack([np.sin(2 * np.pi * frequency * times), np.cos(2 * np.pi * frequency * times),
+                       np.ones_like(times)], axis=1)
+    coefficients = np.linalg.lstsq(design, np.asarray(signal, dtype=np.float64), rcond=None)[0]
+    return float(np.hypot(coefficients[0], coefficients[1]))
+
+
+def dark_border_fraction(frames: torch.Tensor, width: int = 4, level: float = 0.02) -> float:
+    """Share of the pixels in the outer ``width``-pixel strip of every frame that are black in all channels."""
+    dark = (frames < level).all(dim=1)
+    strip = torch.ones_like(dark)
+    strip[:, width:-width, width:-width] = False
+    return float(dark[strip].float().mean())
