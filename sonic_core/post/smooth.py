@@ -52,6 +52,7 @@ class Trajectory:
     centre: tuple[float, float]
     radius: float
     failed_pairs: int  # frame pairs where tracking failed (identity used)
+    face_box: FaceBox | None  # the tracked head in frame 0 (None: the whole frame was tracked)
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,12 @@ def similarity_from_params(params: np.ndarray, centre: tuple[float, float], radi
                      [0.0, 0.0, 1.0]])
 
 
-def _tracking_mask(shape: tuple[int, int], box: FaceBox | None, shift: np.ndarray) -> np.ndarray | None:
+def _tracking_mask(shape: tuple[int, int], box: FaceBox | None, motion: np.ndarray) -> np.ndarray | None:
+    """Mask of the face box grown by FACE_MARGIN, moved with the head's motion since frame 0; None: everything."""
     if box is None:
         return None
+    centre = np.array([box.x1 + box.w / 2, box.y1 + box.h / 2, 1.0])
+    shift = (motion @ centre)[:2] - centre[:2]
     mask = np.zeros(shape, dtype=np.uint8)
     grow_x, grow_y = FACE_MARGIN * box.w, FACE_MARGIN * box.h
     rows, cols = clip_region(box.x1 - grow_x + shift[0], box.y1 - grow_y + shift[1],
@@ -148,15 +152,15 @@ def estimate_trajectory(frames: torch.Tensor, face_box: Any = None) -> Trajector
     matrices[0] = np.eye(3)
     failed = 0
     for index in range(1, len(gray)):
-        shift = matrices[index - 1][:2, 2] if box is not None else np.zeros(2)
-        pair = _pair_similarity(cv2, gray[index - 1], gray[index], _tracking_mask((height, width), box, shift))
+        mask = _tracking_mask((height, width), box, matrices[index - 1])
+        pair = _pair_similarity(cv2, gray[index - 1], gray[index], mask)
         if pair is None:
             failed += 1
             pair = np.eye(3)
         matrices[index] = pair @ matrices[index - 1]
     params = np.stack([similarity_params(m, centre, radius) for m in matrices])
     params[:, 2] = np.unwrap(params[:, 2] / radius) * radius
-    return Trajectory(matrices, params, centre, radius, failed)
+    return Trajectory(matrices, params, centre, radius, failed, box)
 
 
 def time_scale_frames(strength: float, fps: float) -> float:
@@ -260,7 +264,7 @@ def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bez
     if target_fps is not None:
         fps_out = check_fps(target_fps, "target_fps")
         out = retime(out, fps, fps_out, interpolator)
-    box = as_face_box(face_box) if face_box is not None else None
+    box = trajectory.face_box
     report = SmoothReport(method, value, chosen is None, second_difference_jitter(trajectory.params),
                           second_difference_jitter(smoothed), max_correction, zoom, border, len(frames), len(out),
                           fps, fps_out, trajectory.failed_pairs, tuple(box) if box else None, reason)

@@ -23,6 +23,7 @@ from PIL import Image
 
 from sonic_core.post.facebox import FaceBox
 from sonic_core.post.signals import moving_average
+from sonic_core.post.smooth import similarity_from_params
 from sonic_core.timing import SAMPLE_RATE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -123,17 +124,6 @@ def _high_passed_noise(rng: np.random.Generator, count: int, fps: float, cutoff_
     return residual / residual.std(axis=0)
 
 
-def similarity_matrix(params: np.ndarray, centre: tuple[float, float]) -> np.ndarray:
-    """3 × 3 similarity of (tx, ty, angle, log-scale) about ``centre``: rotate/scale about it, then translate."""
-    tx, ty, angle, log_scale = params
-    scale = np.exp(log_scale)
-    c, s = scale * np.cos(angle), scale * np.sin(angle)
-    cx, cy = centre
-    return np.array([[c, -s, cx + tx - c * cx + s * cy],
-                     [s, c, cy + ty - s * cx - c * cy],
-                     [0.0, 0.0, 1.0]])
-
-
 def motion_clip(motion: Motion = Motion(), duration: float = 4.0, size: int = 128, fps: float = 25.0,
                 talking: bool = True, noise: float = 0.005,
                 seed: int = 0) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
@@ -155,7 +145,7 @@ def motion_clip(motion: Motion = Motion(), duration: float = 4.0, size: int = 12
     centre = ((size - 1) / 2.0, (size - 1) / 2.0)
     frames = []
     for index in range(count):
-        matrix = similarity_matrix(intended[index] + jitter[index], centre)
+        matrix = similarity_from_params(intended[index] + jitter[index], centre, radius=1.0)
         moved = cv2.warpAffine(_draw_mouth(base, box, float(openings[index])), matrix[:2], (size, size),
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
         frames.append(moved + rng.normal(0.0, noise, moved.shape).astype(np.float32))
