@@ -37,10 +37,17 @@ def check_fps(fps: float, name: str = "fps") -> float:
     return value
 
 
+CHUNK = 16  # frames converted at a time, so no full-clip temporary is made
+
+
 def to_gray(frames: torch.Tensor) -> np.ndarray:
-    """Luma of every frame as float32 numpy [F, H, W] in [0, 1]."""
-    weights = torch.tensor(_LUMA, dtype=frames.dtype, device=frames.device).view(1, 3, 1, 1)
-    return (frames * weights).sum(dim=1).clamp(0, 1).float().cpu().numpy()
+    """Luma of every frame as float32 numpy [F, H, W] in [0, 1] (a third of the clip's memory)."""
+    weights = torch.tensor(_LUMA, dtype=torch.float32, device=frames.device).view(1, 3, 1, 1)
+    gray = np.empty((frames.shape[0], *frames.shape[2:]), dtype=np.float32)
+    for start in range(0, frames.shape[0], CHUNK):
+        chunk = frames[start:start + CHUNK].float()
+        gray[start:start + CHUNK] = (chunk * weights).sum(dim=1).clamp(0, 1).cpu().numpy()
+    return gray
 
 
 def to_gray_uint8(gray: np.ndarray) -> np.ndarray:

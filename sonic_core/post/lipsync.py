@@ -186,6 +186,8 @@ def _measure(frames: torch.Tensor, audio: Any, fps: float, face_box: Any, max_of
     samples = check_audio(audio)
     fps = check_fps(fps)
     max_offset = _check_offset(max_offset)
+    if not isinstance(sample_rate, int) or sample_rate <= 0:
+        raise SonicAudioError(f"sample_rate: expected a positive integer in Hz (16000), got {sample_rate!r}")
     if not 0.0 <= float(min_confidence) <= 1.0:
         raise SonicInputError(f"min_confidence: expected a number in [0, 1], got {min_confidence!r}")
     gray = to_gray(frames)

@@ -28,7 +28,7 @@ import torch
 from sonic_core.errors import SonicDependencyError, SonicInputError
 from sonic_core.post.facebox import FaceBox, as_face_box, clip_region, detect_face_box
 from sonic_core.post.filters import bezier_fit, one_euro, savitzky_golay
-from sonic_core.post.frames import check_fps, check_frames, to_gray, to_gray_uint8
+from sonic_core.post.frames import CHUNK, check_fps, check_frames, to_gray, to_gray_uint8
 from sonic_core.post.interpolate import Midpoint, retime
 from sonic_core.post.signals import second_difference_jitter
 
@@ -221,12 +221,15 @@ def warp_frames(frames: torch.Tensor, corrections: list[np.ndarray], zoom: float
     height, width = frames.shape[2:]
     centre = ((width - 1) / 2.0, (height - 1) / 2.0)
     zoom_matrix = similarity_from_params(np.array([0.0, 0.0, 0.0, math.log(zoom)]), centre, 1.0)
-    source = frames.permute(0, 2, 3, 1).float().contiguous().cpu().numpy()
-    warped = np.empty_like(source)
-    for index, correction in enumerate(corrections):
-        cv2.warpAffine(source[index], (zoom_matrix @ correction)[:2], (width, height), dst=warped[index],
-                       flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    return torch.from_numpy(warped).permute(0, 3, 1, 2).contiguous().to(frames.dtype)
+    out = torch.empty_like(frames)
+    for start in range(0, len(frames), CHUNK):
+        source = frames[start:start + CHUNK].permute(0, 2, 3, 1).float().contiguous().cpu().numpy()
+        warped = np.empty_like(source)
+        for offset, correction in enumerate(corrections[start:start + CHUNK]):
+            cv2.warpAffine(source[offset], (zoom_matrix @ correction)[:2], (width, height), dst=warped[offset],
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        out[start:start + CHUNK] = torch.from_numpy(warped).permute(0, 3, 1, 2).to(out.dtype)
+    return out
 
 
 def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bezier",
