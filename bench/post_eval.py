@@ -6,7 +6,8 @@ Lip sync: the bundled portrait whose mouth opening follows the bundled speech's 
 known offsets in -0.2…+0.2 s (positive: audio leads), at two noise levels, face found by the Haar detector; then
 silent clips (mouth closed while the speech plays, still or with head motion) that must not be corrected.
 Motion: the portrait moved by slow intended motion plus high-passed jitter, smoothed by each filter at
-strength "auto"; jitter and intended-motion amplitude are measured on the output by the same tracker.
+strength "auto"; jitter and intended-motion amplitude are measured on input and output by the same tracker (the
+kept share is output over input amplitude at each intended frequency; the true amplitudes are recorded beside it).
 """
 
 from __future__ import annotations
@@ -75,16 +76,20 @@ def motion_rows(size: int, duration: float, seeds: tuple[int, ...]) -> list[dict
                "jitter 0.7 px": synthetic.Motion(jitter=(0.7, 0.7, 0.002, 0.0015))}
     for name, motion in motions.items():
         for seed in seeds:
-            frames, _, _ = synthetic.motion_clip(motion, duration=duration, size=size, fps=FPS, seed=seed)
+            frames, intended, _ = synthetic.motion_clip(motion, duration=duration, size=size, fps=FPS, seed=seed)
+            intended[:, 2:] *= min(frames.shape[2:]) / 2  # angle and log-scale in pixels, as the tracker reports
             box = synthetic.face_box(size)
             before = estimate_trajectory(frames, box).params
+            truth_amplitude = [synthetic.sinusoid_amplitude(intended[:, d], f, FPS)
+                               for d, f in enumerate(motion.frequency)]
+            before_amplitude = [synthetic.sinusoid_amplitude(before[:, d], f, FPS)
+                                for d, f in enumerate(motion.frequency)]
             for method in METHODS:
                 started = time.perf_counter()
                 out, report = smooth_motion(frames, FPS, method=method, strength="auto", face_box=box)
                 seconds = time.perf_counter() - started
                 after = estimate_trajectory(out, box).params
-                kept = [synthetic.sinusoid_amplitude(after[:, d], f, FPS)
-                        / synthetic.sinusoid_amplitude(before[:, d], f, FPS)
+                kept = [synthetic.sinusoid_amplitude(after[:, d], f, FPS) / before_amplitude[d]
                         for d, f in enumerate(motion.frequency)]
                 jitter_in, jitter_out = second_difference_jitter(before), second_difference_jitter(after)
                 rows.append({"motion": name, "seed": seed, "method": method, "size": size,
@@ -93,6 +98,8 @@ def motion_rows(size: int, duration: float, seeds: tuple[int, ...]) -> list[dict
                              "jitter_before_px": round(jitter_in, 4), "jitter_after_px": round(jitter_out, 4),
                              "jitter_reduction": round(1 - jitter_out / jitter_in, 4),
                              "amplitude_kept": [round(k, 4) for k in kept],
+                             "amplitude_truth_px": [round(a, 3) for a in truth_amplitude],
+                             "amplitude_measured_before_px": [round(a, 3) for a in before_amplitude],
                              "dark_border_before": round(synthetic.dark_border_fraction(frames), 5),
                              "dark_border_after": round(synthetic.dark_border_fraction(out), 5),
                              "seconds": round(seconds, 2)})

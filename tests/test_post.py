@@ -151,7 +151,7 @@ def test_trajectory_follows_the_known_motion(jittery_clip):
     truth = truth.copy()
     truth[:, 2:] *= MOTION_SIZE / 2  # angle and log-scale in pixels at half the short side
     error = np.abs((measured - measured[0]) - (truth - truth[0]))[:, :2]
-    assert error.mean() < 0.5
+    assert error.mean() < 0.25  # pixels; chaining frame-to-frame fits instead drifts past 0.3
 
 
 @pytest.mark.parametrize("method", ["bezier", "savgol", "one_euro"])

@@ -1,9 +1,9 @@
 """Motion Smooth: estimate the head trajectory, smooth it, and warp each frame by the difference.
 
-Trajectory: features (Shi–Tomasi corners) inside the face region are tracked from each frame to the next with
-pyramidal Lucas–Kanade, and a similarity transform (translation, rotation, uniform scale) is fitted to them with
-RANSAC, so the moving mouth counts as outliers. Chaining the pair transforms gives, per frame, the similarity that
-takes frame 0's head to frame i's. Its four parameters about the frame centre — (tx, ty) in pixels, angle and
+Trajectory: features (Shi–Tomasi corners) inside the face region of a keyframe are tracked into each frame with
+pyramidal Lucas–Kanade (started from the previous frame's fit), and a similarity transform (translation, rotation,
+uniform scale) is fitted to them with RANSAC, so the moving mouth counts as outliers. That gives, per frame, the
+similarity that takes frame 0's head to frame i's, without the drift of chaining frame-to-frame fits. Its four parameters about the frame centre — (tx, ty) in pixels, angle and
 log-scale multiplied by half the short side (the pixels they move a point that far from the centre) — form the
 trajectory [F, 4] in pixels, which the filters smooth and the jitter figure (mean |second difference|) is measured
 on.
@@ -39,6 +39,7 @@ AUTO_FULL_PX, AUTO_NONE_PX = 1.0, 0.1  # residual jitter (RMS, px at 512 px) for
 REFERENCE_SIZE = 512
 FACE_MARGIN = 0.25  # the tracked region is the face box grown by this fraction each way
 MIN_TRACKED_POINTS = 8
+KEYFRAME_SUPPORT = 0.5  # re-anchor when fewer than this share of the keyframe's features fit the similarity
 ONE_EURO_CUTOFF_S = 0.6  # One-Euro minimum cutoff (Hz) = this / time scale (s): 1 Hz at full strength
 ONE_EURO_BETA = 0.05  # Hz per (px/s at 512 px)
 
@@ -106,7 +107,7 @@ def similarity_from_params(params: np.ndarray, centre: tuple[float, float], radi
                      [0.0, 0.0, 1.0]])
 
 
-def _tracking_mask(shape: tuple[int, int], box: FaceBox | None, motion: np.ndarray) -> np.ndarray | None:
+def _tracking_mask(shape: tuple[int, ...], box: FaceBox | None, motion: np.ndarray) -> np.ndarray | None:
     """Mask of the face box grown by FACE_MARGIN, moved with the head's motion since frame 0; None: everything."""
     if box is None:
         return None
@@ -120,27 +121,50 @@ def _tracking_mask(shape: tuple[int, int], box: FaceBox | None, motion: np.ndarr
     return mask
 
 
-def _pair_similarity(cv2: Any, previous: np.ndarray, current: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
-    """Similarity taking ``previous``'s tracked features to ``current``'s, or None when tracking fails."""
-    spacing = max(3, min(previous.shape) // 64)
-    points = cv2.goodFeaturesToTrack(previous, maxCorners=300, qualityLevel=0.01, minDistance=spacing, mask=mask)
-    if points is None or len(points) < MIN_TRACKED_POINTS:
-        return None
-    moved, status, _ = cv2.calcOpticalFlowPyrLK(previous, current, points, None, winSize=(21, 21), maxLevel=3)
+@dataclass(frozen=True)
+class _Keyframe:
+    """The frame features are tracked from: its image, its features and its similarity from frame 0."""
+
+    image: np.ndarray
+    points: np.ndarray | None  # [N, 1, 2] float32, None when it has too few features
+    matrix: np.ndarray
+
+
+def _keyframe(cv2: Any, image: np.ndarray, matrix: np.ndarray, box: FaceBox | None) -> _Keyframe:
+    mask = _tracking_mask(image.shape, box, matrix)
+    spacing = max(3, min(image.shape) // 64)
+    points = cv2.goodFeaturesToTrack(image, maxCorners=300, qualityLevel=0.01, minDistance=spacing, mask=mask)
+    usable = points is not None and len(points) >= MIN_TRACKED_POINTS
+    return _Keyframe(image, points.astype(np.float32) if usable else None, matrix)
+
+
+def _track(cv2: Any, key: _Keyframe, image: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Similarity from the keyframe to ``image`` (LK from the guessed key -> image similarity, then RANSAC).
+
+    Returns it with the share of the keyframe's features that support it, or (None, 0) when tracking fails.
+    """
+    if key.points is None:
+        return None, 0.0
+    start = cv2.transform(key.points, guess[:2]).astype(np.float32)
+    moved, status, _ = cv2.calcOpticalFlowPyrLK(key.image, image, key.points, start, winSize=(21, 21), maxLevel=3,
+                                                flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     good = status.reshape(-1) == 1
     if good.sum() < MIN_TRACKED_POINTS:
-        return None
-    affine, _ = cv2.estimateAffinePartial2D(points[good], moved[good], method=cv2.RANSAC,
-                                            ransacReprojThreshold=1.0)
+        return None, 0.0
+    affine, inliers = cv2.estimateAffinePartial2D(key.points[good], moved[good], method=cv2.RANSAC,
+                                                  ransacReprojThreshold=1.0)
     if affine is None:
-        return None
-    return np.vstack([affine, [0.0, 0.0, 1.0]])
+        return None, 0.0
+    return np.vstack([affine, [0.0, 0.0, 1.0]]), float(inliers.sum()) / len(key.points)
 
 
 def estimate_trajectory(frames: torch.Tensor, face_box: Any = None) -> Trajectory:
     """Head trajectory of a clip [F, 3, H, W]; the tracked region follows the head from ``face_box``.
 
-    Without a box the Haar detector looks for one; with no face at all the whole frame is tracked.
+    Every frame is matched to a keyframe (frame 0 at first), not to its predecessor, so errors do not accumulate;
+    when fewer than half of the keyframe's features still support the fit (the head turned, the face changed) the
+    previous frame becomes the keyframe. Without a box the Haar detector looks for one; with no face at all the
+    whole frame is tracked.
     """
     cv2 = _cv2()
     frames = check_frames(frames)
@@ -150,14 +174,18 @@ def estimate_trajectory(frames: torch.Tensor, face_box: Any = None) -> Trajector
     centre, radius = ((width - 1) / 2.0, (height - 1) / 2.0), min(height, width) / 2.0
     matrices = np.empty((len(gray), 3, 3))
     matrices[0] = np.eye(3)
+    key = _keyframe(cv2, gray[0], matrices[0], box)
     failed = 0
     for index in range(1, len(gray)):
-        mask = _tracking_mask((height, width), box, matrices[index - 1])
-        pair = _pair_similarity(cv2, gray[index - 1], gray[index], mask)
-        if pair is None:
+        found, share = _track(cv2, key, gray[index], matrices[index - 1] @ np.linalg.inv(key.matrix))
+        if found is None or share < KEYFRAME_SUPPORT:
+            key = _keyframe(cv2, gray[index - 1], matrices[index - 1], box)
+            found, _ = _track(cv2, key, gray[index], np.eye(3))
+        if found is None:
             failed += 1
-            pair = np.eye(3)
-        matrices[index] = pair @ matrices[index - 1]
+            matrices[index] = matrices[index - 1]
+        else:
+            matrices[index] = found @ key.matrix
     params = np.stack([similarity_params(m, centre, radius) for m in matrices])
     params[:, 2] = np.unwrap(params[:, 2] / radius) * radius
     return Trajectory(matrices, params, centre, radius, failed, box)
