@@ -3,10 +3,10 @@
 Trajectory: features (Shi–Tomasi corners) inside the face region of a keyframe are tracked into each frame with
 pyramidal Lucas–Kanade (started from the previous frame's fit), and a similarity transform (translation, rotation,
 uniform scale) is fitted to them with RANSAC, so the moving mouth counts as outliers. That gives, per frame, the
-similarity that takes frame 0's head to frame i's, without the drift of chaining frame-to-frame fits. Its four parameters about the frame centre — (tx, ty) in pixels, angle and
-log-scale multiplied by half the short side (the pixels they move a point that far from the centre) — form the
-trajectory [F, 4] in pixels, which the filters smooth and the jitter figure (mean |second difference|) is measured
-on.
+similarity that takes frame 0's head to frame i's, without the drift of chaining frame-to-frame fits. Its four
+parameters about the frame centre — (tx, ty) in pixels, angle and log-scale multiplied by half the short side (the
+pixels they move a point that far from the centre) — form the trajectory [F, 4] in pixels, which the filters smooth
+and the jitter figure (mean |second difference|) is measured on.
 
 Each frame is warped by ``smoothed ∘ raw⁻¹`` so its head lands on the smoothed trajectory. Borders never turn black:
 ``border="reflect"`` mirrors the image into the uncovered margin, ``border="zoom"`` first zooms in just enough to
@@ -52,7 +52,7 @@ class Trajectory:
     params: np.ndarray  # [F, 4]: tx, ty, angle·radius, log-scale·radius (pixels)
     centre: tuple[float, float]
     radius: float
-    failed_pairs: int  # frame pairs where tracking failed (identity used)
+    failed_frames: int  # frames where tracking failed (the previous frame's pose is kept)
     face_box: FaceBox | None  # the tracked head in frame 0 (None: the whole frame was tracked)
 
 
@@ -72,7 +72,7 @@ class SmoothReport:
     frames_out: int
     fps_in: float
     fps_out: float
-    failed_pairs: int
+    failed_frames: int
     face_box: tuple[float, float, float, float] | None
     reason: str
 
@@ -298,5 +298,5 @@ def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bez
     box = trajectory.face_box
     report = SmoothReport(method, value, chosen is None, second_difference_jitter(trajectory.params),
                           second_difference_jitter(smoothed), max_correction, zoom, border, len(frames), len(out),
-                          fps, fps_out, trajectory.failed_pairs, tuple(box) if box else None, reason)
+                          fps, fps_out, trajectory.failed_frames, tuple(box) if box else None, reason)
     return out, report
