@@ -58,7 +58,7 @@ def calls_per_step(num_frames: int, options: SamplerOptions) -> int:
     return -(-windows // options.windows_per_call)
 
 
-def _cfg_batch(latents: torch.Tensor, windows: torch.Tensor, sigma: torch.Tensor, audio_tokens: torch.Tensor,
+def cfg_batch(latents: torch.Tensor, windows: torch.Tensor, sigma: torch.Tensor, audio_tokens: torch.Tensor,
                uncond_tokens: torch.Tensor, image_slots: torch.Tensor, clip_slots: torch.Tensor):
     """UNet inputs for ``g`` windows ``[g, f]``: batch ``3·g`` ordered window-major, then CFG slot."""
     g, f = windows.shape
@@ -119,7 +119,7 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
             if should_stop is not None and should_stop():
                 raise SonicInterrupted("generation cancelled by the user: nothing was written")
             group = windows[first:first + options.windows_per_call]
-            sample, clip_ctx, audio_ctx = _cfg_batch(latents, group, sigma, cond_tokens, uncond_tokens,
+            sample, clip_ctx, audio_ctx = cfg_batch(latents, group, sigma, cond_tokens, uncond_tokens,
                                                      image_slots, clip_slots)
             ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0)
             out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask).unflatten(0, (-1, 3))
