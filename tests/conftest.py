@@ -51,3 +51,33 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def checkpoint_key_list(name: str) -> list[tuple[str, tuple[int, ...], str]]:
+    """``(key, shape, dtype)`` rows of ``tests/data/keys/NAME.tsv``, the published checkpoint's key list in order."""
+    rows = (REPO / "tests" / "data" / "keys" / f"{name}.tsv").read_text().splitlines()[1:]
+    out = []
+    for row in rows:
+        key, shape, _numel, dtype = row.split("\t")
+        out.append((key, tuple(int(s) for s in shape.split(",") if s), dtype))
+    return out
+
+
+def max_rel(got, want) -> float:
+    """The parity metric of the goldens: ``max|got − want| / max|want|`` in float64."""
+    assert got.shape == want.shape, f"shape {tuple(got.shape)} != {tuple(want.shape)}"
+    scale = want.abs().max().item()
+    err = (got.double() - want.double()).abs().max().item()
+    return err / scale if scale else err
+
+
+def perturb_(module, seed: int, std: float = 0.05) -> None:
+    """Add N(0, std²) noise to every floating tensor of ``module``'s state dict, as the golden fixtures do, so that
+    no weight keeps a structured initial value (zero biases, unit LayerNorm gains) that could hide a wiring error."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for tensor in module.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype) * std)

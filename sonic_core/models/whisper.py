@@ -1,0 +1,144 @@
+"""The whisper encoder (transformers ``WhisperEncoder`` behaviour) that turns 30 s of log-mel features into Sonic's
+audio features (SPEC §4.2).
+
+One forward pass returns every hidden state stacked on a layer axis: the conv stem + positions, then each layer's
+output, the last one after the final LayerNorm. That last entry *is* the encoder's last hidden state, so the
+"all-layers" and "last" features need no second pass. State-dict keys equal ``whisper_tiny_encoder.tsv``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import SonicAudioError, SonicWeightsError
+from .loading import load_strict
+from .self_attention import SelfAttention, activation
+
+WHISPER_TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "whisper_tiny_config.json"
+ENCODER_PREFIX = "encoder."
+FULL_MODEL_PREFIX = "model.encoder."  # WhisperForConditionalGeneration's model.safetensors
+LOAD_FIX = "use model.safetensors of openai/whisper-tiny (or a WhisperModel 'encoder.*' state dict)"
+
+
+@dataclass(frozen=True)
+class WhisperEncoderConfig:
+    """The encoder fields of a transformers ``WhisperConfig`` (decoder and generation fields are ignored)."""
+
+    num_mel_bins: int = 80
+    d_model: int = 384
+    encoder_layers: int = 4
+    encoder_attention_heads: int = 6
+    encoder_ffn_dim: int = 1536
+    max_source_positions: int = 1500
+    activation_function: str = "gelu"
+
+    @classmethod
+    def from_dict(cls, config: Mapping) -> WhisperEncoderConfig:
+        return cls(**{k: v for k, v in config.items() if k in cls.__dataclass_fields__})
+
+    @classmethod
+    def tiny(cls) -> WhisperEncoderConfig:
+        """openai/whisper-tiny: 80 mel bins, width 384, 4 layers of 6 heads."""
+        return cls.from_dict(json.loads(WHISPER_TINY_CONFIG.read_text()))
+
+    @property
+    def input_frames(self) -> int:
+        """Mel frames per call: the stride-2 stem halves them to ``max_source_positions`` (3000 for 30 s)."""
+        return 2 * self.max_source_positions
+
+
+class WhisperEncoderLayer(nn.Module):
+    """Pre-LayerNorm transformer block: ``x + attn(ln(x))`` then ``x + fc2(act(fc1(ln(x))))``."""
+
+    def __init__(self, config: WhisperEncoderConfig) -> None:
+        super().__init__()
+        self.self_attn = SelfAttention(config.d_model, config.encoder_attention_heads, key_bias=False)
+        self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
+        self.act = activation(config.activation_function)
+        self.fc1 = nn.Linear(config.d_model, config.encoder_ffn_dim)
+        self.fc2 = nn.Linear(config.encoder_ffn_dim, config.d_model)
+        self.final_layer_norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x))
+        return x + self.fc2(self.act(self.fc1(self.final_layer_norm(x))))
+
+
+class WhisperEncoderStack(nn.Module):
+    """The ``encoder.*`` module: conv stem (stride 1, then 2), sinusoid-initialised positions, layers, LayerNorm."""
+
+    def __init__(self, config: WhisperEncoderConfig) -> None:
+        super().__init__()
+        self.act = activation(config.activation_function)
+        self.conv1 = nn.Conv1d(config.num_mel_bins, config.d_model, 3, padding=1)
+        self.conv2 = nn.Conv1d(config.d_model, config.d_model, 3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(config.max_source_positions, config.d_model)
+        self.layers = nn.ModuleList(WhisperEncoderLayer(config) for _ in range(config.encoder_layers))
+        self.layer_norm = nn.LayerNorm(config.d_model)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.conv2(self.act(self.conv1(mel.to(self.conv1.weight.dtype)))))
+        x = x.transpose(1, 2) + self.embed_positions.weight
+        states = [x]
+        for layer in self.layers:
+            x = layer(x)
+            states.append(x)
+        states[-1] = self.layer_norm(x)
+        return torch.stack(states, dim=2)
+
+
+class WhisperEncoder(nn.Module):
+    """Log-mel ``[B, num_mel_bins, 3000]`` -> hidden states ``[B, 1500, encoder_layers + 1, d_model]``."""
+
+    def __init__(self, config: WhisperEncoderConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or WhisperEncoderConfig.tiny()
+        self.encoder = WhisperEncoderStack(self.config)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Index ``[..., -1, :]`` of the result is the encoder's last hidden state."""
+        want = (self.config.num_mel_bins, self.config.input_frames)
+        if mel.ndim != 3 or tuple(mel.shape[1:]) != want:
+            raise SonicAudioError(f"whisper input has shape {tuple(mel.shape)}: expected [B, {want[0]}, {want[1]}] "
+                                  "(one 30 s piece from sonic_core.audio.log_mel_pieces)")
+        return self.encoder(mel)
+
+
+def _encoder_names(keys: Iterable[str]) -> dict[str, str]:
+    """Our ``encoder.*`` name -> the checkpoint's name, for a WhisperForConditionalGeneration (``model.encoder.*``),
+    WhisperModel or bare encoder state dict; decoder and head tensors are left out."""
+    keys = list(keys)
+    prefix = "model." if any(k.startswith(FULL_MODEL_PREFIX) for k in keys) else ""
+    return {k.removeprefix(prefix): k for k in keys if k.startswith(prefix + ENCODER_PREFIX)}
+
+
+def whisper_encoder_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The encoder tensors of a whisper state dict, named ``encoder.*`` (see :func:`_encoder_names`)."""
+    return {ours: tensors[theirs] for ours, theirs in _encoder_names(tensors).items()}
+
+
+def read_whisper_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read only the encoder tensors of a whisper ``.safetensors`` file (the decoder is never materialised)."""
+    from safetensors import SafetensorError, safe_open
+
+    file = Path(path)
+    if not file.is_file():
+        raise SonicWeightsError(f"whisper weights {str(file)!r} do not exist: {LOAD_FIX}")
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return {ours: handle.get_tensor(theirs) for ours, theirs in _encoder_names(handle.keys()).items()}
+    except (SafetensorError, OSError) as exc:
+        raise SonicWeightsError(f"cannot read whisper weights {file.name!r} ({type(exc).__name__}): {LOAD_FIX}") from None
+
+
+def load_whisper_encoder(model: WhisperEncoder, tensors: Mapping[str, torch.Tensor],
+                         source: str = "whisper-tiny/model.safetensors") -> None:
+    """Strictly load the encoder part of a whisper checkpoint mapping (see :func:`whisper_encoder_weights`)."""
+    load_strict(model, whisper_encoder_weights(tensors), source, LOAD_FIX)
