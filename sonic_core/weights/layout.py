@@ -1,0 +1,153 @@
+"""Where the official weight files live: the ComfyUI ``models/`` tree, a standalone weights folder, or both.
+
+Accepted trees (DESIGN "Weight layout accepted"):
+
+* ComfyUI: ``models/sonic/{unet.pth,audio2token.pth,audio2bucket.pth,yoloface_v5m.pt}``, ``models/sonic/RIFE/
+  flownet.pkl``, ``models/sonic/whisper-tiny/``, SVD as ``models/checkpoints/svd_xt*.safetensors`` or the diffusers
+  folder ``models/sonic/stable-video-diffusion-img2vid-xt/``.
+* Standalone / hub: the same files under a weights folder (``--weights DIR``, else ``$SONIC_WEIGHTS``, else
+  ``~/.cache/sonic``), either flat or below ``sonic/``, with the three Sonic ``.pth`` files also accepted in the
+  official repo's ``Sonic/`` subfolder (the layout ``fetch-weights`` writes).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import SonicWeightsError
+
+WEIGHTS_ENV = "SONIC_WEIGHTS"
+DEFAULT_WEIGHTS_DIR = Path("~/.cache/sonic")
+FETCH_COMMAND = "python -m sonic_core fetch-weights"
+SVD_FOLDER = "stable-video-diffusion-img2vid-xt"
+SVD_FILE_GLOB = "svd_xt*.safetensors"
+WHISPER_FOLDER = "whisper-tiny"
+
+# Component -> candidate paths relative to a Sonic root, first one = where a missing file should go.
+SONIC_FILES: dict[str, tuple[str, ...]] = {
+    "unet": ("Sonic/unet.pth", "unet.pth"),
+    "audio2token": ("Sonic/audio2token.pth", "audio2token.pth"),
+    "audio2bucket": ("Sonic/audio2bucket.pth", "audio2bucket.pth"),
+    "yoloface": ("yoloface_v5m.pt",),
+    "rife": ("RIFE/flownet.pkl",),
+}
+COMPONENTS = (*SONIC_FILES, "whisper", "svd")
+OPTIONAL = frozenset({"yoloface", "rife"})  # a fallback detector exists; RIFE only runs with interpolation on
+
+
+def default_weights_dir() -> Path:
+    """``$SONIC_WEIGHTS`` if set, else ``~/.cache/sonic``."""
+    return Path(os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()
+
+
+@dataclass(frozen=True)
+class SearchRoot:
+    """One place that is searched: Sonic roots (for the .pth/.pkl/.pt files and folders) and checkpoint folders."""
+
+    sonic_dirs: tuple[Path, ...]
+    checkpoint_dirs: tuple[Path, ...]
+
+    @classmethod
+    def comfy(cls, models_dir: Path) -> SearchRoot:
+        return cls((models_dir / "sonic",), (models_dir / "checkpoints",))
+
+    @classmethod
+    def standalone(cls, weights_dir: Path) -> SearchRoot:
+        return cls((weights_dir, weights_dir / "sonic"), (weights_dir, weights_dir / "checkpoints"))
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """The located file (or folder) of every component, ``None`` where it was not found.
+
+    ``svd_kind`` is ``"file"`` for a single Stability checkpoint, ``"folder"`` for a diffusers folder, ``None`` when
+    neither was found. ``expected`` says where each missing component should be put.
+    """
+
+    unet: Path | None = None
+    audio2token: Path | None = None
+    audio2bucket: Path | None = None
+    yoloface: Path | None = None
+    rife: Path | None = None
+    whisper: Path | None = None
+    svd: Path | None = None
+    svd_kind: str | None = None
+    expected: dict[str, Path] = field(default_factory=dict, compare=False)
+
+    def missing(self, *components: str) -> list[str]:
+        """The components among ``components`` (default: every required one) that were not found."""
+        unknown = [c for c in components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown weight component(s) {unknown}; known: {list(COMPONENTS)}")
+        wanted = components or tuple(c for c in COMPONENTS if c not in OPTIONAL)
+        return [c for c in wanted if getattr(self, c) is None]
+
+    def require(self, *components: str) -> WeightFiles:
+        """Raise one :class:`SonicWeightsError` naming every missing file and where it goes; else return ``self``."""
+        missing = self.missing(*components)
+        if missing:
+            where = ", ".join(f"{c} -> {self.expected.get(c, '?')}" for c in missing)
+            raise SonicWeightsError(f"missing Sonic weights: {where}; run `{FETCH_COMMAND}` "
+                                    "or copy the official files to those paths")
+        return self
+
+
+def _first_file(dirs: tuple[Path, ...], names: tuple[str, ...]) -> Path | None:
+    for d in dirs:
+        for name in names:
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _whisper_dir(dirs: tuple[Path, ...]) -> Path | None:
+    for d in dirs:
+        folder = d / WHISPER_FOLDER
+        if (folder / "model.safetensors").is_file():
+            return folder
+    return None
+
+
+def _svd(root: SearchRoot) -> tuple[Path | None, str | None]:
+    for d in root.sonic_dirs:
+        folder = d / SVD_FOLDER
+        if (folder / "vae").is_dir() and (folder / "image_encoder").is_dir():
+            return folder, "folder"
+    for d in root.checkpoint_dirs:
+        files = sorted(p for p in d.glob(SVD_FILE_GLOB) if p.is_file()) if d.is_dir() else []
+        if files:  # svd_xt.safetensors sorts before svd_xt_1_1.safetensors: the release Sonic was trained on
+            return files[0], "file"
+    return None, None
+
+
+def _locate_in(root: SearchRoot) -> dict[str, object]:
+    found: dict[str, object] = {c: _first_file(root.sonic_dirs, names) for c, names in SONIC_FILES.items()}
+    found["whisper"] = _whisper_dir(root.sonic_dirs)
+    found["svd"], found["svd_kind"] = _svd(root)
+    return found
+
+
+def _expected(root: SearchRoot) -> dict[str, Path]:
+    base = root.sonic_dirs[0]
+    expected = {c: base / names[0] for c, names in SONIC_FILES.items()}
+    expected["whisper"] = base / WHISPER_FOLDER / "model.safetensors"
+    expected["svd"] = root.checkpoint_dirs[0] / "svd_xt.safetensors"
+    return expected
+
+
+def locate_weights(weights_dir: str | os.PathLike | None = None,
+                   comfy_models_dir: str | os.PathLike | None = None) -> WeightFiles:
+    """Find every component, searching the ComfyUI ``models/`` folder first, then the standalone weights folder.
+
+    Nothing is opened or verified here (that happens when a file is read); a component that is absent is ``None``.
+    """
+    roots = [] if comfy_models_dir is None else [SearchRoot.comfy(Path(comfy_models_dir).expanduser())]
+    roots.append(SearchRoot.standalone(Path(weights_dir).expanduser() if weights_dir else default_weights_dir()))
+    found: dict[str, object] = {}
+    for root in roots:
+        for key, value in _locate_in(root).items():
+            if found.get(key) is None:
+                found[key] = value
+    return WeightFiles(**found, expected=_expected(roots[0]))
