@@ -55,8 +55,8 @@ class GenerationReport:
     height: int
     fps: float
     audio_seconds: float
-    face_box: tuple[float, ...] | None
-    expand_ratio: float | None
+    face_box: tuple[float, float, float, float]  # (x1, y1, width, height) in the original portrait
+    expand_ratio: float
     seconds: dict[str, float] = field(default_factory=dict)
     peak_host_mb: float = 0.0
     peak_device_mb: float | None = None
@@ -179,9 +179,9 @@ class SonicPipeline:
 
         interpolator = self._interpolator(settings)
         fps = timing.GENERATED_FPS * (2 if interpolator is not None else 1)
+        frames_out = 2 * num_frames - 1 if interpolator is not None else num_frames
         mux_audio = audio if settings.duration is None else (samples, timing.SAMPLE_RATE)
-        written = 0
-        with VideoWriter(out, width, height, fps, audio=mux_audio, crf=settings.crf) as writer:
+        with VideoWriter(out, width, height, fps, audio=mux_audio, crf=settings.crf, frames=frames_out) as writer:
             for frames in self.decode(latents, settings.decode_chunk_size):
                 tick = clock.add("decode", tick)
                 if should_stop is not None and should_stop():
@@ -190,19 +190,18 @@ class SonicPipeline:
                     frames = interpolator.push(frames)
                     tick = clock.add("interpolate", tick)
                 writer.write(frames.cpu())
-                written += frames.shape[0]
                 tick = clock.add("encode", tick)
             if interpolator is not None:
-                tail = interpolator.finish()
-                writer.write(tail.cpu())
-                written += tail.shape[0]
+                writer.write(interpolator.finish().cpu())
+            written = writer.frames_written
         clock.add("encode", tick)
 
         peak_device = (torch.cuda.max_memory_allocated(self.device) / 2**20
                        if self.device.type == "cuda" else None)
+        box = reference.face_box
         return GenerationReport(str(Path(out)), num_frames, written, width, height, fps,
-                                len(samples) / timing.SAMPLE_RATE, tuple(getattr(reference, "boxes", ()) or ()),
-                                getattr(reference, "ratio", None), clock.seconds, _peak_host_mb(), peak_device)
+                                len(samples) / timing.SAMPLE_RATE, (box.x1, box.y1, box.width, box.height),
+                                reference.expand_ratio, clock.seconds, _peak_host_mb(), peak_device)
 
     def _interpolator(self, settings: SonicSettings):
         if not settings.interpolate or self.models.rife is None:
