@@ -164,3 +164,16 @@ def test_motion_scale_changes_the_result(unet) -> None:
     moved = sample_latents(unet, audio, image, noise, SamplerOptions(**{**OPTIONS.__dict__, "motion_scale": 2.0}),
                            sampler.Schedule.svd())
     assert (moved - base).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_unet_samples_in_its_dtype(dtype) -> None:
+    from sonic_core.tiny import tiny_models
+
+    models = tiny_models(dtype=dtype)
+    assert {next(m.parameters()).dtype for m in (models.unet, models.vae, models.image_encoder)} == {dtype}
+    assert {next(m.parameters()).dtype for m in (models.whisper, models.audio2token, models.audio2bucket)} == {
+        torch.float32}
+    audio, image, noise = _inputs()
+    latents = sample_latents(models.unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
+    assert latents.dtype == dtype and torch.isfinite(latents).all()
