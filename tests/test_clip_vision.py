@@ -90,3 +90,17 @@ def test_config_defaults_are_transformers_defaults() -> None:
     """A config dict that omits a field must build the same network as transformers would."""
     transformers = pytest.importorskip("transformers")
     assert CLIPVisionConfig() == CLIPVisionConfig.from_dict(transformers.CLIPVisionConfig().to_dict())
+
+
+def test_fresh_model_is_deterministic_under_a_seed() -> None:
+    """Every parameter is initialised from the RNG (no uninitialised memory): two builds under one seed agree."""
+    config = CLIPVisionConfig.from_dict({"hidden_size": 32, "intermediate_size": 64, "projection_dim": 16,
+                                         "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16,
+                                         "patch_size": 8})
+    builds = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        builds.append(CLIPVisionModelWithProjection(config).state_dict())
+    for key, value in builds[0].items():
+        assert torch.isfinite(value).all(), key
+        assert torch.equal(value, builds[1][key]), key

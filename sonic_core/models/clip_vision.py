@@ -60,7 +60,9 @@ class CLIPVisionEmbeddings(nn.Module):
 
     def __init__(self, config: CLIPVisionConfig) -> None:
         super().__init__()
-        self.class_embedding = nn.Parameter(torch.empty(config.hidden_size))
+        # initialised (not torch.empty) so that models built from a seed, like the embedded demo model, are
+        # deterministic; checkpoints overwrite it
+        self.class_embedding = nn.Parameter(torch.randn(config.hidden_size) * config.hidden_size ** -0.5)
         self.patch_embedding = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size,
                                          stride=config.patch_size, bias=False)
         self.position_embedding = nn.Embedding(config.num_patches + 1, config.hidden_size)
