@@ -1,6 +1,8 @@
-"""Command line: ``python -m sonic_core {estimate,demo} ...``.
+"""Command line: ``python -m sonic_core {generate,demo,estimate,fetch-weights,ledger} ...``.
 
-Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2.
+Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2; Ctrl-C
+ends it with status 130 (an interrupted generation leaves no output file: the video is renamed into place only
+when complete).
 """
 
 from __future__ import annotations
@@ -16,11 +18,6 @@ from .audio import audio_duration
 from .errors import SonicError
 from .settings import SonicSettings
 from .tokens import PriceVerdict, Tier, load_tiers, price
-
-ASSETS = Path(__file__).with_name("assets")
-DEMO_SPEECH = ASSETS / "speech.wav"
-DEMO_PORTRAIT = ASSETS / "portrait.jpg"
-
 
 def _add_knob(parser: argparse.ArgumentParser, name: str, flag: str | None = None, **kwargs: object) -> None:
     """An option whose default and help text come from SonicSettings."""
@@ -45,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
     from .ops.ledger_cli import add_ledger_parser  # the service-side commands live in ops/
+    from .generate_cli import add_generate_parsers
     from .weights_cli import add_fetch_weights_parser
+    add_generate_parsers(sub)
     add_ledger_parser(sub)
     add_fetch_weights_parser(sub)
 
@@ -55,11 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--audio", metavar="FILE", help="audio file; its real length is used")
     _add_cost_options(est)
     est.set_defaults(run=cmd_estimate)
-
-    demo = sub.add_parser("demo", help="the bundled portrait and speech, no download")
-    demo.add_argument("--out", default="demo.mp4", help="output MP4 path")
-    _add_cost_options(demo)
-    demo.set_defaults(run=cmd_demo)
     return parser
 
 
@@ -128,14 +122,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    duration = audio_duration(DEMO_SPEECH)
-    _print_estimate(args, duration, f"Sonic demo: cost of animating {DEMO_PORTRAIT.name} with {DEMO_SPEECH.name}")
-    print(f"Not built yet: video generation (the Sonic pipeline). {args.out} was not written; "
-          "this demo only prices the job.", file=sys.stderr)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -143,3 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SonicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output file was written", file=sys.stderr)
+        return 130
