@@ -83,7 +83,7 @@ MEMORY_RUN = textwrap.dedent("""
 
     seconds, out, width, height = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.manual_seed(0)
-    samples = (0.1 * np.sin(np.arange(int(seconds * 16000)) * 0.05)).astype(np.float32)
+    samples = np.float32(0.1) * np.sin(np.arange(int(seconds * 16000), dtype=np.float32) * np.float32(0.05))
     image = Image.fromarray(np.full((height, width, 3), 128, np.uint8))
     box = FaceBox(width / 4, height / 4, width / 2, height / 2)
     reference = Reference(image=image, ref_image=torch.rand(3, height, width) * 2 - 1,
