@@ -1,7 +1,34 @@
 """ComfyUI node classes of the pack, registered by the pack's top-level ``__init__``.
 
-Nodes are added here as their engine parts land (see the node-pack issue); none is registered before it works.
+One module per concern (audio, video; sonic, post and cost join as their engine parts land — none is registered
+before it works) declares its nodes with :mod:`.schema` and lists the built classes in ``NODES``. Registration:
+
+* ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS`` always: every ComfyUI reads them, and accepts V3
+  ``io.ComfyNode`` classes in them (ComfyUI ignores ``comfy_entrypoint`` in a module that has these mappings).
+* ``comfy_entrypoint`` (a V3 ``ComfyExtension`` listing the same classes) where the running ComfyUI has the V3
+  API, for loaders that ask for it.
 """
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+from __future__ import annotations
+
+from typing import Any
+
+from . import audio, video
+from .comfy_compat import comfy_extension_type
+
+NODE_CLASSES: list[type] = [*audio.NODES, *video.NODES]
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {cls.SONIC_SPEC.node_id: cls for cls in NODE_CLASSES}
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.SONIC_SPEC.node_id: cls.SONIC_SPEC.display_name
+                                              for cls in NODE_CLASSES}
+
+_EXTENSION_BASE = comfy_extension_type()
+if _EXTENSION_BASE is not None:
+    class SonicExtension(_EXTENSION_BASE):
+        """The V3 registration of the pack: the same node classes as the V1 mappings."""
+
+        async def get_node_list(self) -> list[type]:
+            return list(NODE_CLASSES)
+
+    async def comfy_entrypoint() -> Any:
+        return SonicExtension()

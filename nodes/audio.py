@@ -1,0 +1,117 @@
+"""Audio nodes: Load Audio Duration (an AUDIO or a file from input/ → AUDIO + duration + a duration check)."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+from sonic_core.audio import AUDIO_SUFFIXES
+from sonic_core.errors import SonicAudioError, SonicInputError
+
+from .comfy_compat import folder_paths
+from .schema import NodeResult, NodeSpec, Param, Result, build_node
+
+NO_FILE = "none"
+# One frame at Sonic's 25 fps: the published design's tolerance between requested and real duration.
+DURATION_TOLERANCE_S = 0.04
+
+
+def input_audio_files() -> list[str]:
+    """Audio files directly in ComfyUI's input folder, sorted, after the "none" choice."""
+    folder = folder_paths.get_input_directory()
+    names = sorted(f for f in os.listdir(folder) if f.lower().endswith(AUDIO_SUFFIXES)
+                   and os.path.isfile(os.path.join(folder, f))) if os.path.isdir(folder) else []
+    return [NO_FILE, *names]
+
+
+def resolve_input_file(name: str) -> str:
+    """Path of ``name`` inside the input folder; names that are absolute or leave the folder are refused."""
+    folder = os.path.realpath(folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(folder, name))
+    if os.path.isabs(name) or os.path.commonpath((folder, path)) != folder:
+        raise SonicInputError(f"audio_file {name!r}: only files inside ComfyUI's input folder can be loaded; "
+                              "pick one from the list or upload it")
+    if not os.path.isfile(path):
+        raise SonicAudioError(f"audio_file {name!r} is not in the input folder: upload it or pick another")
+    return path
+
+
+def read_audio_file(path: str) -> dict[str, Any]:
+    """A file as a ComfyUI AUDIO value (waveform [1, channels, samples] float32, original rate and channels)."""
+    import librosa
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa's audioread fallback warns before it fails
+            samples, rate = librosa.load(path, sr=None, mono=False)
+    except Exception as exc:  # soundfile/audioread raise many unrelated types for unreadable data
+        raise SonicAudioError(f"cannot read audio file {os.path.basename(path)!r} ({type(exc).__name__}): "
+                              f"use an uncorrupted {'/'.join(AUDIO_SUFFIXES)} file") from None
+    waveform = torch.from_numpy(samples).float()
+    waveform = waveform[None] if waveform.ndim == 1 else waveform
+    return {"waveform": waveform[None], "sample_rate": int(rate)}
+
+
+def audio_seconds(audio: dict[str, Any]) -> float:
+    """Duration of an AUDIO value the way librosa defines it: samples / sample rate."""
+    try:
+        waveform, rate = audio["waveform"], int(audio["sample_rate"])
+    except (KeyError, TypeError):
+        raise SonicAudioError("audio: not a ComfyUI AUDIO value (needs 'waveform' and 'sample_rate'); "
+                              "connect a Load Audio node") from None
+    if waveform.ndim != 3 or waveform.shape[-1] == 0 or rate <= 0:
+        raise SonicAudioError(f"audio: waveform of shape {tuple(waveform.shape)} at {rate} Hz is empty or "
+                              "malformed; load a file with speech in it")
+    return waveform.shape[-1] / rate
+
+
+def duration_check(seconds: float, requested: float) -> tuple[bool, str]:
+    """Whether the real duration matches the requested one within one 25-fps frame, and a one-line report."""
+    if requested <= 0:
+        return True, f"audio is {seconds:.3f} s (no duration requested)"
+    difference = seconds - requested
+    if abs(difference) <= DURATION_TOLERANCE_S + 1e-9:
+        return True, f"audio is {seconds:.3f} s, matches the requested {requested:.3f} s"
+    side = "longer" if difference > 0 else "shorter"
+    return False, (f"MISMATCH: audio is {seconds:.3f} s, {abs(difference):.3f} s {side} than the requested "
+                   f"{requested:.3f} s (tolerance {DURATION_TOLERANCE_S} s); trim the audio or set "
+                   f"requested_duration to {seconds:.2f}")
+
+
+def load_audio_duration(audio: dict[str, Any] | None = None, audio_file: str = NO_FILE,
+                        requested_duration: float = 0.0) -> NodeResult:
+    if audio is not None and audio_file not in ("", NO_FILE):
+        raise SonicInputError(f"audio_file {audio_file!r} and a connected audio: give one of them; set "
+                              f"audio_file to '{NO_FILE}' to use the connected audio")
+    if audio is None:
+        if audio_file in ("", NO_FILE):
+            raise SonicInputError("audio: connect a Load Audio node or pick an audio_file from the input folder")
+        audio = read_audio_file(resolve_input_file(audio_file))
+    seconds = audio_seconds(audio)
+    matches, report = duration_check(seconds, float(requested_duration))
+    return NodeResult((audio, seconds, matches, report), ui={"text": [report]})
+
+
+LOAD_AUDIO_DURATION = NodeSpec(
+    node_id="SonicLoadAudioDuration", display_name="Load Audio Duration (Sonic)", category="Sonic/audio",
+    description="Passes an AUDIO through (or loads one from the input folder) and measures its duration as "
+                "librosa does (samples / rate). With a requested duration, flags a difference of more than one "
+                "25-fps frame (0.04 s).",
+    inputs=(
+        Param("audio", "AUDIO", optional=True, tooltip="audio from a core Load Audio node"),
+        Param("audio_file", "COMBO", optional=True, default=NO_FILE, options=input_audio_files, upload="audio",
+              tooltip="or an audio file in ComfyUI's input folder"),
+        Param("requested_duration", "FLOAT", optional=True, default=0.0, min=0.0, max=3600.0, step=0.01,
+              tooltip="seconds the video should last; 0 = no check"),
+    ),
+    outputs=(Result("audio", "AUDIO"), Result("duration", "FLOAT", "seconds (samples / sample rate)"),
+             Result("duration_ok", "BOOLEAN", "true when within one frame of the requested duration"),
+             Result("duration_report", "STRING")),
+    output_node=False,
+)
+
+SonicLoadAudioDuration = build_node(LOAD_AUDIO_DURATION, load_audio_duration)
+
+NODES = [SonicLoadAudioDuration]

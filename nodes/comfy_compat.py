@@ -1,0 +1,255 @@
+"""The one module of the pack that touches ComfyUI.
+
+Inside ComfyUI it hands out ComfyUI's own ``folder_paths``, progress bar, interrupt check, prompt server, model
+management and V3 schema module (``comfy_api.latest.io``). Outside ComfyUI (plain Python, the tests) it provides
+stand-ins with the same call signatures, so every node class can be imported and executed without a server:
+
+* ``folder_paths``: a :class:`StandaloneFolderPaths` rooted at ``$SONIC_COMFY_ROOT`` or at the ``root`` key of the
+  TOML file ``$SONIC_COMFY_CONFIG`` (default ``~/.config/sonic/comfy.toml``), else ``~/.cache/sonic/comfy``; below
+  the root: ``models/<folder>/``, ``input/``, ``output/``, ``temp/``. The root is read on every call, so changing
+  the variable takes effect at once.
+* a progress bar that counts but shows nothing, and an interrupt check that never fires;
+* ``prompt_server()`` and ``comfy_io()`` return ``None``.
+
+Nodes import from here (``from .comfy_compat import ...``), never ComfyUI modules directly.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from sonic_core.errors import SonicInputError, SonicInterrupted
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+
+def _import_comfyui() -> tuple[ModuleType, ModuleType, ModuleType] | None:
+    """ComfyUI's folder_paths, comfy.utils and comfy.model_management, or None outside ComfyUI."""
+    try:
+        real_folder_paths = importlib.import_module("folder_paths")
+        comfy_utils = importlib.import_module("comfy.utils")
+        model_management = importlib.import_module("comfy.model_management")
+    except ImportError:
+        return None
+    return real_folder_paths, comfy_utils, model_management
+
+
+_COMFY = _import_comfyui()
+IN_COMFYUI: bool = _COMFY is not None
+
+# Model folders the pack uses, relative to the models root (ComfyUI layout, docs/DESIGN.md).
+MODEL_FOLDERS: dict[str, str] = {"sonic": "sonic", "checkpoints": "checkpoints"}
+_ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<kind>input|output|temp)\]$")
+
+
+def _reject_escape(relative: str, what: str) -> str:
+    """``relative`` normalised, or a SonicInputError when it is absolute or climbs out of its folder."""
+    if not relative or os.path.isabs(relative) or relative.startswith(("/", "\\")):
+        raise SonicInputError(f"{what} {relative!r}: give a name relative to the folder, not an absolute path")
+    if ".." in Path(relative.replace("\\", "/")).parts:
+        raise SonicInputError(f"{what} {relative!r}: '..' is not allowed; name a file inside the folder")
+    return os.path.normpath(relative)
+
+
+class StandaloneFolderPaths:
+    """``folder_paths``-compatible folders for use outside ComfyUI (same function names and return shapes)."""
+
+    def root(self) -> Path:
+        """Base folder: ``$SONIC_COMFY_ROOT``, else the config file's ``root``, else ``~/.cache/sonic/comfy``."""
+        env_root = os.environ.get("SONIC_COMFY_ROOT")
+        if env_root:
+            return Path(env_root).expanduser()
+        config = Path(os.environ.get("SONIC_COMFY_CONFIG", "~/.config/sonic/comfy.toml")).expanduser()
+        if config.is_file():
+            try:
+                data = tomllib.loads(config.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise SonicInputError(f"config file {config}: not valid TOML ({exc}); fix or remove it") from exc
+            if "root" in data:
+                return (config.parent / str(data["root"])).expanduser()
+        return Path("~/.cache/sonic/comfy").expanduser()
+
+    def get_folder_paths(self, folder_name: str) -> list[str]:
+        if folder_name not in MODEL_FOLDERS:
+            raise SonicInputError(f"model folder {folder_name!r}: unknown; use one of {sorted(MODEL_FOLDERS)}")
+        return [str(self.root() / "models" / MODEL_FOLDERS[folder_name])]
+
+    def get_filename_list(self, folder_name: str) -> list[str]:
+        """Every file below the folder's paths, relative, '/'-separated, sorted; hidden files skipped."""
+        names: set[str] = set()
+        for base in map(Path, self.get_folder_paths(folder_name)):
+            if base.is_dir():
+                names.update(p.relative_to(base).as_posix() for p in base.rglob("*")
+                             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(base).parts))
+        return sorted(names)
+
+    def get_full_path(self, folder_name: str, filename: str) -> str | None:
+        relative = _reject_escape(filename, f"{folder_name} file")
+        for base in self.get_folder_paths(folder_name):
+            candidate = os.path.join(base, relative)
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    def get_input_directory(self) -> str:
+        return str(self.root() / "input")
+
+    def get_output_directory(self) -> str:
+        return str(self.root() / "output")
+
+    def get_temp_directory(self) -> str:
+        return str(self.root() / "temp")
+
+    def get_directory_by_type(self, kind: str) -> str | None:
+        return {"input": self.get_input_directory, "output": self.get_output_directory,
+                "temp": self.get_temp_directory}.get(kind, lambda: None)()
+
+    def get_annotated_filepath(self, name: str, default_dir: str | None = None) -> str:
+        """``"a.wav [output]"`` → output/a.wav; without an annotation the input folder (or ``default_dir``)."""
+        match = _ANNOTATION.match(name)
+        if match:
+            return os.path.join(self.get_directory_by_type(match["kind"]), match["name"])
+        return os.path.join(default_dir or self.get_input_directory(), name)
+
+    def exists_annotated_filepath(self, name: str) -> bool:
+        return os.path.exists(self.get_annotated_filepath(name))
+
+    def get_save_image_path(self, filename_prefix: str, output_dir: str, image_width: int = 0,
+                            image_height: int = 0) -> tuple[str, str, int, str, str]:
+        """``(full_folder, filename, counter, subfolder, filename_prefix)``, ComfyUI's shape.
+
+        ``%width%``/``%height%`` in the prefix are replaced; a prefix ``sub/name`` saves into ``output_dir/sub``;
+        the counter is one past the highest ``name_NNNNN`` already there. A prefix that leaves ``output_dir``
+        is refused.
+        """
+        prefix = filename_prefix.replace("%width%", str(image_width)).replace("%height%", str(image_height))
+        subfolder, filename = os.path.split(os.path.normpath(prefix))
+        full_folder = os.path.join(output_dir, subfolder)
+        if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(full_folder))) \
+                != os.path.abspath(output_dir):
+            raise SonicInputError(f"filename_prefix {filename_prefix!r}: saving outside the output folder "
+                                  "is not allowed; use a name like 'Sonic' or 'videos/Sonic'")
+        pattern = re.compile(re.escape(filename) + r"_(\d+)")
+        counters = [int(m.group(1)) for f in (os.listdir(full_folder) if os.path.isdir(full_folder) else [])
+                    if (m := pattern.match(f))]
+        os.makedirs(full_folder, exist_ok=True)
+        return full_folder, filename, max(counters, default=0) + 1, subfolder, prefix
+
+
+class _CountingProgressBar:
+    """Stand-in for ``comfy.utils.ProgressBar``: keeps the count, shows nothing."""
+
+    def __init__(self, total: int) -> None:
+        self.total = int(total)
+        self.current = 0
+
+    def update(self, value: int) -> None:
+        self.update_absolute(self.current + value)
+
+    def update_absolute(self, value: int, total: int | None = None, preview: Any = None) -> None:
+        if total is not None:
+            self.total = int(total)
+        self.current = min(int(value), self.total)
+
+
+if _COMFY is not None:
+    folder_paths: Any = _COMFY[0]
+    ProgressBar: Any = _COMFY[1].ProgressBar
+    _model_management: ModuleType | None = _COMFY[2]
+else:
+    folder_paths = StandaloneFolderPaths()
+    ProgressBar = _CountingProgressBar
+    _model_management = None
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel; a no-op outside ComfyUI."""
+    if _model_management is not None:
+        _model_management.throw_exception_if_processing_interrupted()
+
+
+def interrupt_exception_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the user cancelled": ComfyUI's (when present) and the engine's SonicInterrupted."""
+    comfy_type = getattr(_model_management, "InterruptProcessingException", None)
+    return (SonicInterrupted,) + ((comfy_type,) if comfy_type is not None else ())
+
+
+def raise_interrupted(message: str = "cancelled by the user") -> None:
+    """Raise the exception ComfyUI treats as a cancel (not an error); SonicInterrupted outside ComfyUI."""
+    comfy_type = getattr(_model_management, "InterruptProcessingException", None)
+    raise (comfy_type or SonicInterrupted)(message)
+
+
+def prompt_server() -> Any | None:
+    """``server.PromptServer.instance`` inside a running ComfyUI, else None."""
+    if not IN_COMFYUI:
+        return None
+    server_module = sys.modules.get("server")
+    prompt_server_type = getattr(server_module, "PromptServer", None)
+    return getattr(prompt_server_type, "instance", None)
+
+
+def comfy_io() -> ModuleType | None:
+    """ComfyUI's V3 schema module ``comfy_api.latest.io``, or None where it does not exist."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        return importlib.import_module("comfy_api.latest.io")
+    except ImportError:
+        return None
+
+
+def comfy_extension_type() -> type | None:
+    """``comfy_api.latest.ComfyExtension`` (the V3 registration base), or None where it does not exist."""
+    if comfy_io() is None:
+        return None
+    return getattr(importlib.import_module("comfy_api.latest"), "ComfyExtension", None)
+
+
+def video_from_file(path: str) -> Any | None:
+    """A core ComfyUI ``VIDEO`` value for a file (``comfy_api.latest.InputImpl.VideoFromFile``), or None."""
+    if not IN_COMFYUI:
+        return None
+    try:
+        input_impl = importlib.import_module("comfy_api.latest").InputImpl
+    except (ImportError, AttributeError):
+        return None
+    return input_impl.VideoFromFile(path)
+
+
+def torch_device() -> Any:
+    """The device ComfyUI runs models on (its ``--cpu``/GPU choice); outside ComfyUI CUDA when present, else CPU."""
+    if _model_management is not None:
+        return _model_management.get_torch_device()
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> Any:
+    """Where idle models are parked: ComfyUI's offload device for diffusion models; CPU outside ComfyUI."""
+    if _model_management is not None:
+        return _model_management.unet_offload_device()
+    import torch
+
+    return torch.device("cpu")
+
+
+def soft_empty_cache() -> None:
+    """Return cached accelerator memory to the driver (ComfyUI's soft_empty_cache; torch's outside ComfyUI)."""
+    if _model_management is not None:
+        _model_management.soft_empty_cache()
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

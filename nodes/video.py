@@ -1,0 +1,88 @@
+"""Video Combine: IMAGE frames (+ AUDIO) → an MP4 (h264/AAC) or WebM (VP9/Opus) in ComfyUI's output folder."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from sonic_core.errors import SonicInputError
+from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
+
+from .comfy_compat import folder_paths, throw_if_interrupted, video_from_file
+from .schema import NodeResult, NodeSpec, Param, Result, build_node
+
+FORMATS = {"mp4 (h264 + aac)": "h264", "webm (vp9 + opus)": "vp9"}
+# Frames handed to ffmpeg per write: bounds the uint8 copy in memory, and the interrupt check runs between them.
+CHUNK_FRAMES = 16
+
+
+def check_prefix(filename_prefix: str) -> str:
+    """The prefix, or a SonicInputError when it is empty, absolute or climbs out of the output folder."""
+    prefix = filename_prefix.strip()
+    parts = prefix.replace("\\", "/").split("/")
+    if not prefix or os.path.isabs(prefix) or prefix.startswith(("/", "\\")) or ".." in parts or "" in parts[-1:]:
+        raise SonicInputError(f"filename_prefix {filename_prefix!r}: use a plain name like 'Sonic' or "
+                              "'videos/Sonic', without '..' or an absolute path")
+    return prefix
+
+
+def _audio_track(audio: dict[str, Any] | None) -> tuple[Any, int] | None:
+    if audio is None:
+        return None
+    waveform = audio["waveform"]
+    if waveform.ndim != 3 or waveform.shape[-1] == 0:
+        raise SonicInputError(f"audio: waveform of shape {tuple(waveform.shape)} is empty or not [B, C, T]; "
+                              "connect a Load Audio node")
+    return waveform[0], int(audio["sample_rate"])
+
+
+def video_combine(images: Any, fps: float = 25.0, format: str = "mp4 (h264 + aac)", crf: int = 18,
+                  pix_fmt: str = "yuv420p", filename_prefix: str = "Sonic",
+                  audio: dict[str, Any] | None = None) -> NodeResult:
+    if format not in FORMATS:
+        raise SonicInputError(f"format {format!r}: use one of {list(FORMATS)}")
+    if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+        raise SonicInputError(f"images of shape {tuple(getattr(images, 'shape', ()))}: expected a ComfyUI IMAGE "
+                              "batch [frames, height, width, 3]")
+    codec = FORMATS[format]
+    count, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
+    output_dir = folder_paths.get_output_directory()
+    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(check_prefix(filename_prefix),
+                                                                              output_dir, width, height)
+    name = f"{filename}_{counter:05}_.{CODECS[codec]['container']}"
+    path = os.path.join(folder, name)
+    with VideoWriter(path, width, height, fps, audio=_audio_track(audio), crf=int(crf), codec=codec,
+                     pix_fmt=pix_fmt, frames=count) as writer:
+        for start in range(0, count, CHUNK_FRAMES):
+            throw_if_interrupted()
+            writer.write(images[start:start + CHUNK_FRAMES].permute(0, 3, 1, 2))
+    preview = {"filename": name, "subfolder": subfolder, "type": "output",
+               "format": f"video/{CODECS[codec]['container']}"}
+    video = video_from_file(path)
+    return NodeResult((path if video is None else video, path), ui={"images": [preview], "animated": (True,)})
+
+
+VIDEO_COMBINE = NodeSpec(
+    node_id="SonicVideoCombine", display_name="Video Combine (Sonic)", category="Sonic/video",
+    description="Encodes IMAGE frames, with the audio muxed in and cut to the video's length, into ComfyUI's "
+                "output folder as MP4 (h264 + AAC) or WebM (VP9 + Opus), in one ffmpeg pass.",
+    inputs=(
+        Param("images", "IMAGE", tooltip="the frames, in order"),
+        Param("fps", "FLOAT", default=25.0, min=1.0, max=120.0, step=0.5),
+        Param("format", "COMBO", default="mp4 (h264 + aac)", options=tuple(FORMATS)),
+        Param("crf", "INT", default=18, min=0, max=51, step=1, tooltip="quality: lower is better, 18 ≈ visually "
+                                                                         "lossless"),
+        Param("pix_fmt", "COMBO", default="yuv420p", options=PIX_FMTS,
+              tooltip="yuv420p plays everywhere; yuv444p keeps full colour (fewer players)"),
+        Param("filename_prefix", "STRING", default="Sonic", tooltip="file name (or sub/folder/name) under the "
+                                                                     "output folder"),
+        Param("audio", "AUDIO", optional=True, tooltip="speech to mux; cut to the video's length"),
+    ),
+    outputs=(Result("video", "VIDEO", "the written file as a core VIDEO (a path outside ComfyUI)"),
+             Result("path", "STRING", "absolute path of the written file")),
+    output_node=True,
+)
+
+SonicVideoCombine = build_node(VIDEO_COMBINE, video_combine)
+
+NODES = [SonicVideoCombine]
