@@ -1,4 +1,4 @@
-"""Command line: ``python -m sonic_core {generate,demo,estimate,fetch-weights,ledger} ...``.
+"""Command line: ``python -m sonic_core {generate,demo,estimate,bench,fetch-weights,ledger} ...``.
 
 Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2; Ctrl-C
 ends it with status 130 (an interrupted generation leaves no output file: the video is renamed into place only
@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
     from .ops.ledger_cli import add_ledger_parser  # the service-side commands live in ops/
+    from .bench import add_bench_parser
     from .generate_cli import add_generate_parsers
     from .weights_cli import add_fetch_weights_parser
     add_generate_parsers(sub)
+    add_bench_parser(sub)
     add_ledger_parser(sub)
     add_fetch_weights_parser(sub)
 

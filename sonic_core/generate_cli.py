@@ -3,7 +3,8 @@
 Both run :class:`~sonic_core.pipeline.SonicPipeline` with a tqdm bar over sampler steps × windows and end with a
 cost report: the job's tokens, then the seconds per stage and the peak memory the run actually took. ``generate``
 checks the output path, the audio (readable, duration) and the face before it reads any weights, so a bad input
-fails in a second with one line and costs no model load.
+fails in a second with one line and costs no model load. The report also carries the cost model's prediction
+(:mod:`sonic_core.cost`; ``null`` fields with the reason when it has no profile for the device).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .errors import SonicDependencyError, SonicInputError
 from .models.bundle import DTYPES, parse_dtype
 from .pipeline import GenerationReport, SonicPipeline
 from .settings import SonicSettings
+from .timing import SAMPLE_RATE
 from .tokens import settings_tokens
 
 ASSETS = Path(__file__).with_name("assets")
@@ -140,12 +142,15 @@ class StepProgress:
             self.bar.close()
 
 
-def cost_report(report: GenerationReport, settings: SonicSettings, model: str, wall_seconds: float) -> dict:
-    """The cost report of a finished run: what was charged (tokens) and what the run took."""
+def cost_report(report: GenerationReport, settings: SonicSettings, model: str, wall_seconds: float,
+                prediction: dict) -> dict:
+    """The cost report of a finished run: what it is charged (tokens), what the cost model predicted
+    (``prediction``, the fields of :func:`sonic_core.cli.predicted_cost`) and what the run took."""
     return {
         "output": report.output,
         "model": model,
         "tokens": settings_tokens(settings, report.audio_seconds),
+        **prediction,
         "actual": {"seconds": {k: round(v, 3) for k, v in report.seconds.items()},
                    "total_seconds": round(wall_seconds, 3), "peak_host_mb": round(report.peak_host_mb, 1),
                    "peak_device_mb": None if report.peak_device_mb is None else round(report.peak_device_mb, 1)},
@@ -169,6 +174,7 @@ def format_cost_report(cost: dict) -> str:
         ("model", cost["model"]),
         ("face", f"box {cost['face']['box']}, expand_ratio {cost['face']['expand_ratio']}"),
         ("tokens", str(cost["tokens"])),
+        ("predicted", _format_prediction(cost)),
         ("took", f"{actual['total_seconds']:.1f} s ({stages})"),
         ("peak memory", peak),
     ]
@@ -176,14 +182,32 @@ def format_cost_report(cost: dict) -> str:
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
 
+def _format_prediction(cost: dict) -> str:
+    if cost["predicted_seconds"] is None:
+        return f"unavailable ({cost['prediction'].get('unavailable', 'no cost model')})"
+    assumed = cost["prediction"]
+    return (f"{cost['predicted_seconds']:.1f} s, peak {cost['predicted_peak_bytes'] / 2**20:.0f} MB "
+            f"(on {assumed['device']} {assumed['dtype']})")
+
+
+def _predict(duration: float, settings: SonicSettings, device: torch.device, dtype: torch.dtype,
+             model: str) -> dict:
+    from .cli import predicted_cost
+
+    name = next(k for k, v in DTYPES.items() if v == dtype)
+    return predicted_cost(duration, settings, device.type, name, model)
+
+
 def _run(pipeline: SonicPipeline, image: Any, audio: Any, out: Path, settings: SonicSettings, detector: Any,
-         fit: str, model: str, as_json: bool, started: float) -> dict:
+         fit: str, model: tuple[str, str], duration: float, as_json: bool, started: float) -> dict:
+    """Generate with a progress bar and print the cost report; ``model`` is (its description, cost-model name)."""
+    prediction = _predict(duration, settings, pipeline.device, pipeline.dtype, model[1])
     progress = StepProgress()
     try:
         report = pipeline.generate(image, audio, out, settings, detector, fit=fit, on_step=progress)
     finally:
         progress.close()
-    cost = cost_report(report, settings, model, time.perf_counter() - started)
+    cost = cost_report(report, settings, model[0], time.perf_counter() - started, prediction)
     print(json.dumps(cost) if as_json else format_cost_report(cost))
     return cost
 
@@ -209,12 +233,12 @@ def cmd_generate(args: argparse.Namespace) -> int:
     files = locate_weights(args.weights)
     detector = load_detector(files.yoloface, device)
     # the inputs are checked before any weights are read: a bad input costs a second, not a model load
-    load_audio(args.audio, duration=settings.duration, fit=args.fit)
+    seconds = len(load_audio(args.audio, duration=settings.duration, fit=args.fit)) / SAMPLE_RATE
     portrait = _open_image(args.image)
     prepare_reference(portrait, detector, settings.min_resolution, settings.expand_ratio, settings.face_area)
     models = load_sonic_models(files, device, dtype, interpolate)
     _run(SonicPipeline(models, device, dtype), portrait, args.audio, out, settings, detector, args.fit,
-         "official Sonic weights", args.json, started)
+         ("official Sonic weights", "sonic"), seconds, args.json, started)
     return 0
 
 
@@ -232,6 +256,7 @@ def _open_image(path: str | os.PathLike) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from .audio import audio_duration
     from .demo_assets import RIFE_WEIGHTS, assets_dir
     from .face import load_detector
     from .tiny import tiny_models
@@ -250,5 +275,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rife = load_rife(weights)
     print(UNTRAINED_NOTICE, file=sys.stderr if args.json else sys.stdout)
     _run(SonicPipeline(tiny_models(rife=rife)), _open_image(DEMO_PORTRAIT), DEMO_SPEECH, out, settings,
-         load_detector(None), "error", "embedded tiny model (untrained)", args.json, started)
+         load_detector(None), "error", ("embedded tiny model (untrained)", "tiny"), audio_duration(DEMO_SPEECH),
+         args.json, started)
     return 0

@@ -54,6 +54,7 @@ def test_demo_writes_an_mp4_of_the_bundled_speech(tmp_path):
     settings = SonicSettings(**DEMO_DEFAULTS)
     assert cost["tokens"] == settings_tokens(settings, cost["video"]["audio_seconds"]) > 0
     assert cost["model"] == "embedded tiny model (untrained)"
+    assert cost["prediction"]["device"] == "cpu" and "predicted_seconds" in cost
     assert set(cost["actual"]["seconds"]) >= {"sampling", "decode", "interpolate", "encode"}
     assert cost["actual"]["peak_host_mb"] > 0
     print(f"demo: {cost['actual']['total_seconds']:.1f} s ({cost['actual']['seconds']}), video "
