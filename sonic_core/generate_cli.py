@@ -125,12 +125,10 @@ def _device(name: str) -> torch.device:
 class StepProgress:
     """A tqdm bar over the sampler's UNet calls (steps × windows), opened on the first report."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled, self.bar = enabled, None
+    def __init__(self) -> None:
+        self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
         if self.bar is None:
             from tqdm import tqdm
 
