@@ -3,7 +3,7 @@
 Both run :class:`~sonic_core.pipeline.SonicPipeline` with a tqdm bar over sampler steps × windows and end with a
 cost report: the job's tokens, then the seconds per stage and the peak memory the run actually took. ``generate``
 checks the output path, the audio (readable, duration) and the face before it reads any weights, so a bad input
-fails in a second with one line and costs no model load. The report also carries the cost model's prediction
+fails with one line and costs no model load. The report also carries the cost model's prediction
 (:mod:`sonic_core.cost`; ``null`` fields with the reason when it has no profile for the device).
 """
 
@@ -230,7 +230,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     files = locate_weights(args.weights)
     detector = load_detector(files.yoloface, device)
-    # the inputs are checked before any weights are read: a bad input costs a second, not a model load
+    # the inputs are checked before any weights are read: a bad input costs no model load
     seconds = len(load_audio(args.audio, duration=settings.duration, fit=args.fit)) / SAMPLE_RATE
     portrait = _open_image(args.image)
     prepare_reference(portrait, detector, settings.min_resolution, settings.expand_ratio, settings.face_area)
