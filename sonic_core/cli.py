@@ -1,6 +1,8 @@
-"""Command line: ``python -m sonic_core {estimate,demo} ...``.
+"""Command line: ``python -m sonic_core {generate,demo,estimate,bench,fetch-weights,ledger} ...``.
 
-Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2.
+Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2; Ctrl-C
+ends it with status 130 (an interrupted generation leaves no output file: the video is renamed into place only
+when complete).
 """
 
 from __future__ import annotations
@@ -13,14 +15,9 @@ from typing import Sequence
 
 from . import timing
 from .audio import audio_duration
-from .errors import SonicError
+from .errors import SonicError, SonicInputError
 from .settings import SonicSettings
 from .tokens import PriceVerdict, Tier, load_tiers, price
-
-ASSETS = Path(__file__).with_name("assets")
-DEMO_SPEECH = ASSETS / "speech.wav"
-DEMO_PORTRAIT = ASSETS / "portrait.jpg"
-
 
 def _add_knob(parser: argparse.ArgumentParser, name: str, flag: str | None = None, **kwargs: object) -> None:
     """An option whose default and help text come from SonicSettings."""
@@ -40,12 +37,26 @@ def _add_cost_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
 
+def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cuda",
+                        help="predict seconds and memory on: cuda (an A10G-class GPU), a10g, l4, a100, h100 or cpu "
+                             "(default cuda: what real jobs run on)")
+    parser.add_argument("--dtype", default="fp16", choices=("fp16", "bf16", "fp32"),
+                        help="precision of the UNet, VAE and CLIP (default fp16)")
+    parser.add_argument("--model", default="sonic", choices=("sonic", "tiny"),
+                        help="the published networks or the embedded tiny demo model (default sonic)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sonic_core",
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
     from .ops.ledger_cli import add_ledger_parser  # the service-side commands live in ops/
+    from .bench import add_bench_parser
+    from .generate_cli import add_generate_parsers
     from .weights_cli import add_fetch_weights_parser
+    add_generate_parsers(sub)
+    add_bench_parser(sub)
     add_ledger_parser(sub)
     add_fetch_weights_parser(sub)
 
@@ -54,21 +65,39 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--duration", type=float, metavar="S", help="audio length in seconds")
     src.add_argument("--audio", metavar="FILE", help="audio file; its real length is used")
     _add_cost_options(est)
+    _add_prediction_options(est)
     est.set_defaults(run=cmd_estimate)
-
-    demo = sub.add_parser("demo", help="the bundled portrait and speech, no download")
-    demo.add_argument("--out", default="demo.mp4", help="output MP4 path")
-    _add_cost_options(demo)
-    demo.set_defaults(run=cmd_demo)
     return parser
 
 
+def predicted_cost(duration: float, settings: SonicSettings, device: str, dtype: str, model: str) -> dict:
+    """The cost model's prediction for a job as report fields (``None`` values when it cannot predict)."""
+    from . import cost
+
+    frames = timing.generated_frames(duration)
+    fields: dict = {"predicted_seconds": None, "predicted_peak_bytes": None,
+                    "prediction": {"device": device, "dtype": dtype, "model": model}}
+    if frames < 1:
+        fields["prediction"]["unavailable"] = "no frame would be generated"
+        return fields
+    try:
+        result = cost.predict(frames, settings.min_resolution, settings.steps, device, dtype, model=model,
+                              interpolate=settings.interpolate)
+    except SonicInputError as exc:
+        fields["prediction"]["unavailable"] = str(exc)
+        return fields
+    fields.update(predicted_seconds=result.seconds, predicted_peak_bytes=result.peak_bytes)
+    fields["prediction"].update(profile=result.profile, calibrated=result.calibrated, stages=result.stages)
+    return fields
+
+
 def estimate_report(duration: float, settings: SonicSettings, tiers: dict[str, Tier],
-                    tier: str | None = None) -> dict:
-    """The estimate as a plain dict (the JSON output and the source of the table)."""
+                    tier: str | None = None, prediction: dict | None = None) -> dict:
+    """The estimate as a plain dict (the JSON output and the source of the table); ``prediction`` are the fields
+    of :func:`predicted_cost`."""
     chosen = [tier] if tier else list(tiers)
     verdicts: list[PriceVerdict] = [price(settings, name, duration, tiers) for name in chosen]
-    return {
+    return {**(prediction or {}),
         "duration": duration,
         "resolution": settings.min_resolution,
         "steps": settings.steps,
@@ -100,6 +129,16 @@ def format_report(report: dict) -> str:
     for v in report["verdicts"]:
         verdict = "metered" if v["allowed"] and v["metered"] else "allowed" if v["allowed"] else f"refused: {v['reason']}"
         rows.append((f"tier {v['tier']}", verdict))
+    if "prediction" in report:
+        assumed = report["prediction"]
+        on = f"on {assumed['device']} {assumed['dtype']}, {assumed['model']} model"
+        if report["predicted_seconds"] is None:
+            rows.append(("predicted", f"unknown {on}: {assumed['unavailable']}"))
+        else:
+            note = "" if assumed["calibrated"] else " (uncalibrated profile: documented peak x stated efficiency)"
+            rows.append(("predicted time", f"{report['predicted_seconds']:.1f} s {on}{note}"))
+            rows.append(("predicted peak", f"{report['predicted_peak_bytes'] / 2**30:.2f} GiB "
+                                           f"({'host RSS' if assumed['device'] == 'cpu' else 'device memory'})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
 
@@ -112,7 +151,9 @@ def _settings_from(args: argparse.Namespace, duration: float) -> SonicSettings:
 def _print_estimate(args: argparse.Namespace, duration: float, title: str) -> dict:
     settings = _settings_from(args, duration)
     tiers = load_tiers(args.tiers_file)
-    report = estimate_report(duration, settings, tiers, args.tier)
+    prediction = (predicted_cost(duration, settings, args.device, args.dtype, args.model)
+                  if hasattr(args, "device") else None)
+    report = estimate_report(duration, settings, tiers, args.tier, prediction)
     if args.json:
         print(json.dumps(report))
     else:
@@ -128,14 +169,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    duration = audio_duration(DEMO_SPEECH)
-    _print_estimate(args, duration, f"Sonic demo: cost of animating {DEMO_PORTRAIT.name} with {DEMO_SPEECH.name}")
-    print(f"Not built yet: video generation (the Sonic pipeline). {args.out} was not written; "
-          "this demo only prices the job.", file=sys.stderr)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -143,3 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SonicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; no output file was written", file=sys.stderr)
+        return 130

@@ -67,9 +67,3 @@ def test_corrupt_audio_is_one_line(tmp_path):
     assert r.returncode == 2 and "cannot read audio file 'broken.wav'" in r.stderr
     assert r.stderr.strip().count("\n") == 0
 
-
-def test_demo_prices_the_bundled_example(tmp_path):
-    out = tmp_path / "demo.mp4"
-    r = run_cli("demo", "--out", str(out), "--json")
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["duration"] == pytest.approx(6.59425)
