@@ -22,6 +22,7 @@ import torch
 from .errors import SonicDependencyError, SonicInputError
 from .models.bundle import DTYPES, parse_dtype
 from .pipeline import GenerationReport, SonicPipeline
+from .post.chain import LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
 from .settings import SonicSettings
 from .timing import SAMPLE_RATE
 from .tokens import settings_tokens
@@ -56,7 +57,26 @@ def _add_run_options(parser: argparse.ArgumentParser, defaults: dict[str, Any]) 
     _knob_option(parser, "steps", defaults.get("steps"), metavar="N")
     _knob_option(parser, "seed", metavar="N")
     parser.add_argument("--no-interpolate", action="store_true", help="no RIFE: write the generated 12.5 fps")
+    parser.add_argument("--lipsync", choices=LIPSYNC_MODES, default="off",
+                        help="Lip-Sync Align: measure the audio/video offset, or correct it (shifts the audio) when "
+                             "confident (default off)")
+    parser.add_argument("--smooth", choices=SMOOTH_METHODS, default="off",
+                        help="Motion Smooth: filter the head trajectory and warp the frames (default off)")
+    parser.add_argument("--smooth-strength", default="auto", type=_strength, metavar="auto|X",
+                        help="Motion Smooth strength, 0-1 or auto from the measured jitter (default auto)")
     parser.add_argument("--json", action="store_true", help="print the cost report as one JSON object")
+
+
+def _strength(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a number between 0 and 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 1")
+    return value
 
 
 def add_generate_parsers(sub: argparse._SubParsersAction) -> None:
@@ -156,6 +176,7 @@ def cost_report(report: GenerationReport, settings: SonicSettings, model: str, w
                   "width": report.width, "height": report.height, "fps": report.fps,
                   "audio_seconds": round(report.audio_seconds, 3)},
         "face": {"box": [round(v, 1) for v in report.face_box], "expand_ratio": round(report.expand_ratio, 3)},
+        "post": report.post,
         "settings": settings.to_dict(),
     }
 
@@ -175,9 +196,18 @@ def format_cost_report(cost: dict) -> str:
         ("predicted", _format_prediction(cost)),
         ("took", f"{actual['total_seconds']:.1f} s ({stages})"),
         ("peak memory", peak),
+        *((name, _format_post(name, step)) for name, step in cost["post"].items()),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def _format_post(name: str, step: dict) -> str:
+    if name == "lipsync":
+        verdict = "applied" if step["applied"] else step["reason"]
+        return f"offset {step['offset_s'] * 1000:+.0f} ms, confidence {step['confidence']:.2f}: {verdict}"
+    return (f"{step['method']} strength {step['strength']:.2f}, jitter {step['jitter_before']:.3f} -> "
+            f"{step['jitter_after']:.3f} px")
 
 
 def _format_prediction(cost: dict) -> str:
@@ -197,16 +227,17 @@ def _predict(duration: float, settings: SonicSettings, device: torch.device, dty
 
 
 def _run(pipeline: SonicPipeline, image: Any, audio: Any, out: Path, settings: SonicSettings, detector: Any,
-         fit: str, model: tuple[str, str], duration: float, as_json: bool, started: float) -> dict:
+         fit: str, model: tuple[str, str], duration: float, args: argparse.Namespace, started: float) -> dict:
     """Generate with a progress bar and print the cost report; ``model`` is (its description, cost-model name)."""
     prediction = _predict(duration, settings, pipeline.device, pipeline.dtype, model[1])
+    post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength)
     progress = StepProgress()
     try:
-        report = pipeline.generate(image, audio, out, settings, detector, fit=fit, on_step=progress)
+        report = pipeline.generate(image, audio, out, settings, detector, fit=fit, on_step=progress, post=post)
     finally:
         progress.close()
     cost = cost_report(report, settings, model[0], time.perf_counter() - started, prediction)
-    print(json.dumps(cost) if as_json else format_cost_report(cost))
+    print(json.dumps(cost) if args.json else format_cost_report(cost))
     return cost
 
 
@@ -236,7 +267,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     prepare_reference(portrait, detector, settings.min_resolution, settings.expand_ratio, settings.face_area)
     models = load_sonic_models(files, device, dtype, interpolate)
     _run(SonicPipeline(models, device, dtype), portrait, args.audio, out, settings, detector, args.fit,
-         ("official Sonic weights", "sonic"), seconds, args.json, started)
+         ("official Sonic weights", "sonic"), seconds, args, started)
     return 0
 
 
@@ -274,5 +305,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(UNTRAINED_NOTICE, file=sys.stderr if args.json else sys.stdout)
     _run(SonicPipeline(tiny_models(rife=rife)), _open_image(DEMO_PORTRAIT), DEMO_SPEECH, out, settings,
          load_detector(None), "error", ("embedded tiny model (untrained)", "tiny"), audio_duration(DEMO_SPEECH),
-         args.json, started)
+         args, started)
     return 0

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .denoise import ProgressCallback, SamplerOptions, StopCheck, sample_latents
 from .errors import SonicInterrupted
 from .models.bundle import SonicModels, parse_dtype
 from .settings import SonicSettings
+
+if TYPE_CHECKING:
+    from .post.chain import PostOptions
 
 
 def draw_noise(seed: int, image_shape: tuple[int, ...],
@@ -72,6 +75,7 @@ class GenerationReport:
     seconds: dict[str, float] = field(default_factory=dict)
     peak_host_mb: float = 0.0
     peak_device_mb: float | None = None
+    post: dict[str, Any] = field(default_factory=dict)  # what post-processing measured and applied
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,10 +190,14 @@ class SonicPipeline:
 
     def render(self, inputs: GenerationInputs, out: str | os.PathLike, settings: SonicSettings, *,
                windows_per_call: int = 1, on_step: ProgressCallback | None = None,
-               should_stop: StopCheck | None = None) -> GenerationReport:
-        """Condition, sample, then stream decode -> RIFE -> encoder into ``out`` (see :meth:`generate`)."""
+               should_stop: StopCheck | None = None, post: PostOptions | None = None) -> GenerationReport:
+        """Condition, sample, then stream decode -> RIFE -> encoder into ``out`` (see :meth:`generate`).
+
+        With ``post`` (Lip-Sync Align / Motion Smooth, :mod:`sonic_core.post.chain`) the clip's frames are
+        gathered first, post-processed, then encoded with the (possibly shifted) audio: those steps need the
+        whole clip, so only runs without post-processing have host memory flat in audio length.
+        """
         from .models.clip_vision import preprocess_clip_image
-        from .video import VideoWriter
 
         clock, tick = _StageClock(), time.perf_counter()
         clock.seconds.update(inputs.seconds)
@@ -209,47 +217,74 @@ class SonicPipeline:
         self.models.unet.ip_scale = settings.ip_audio_scale
         latents = self.sample(audio_cond, image_cond, latent_noise,
                               SamplerOptions.from_settings(settings, windows_per_call), on_step, should_stop)
-        tick = clock.add("sampling", tick)
+        clock.add("sampling", tick)
 
         interpolator = self._interpolator(settings)
         fps = timing.GENERATED_FPS * (2 if interpolator is not None else 1)
         frames_out = 2 * num_frames - 1 if interpolator is not None else num_frames
-        with VideoWriter(out, width, height, fps, audio=inputs.mux_audio, crf=settings.crf,
-                         frames=frames_out) as writer:
-            for frames in self.decode(latents, settings.decode_chunk_size):
-                tick = clock.add("decode", tick)
-                if should_stop is not None and should_stop():
-                    raise SonicInterrupted("generation cancelled by the user: nothing was written")
-                if interpolator is not None:
-                    frames = interpolator.push(frames)
-                    tick = clock.add("interpolate", tick)
-                writer.write(frames.cpu())
-                tick = clock.add("encode", tick)
-            if interpolator is not None:
-                writer.write(interpolator.finish().cpu())
-            written = writer.frames_written
-        clock.add("encode", tick)
+        chunks = self._frame_chunks(latents, settings, interpolator, clock, should_stop)
+        post_report: dict[str, Any] = {}
+        mux_audio = inputs.mux_audio
+        if post is not None and post.active:
+            from .post.chain import apply_post
+
+            frames = torch.cat([chunk.cpu() for chunk in chunks])
+            tick = time.perf_counter()
+            frames, samples, post_report = apply_post(frames, inputs.samples, fps, post)
+            clock.add("post", tick)
+            chunks, mux_audio = iter([frames]), (samples, timing.SAMPLE_RATE)
+        written = self._encode(chunks, out, width, height, fps, mux_audio, settings.crf, frames_out, clock)
 
         peak_device = (torch.cuda.max_memory_allocated(self.device) / 2**20
                        if self.device.type == "cuda" else None)
         box = reference.face_box
         return GenerationReport(str(Path(out)), num_frames, written, width, height, fps,
                                 len(inputs.samples) / timing.SAMPLE_RATE, (box.x1, box.y1, box.width, box.height),
-                                reference.expand_ratio, clock.seconds, peak_host_mb(), peak_device)
+                                reference.expand_ratio, clock.seconds, peak_host_mb(), peak_device, post_report)
+
+    def _frame_chunks(self, latents: torch.Tensor, settings: SonicSettings, interpolator: Any, clock: _StageClock,
+                      should_stop: StopCheck | None) -> Iterator[torch.Tensor]:
+        """Output frames ``[n, 3, H, W]`` in [0, 1], one decode chunk (through RIFE when on) at a time."""
+        tick = time.perf_counter()
+        for frames in self.decode(latents, settings.decode_chunk_size):
+            tick = clock.add("decode", tick)
+            if should_stop is not None and should_stop():
+                raise SonicInterrupted("generation cancelled by the user: nothing was written")
+            if interpolator is not None:
+                frames = interpolator.push(frames)
+                tick = clock.add("interpolate", tick)
+            yield frames
+            tick = time.perf_counter()
+        if interpolator is not None:
+            yield interpolator.finish()
+
+    @staticmethod
+    def _encode(chunks: Iterator[torch.Tensor], out: str | os.PathLike, width: int, height: int, fps: float,
+                audio: Any, crf: int, frames: int, clock: _StageClock) -> int:
+        """Write the chunks to ``out`` (temporary file, renamed when complete); returns the frames written."""
+        from .video import VideoWriter
+
+        with VideoWriter(out, width, height, fps, audio=audio, crf=crf, frames=frames) as writer:
+            for chunk in chunks:
+                tick = time.perf_counter()
+                writer.write(chunk.cpu())
+                clock.add("encode", tick)
+            return writer.frames_written
 
     def generate(self, image: Any, audio: str | os.PathLike, out: str | os.PathLike,
                  settings: SonicSettings | None = None, detector: Any = None, *, fit: str = "error",
                  windows_per_call: int = 1, on_step: ProgressCallback | None = None,
-                 should_stop: StopCheck | None = None) -> GenerationReport:
+                 should_stop: StopCheck | None = None, post: PostOptions | None = None) -> GenerationReport:
         """Animate the portrait ``image`` (PIL image or path) with the speech in ``audio`` and write ``out`` (MP4,
         h264 + aac, the speech muxed in): :meth:`prepare` then :meth:`render`. ``detector`` finds the face
         (:func:`sonic_core.face.load_detector`). The video is written to a temporary file and renamed at the end,
         so an error or a cancellation (``should_stop`` -> :class:`SonicInterrupted`) leaves no output behind.
+        ``post`` adds Lip-Sync Align / Motion Smooth on the whole clip (see :meth:`render`).
         """
         settings = settings or SonicSettings()
         inputs = self.prepare(image, audio, settings, detector, fit)
         return self.render(inputs, out, settings, windows_per_call=windows_per_call, on_step=on_step,
-                           should_stop=should_stop)
+                           should_stop=should_stop, post=post)
 
     def _interpolator(self, settings: SonicSettings):
         if not settings.interpolate or self.models.rife is None:
