@@ -35,6 +35,7 @@ CHROMIUM = os.environ.get("SONIC_CHROMIUM", "/usr/bin/chromium")
 START_TIMEOUT_S = 180
 # Settings of a fresh user folder: no Templates dialog at start-up, no new-user tour.
 FRESH_USER_SETTINGS = {"Comfy.TutorialCompleted": True}
+DEMO_INPUTS = ("portrait.jpg", "speech.wav")  # bundled in sonic_core/assets; the templates load them
 
 
 # Builds an API-format prompt as a LiteGraph graph: one column per depth, widgets set by name, links by input name.
@@ -313,13 +314,19 @@ class ComfyBrowser:
         return path
 
 
+def copy_demo_inputs(server: ComfyServer) -> None:
+    """The bundled portrait and speech, which the templates load, into the server's input folder."""
+    for name in DEMO_INPUTS:
+        shutil.copy(REPO / "sonic_core" / "assets" / name, server.input_dir / name)
+
+
 @pytest.fixture(scope="session")
 def comfyui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
     """A running ComfyUI with this pack, shared by the session; stopped (process group killed) at the end."""
     server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui"))
     try:
         server.start()
-        shutil.copy(REPO / "sonic_core" / "assets" / "speech.wav", server.input_dir / "speech.wav")
+        copy_demo_inputs(server)
         yield server
     finally:
         server.stop()
@@ -331,7 +338,7 @@ def comfyui_server_v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Comf
     server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui-v1"))
     try:
         server.start(extra_env={"SONIC_NODE_SCHEMA": "v1"})
-        shutil.copy(REPO / "sonic_core" / "assets" / "speech.wav", server.input_dir / "speech.wav")
+        copy_demo_inputs(server)
         yield server
     finally:
         server.stop()
@@ -360,6 +367,7 @@ def write_ui_workflows(api_files: list[Path]) -> None:
     with tempfile.TemporaryDirectory(prefix="sonic-ui-workflows-") as base:
         server = ComfyServer(ensure_comfyui(), Path(base))
         server.start()
+        copy_demo_inputs(server)
         browser = None
         try:
             browser = ComfyBrowser(server, Path(base) / "chromium-profile")
