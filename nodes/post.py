@@ -19,7 +19,7 @@ from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, 
 from sonic_core.post.smooth import METHODS
 from sonic_core.settings import AUTO
 
-from .schema import NodeResult, NodeSpec, Param, Result, build_node
+from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
 ALIGN_MODES = ("measure", "correct")
 BORDERS = ("reflect", "zoom")
@@ -57,22 +57,12 @@ def lipsync_align(images: Any, audio: dict[str, Any], fps: float = 25.0, mode: s
     return NodeResult((images, out_audio, line), ui={"text": [line, json.dumps(report.to_dict())]})
 
 
-def parse_strength(text: str) -> float | str:
-    value = str(text).strip().lower()
-    if value == AUTO:
-        return AUTO
-    try:
-        return float(value)
-    except ValueError:
-        raise SonicInputError(f"strength {text!r}: use 'auto' or a number between 0 and 1") from None
-
-
 def motion_smooth(images: Any, fps: float = 25.0, method: str = "bezier", strength: str = AUTO,
                   target_fps: float = 0.0, border: str = "reflect", model: Any = None) -> NodeResult:
     rife = getattr(getattr(model, "models", None), "rife", None)
     if rife is not None:
         model.load()
-    frames, report = smooth_motion(image_to_frames(images), fps, method, parse_strength(strength),
+    frames, report = smooth_motion(image_to_frames(images), fps, method, auto_or_number(strength, "strength"),
                                    target_fps=target_fps or None, interpolator=rife.midpoint if rife else None,
                                    border=border)
     line = (f"{report.reason}; jitter {report.jitter_before:.2f} -> {report.jitter_after:.2f} px, "

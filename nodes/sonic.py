@@ -29,7 +29,7 @@ from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
 
 from .comfy_compat import (ManagedModel, ProgressBar, offload_device, sonic_model_dirs, throw_if_interrupted,
                            torch_device)
-from .schema import NodeResult, NodeSpec, Param, Result, build_node
+from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
 DEMO_WEIGHTS = "demo (tiny, untrained)"
 STANDALONE_PREFIX = "standalone: "
@@ -181,16 +181,6 @@ def pil_to_image(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
-def parse_expand_ratio(text: str) -> float | str:
-    value = str(text).strip().lower()
-    if value == AUTO:
-        return AUTO
-    try:
-        return float(value)
-    except ValueError:
-        raise SonicInputError(f"expand_ratio {text!r}: use 'auto' or a number between 0 and 1") from None
-
-
 def crop_preview(reference: Reference) -> Image.Image:
     """The crop the model will see, the face mask tinted red and the face box outlined."""
     crop = reference.image.convert("RGB")
@@ -230,7 +220,7 @@ def sonic_predata(image: torch.Tensor, audio: dict[str, Any], duration: float = 
         raise SonicInputError(f"fit {fit!r}: use one of {list(FIT_CHOICES)}")
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise SonicInputError("audio: not a ComfyUI AUDIO value; connect a Load Audio node")
-    settings = SonicSettings(min_resolution=min_resolution, expand_ratio=parse_expand_ratio(expand_ratio),
+    settings = SonicSettings(min_resolution=min_resolution, expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
                              duration=float(duration) if duration else None)
     samples = fit_samples(waveform_to_16k_mono(audio["waveform"], int(audio["sample_rate"])), settings.duration,
                           fit, "AUDIO input")
