@@ -122,7 +122,7 @@ def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | No
             raise
         raise SonicDependencyError("this install of sonic_core cannot load the official weights "
                                    "(sonic_core.loader is missing): update the pack") from None
-    return load_sonic_models(files, offload_device(), dtype), files.yoloface
+    return load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None), files.yoloface
 
 
 def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = "fp16", device: str = AUTO_DEVICE) -> NodeResult:

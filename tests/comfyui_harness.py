@@ -61,6 +61,8 @@ _GRAPH_FROM_API_JS = """(prompt) => {
       const widget = Array.isArray(value) ? null : node.widgets?.find((w) => w.name === name);
       if (widget) widget.value = value;
     }
+    const seedControl = node.widgets?.find((w) => w.name === "control_after_generate");
+    if (seedControl) seedControl.value = "fixed";  // a template reproduces its run: no new seed after queueing
   }
   for (const id of ids) {
     for (const [name, value] of Object.entries(prompt[id].inputs)) {
@@ -306,6 +308,26 @@ class ComfyBrowser:
                 return done[0]
             time.sleep(0.5)
         raise AssertionError(f"no finished prompt in /history within {timeout} s")
+
+    def fit_view(self, left_margin: float = 90.0, top_margin: float = 170.0, margin: float = 40.0) -> None:
+        """Zoom and pan the canvas so that every node is in view below the page's bars and beside its side bar
+        (screen = (graph + offset) · scale)."""
+        self.page.evaluate("""([leftMargin, topMargin, margin]) => {
+          const canvas = window.app.canvas, nodes = window.app.graph._nodes;
+          if (!nodes.length) return;
+          const title = LiteGraph.NODE_TITLE_HEIGHT;
+          const left = Math.min(...nodes.map((n) => n.pos[0])), top = Math.min(...nodes.map((n) => n.pos[1] - title));
+          const right = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+          const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+          const width = canvas.canvas.width / (window.devicePixelRatio || 1);
+          const height = canvas.canvas.height / (window.devicePixelRatio || 1);
+          const scale = Math.min(1, (width - leftMargin - margin) / (right - left),
+                                 (height - topMargin - margin) / (bottom - top));
+          canvas.ds.scale = scale;
+          canvas.ds.offset = [leftMargin / scale - left, topMargin / scale - top];
+          canvas.setDirty(true, true);
+        }""", [left_margin, top_margin, margin])
+        self.page.wait_for_timeout(500)
 
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)

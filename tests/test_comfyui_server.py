@@ -77,6 +77,12 @@ def test_api_template_runs_to_an_mp4_with_the_speech(comfyui_server, workflow):
     measured = {node for node, spec in prompt.items() if spec["class_type"] == "SonicLoadAudioDuration"}
     if measured - cached:  # a node ComfyUI took from its cache (an earlier template) reports nothing new
         assert any(f"audio is {SPEECH_SECONDS:.3f} s" in text for text in reports)
+    for meter in (node for node, spec in prompt.items() if spec["class_type"] == "SonicTokenMeter"):
+        status, estimate = comfyui_server.post("/sonic/estimate", {"prompt": prompt,
+                                                                  "tier": prompt[meter]["inputs"]["tier"]})
+        assert status == 200 and estimate["total_tokens"] > 0, estimate
+        if meter not in cached:
+            assert outputs[meter]["sonic_cost"][0]["total_tokens"] == estimate["total_tokens"]
 
 
 def test_node_errors_reach_the_user_as_one_line(comfyui_server):
