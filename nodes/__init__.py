@@ -1,6 +1,7 @@
 """ComfyUI node classes of the pack, registered by the pack's top-level ``__init__``.
 
-One module per concern (audio, sonic, post, cost, video) declares its nodes with :mod:`.schema` and lists the built classes in ``NODES``. Registration:
+One module per concern (audio, sonic, post, cost, video) declares its nodes with :mod:`.schema` and lists the
+built classes in ``NODES``. Registration:
 
 * ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS`` always: every ComfyUI reads them, and accepts V3
   ``io.ComfyNode`` classes in them (ComfyUI ignores ``comfy_entrypoint`` in a module that has these mappings).

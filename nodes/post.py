@@ -25,11 +25,11 @@ ALIGN_MODES = ("measure", "correct")
 BORDERS = ("reflect", "zoom")
 
 
-def image_to_frames(images: Any) -> torch.Tensor:
+def image_to_frames(images: Any, name: str = "images") -> torch.Tensor:
     """ComfyUI IMAGE ``[F, H, W, 3]`` → engine frames ``[F, 3, H, W]`` (float32, CPU)."""
     if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
-        raise SonicInputError(f"images of shape {tuple(getattr(images, 'shape', ()))}: expected a ComfyUI IMAGE "
-                              "batch [frames, height, width, 3]")
+        raise SonicInputError(f"{name} of shape {tuple(getattr(images, 'shape', ()))}: expected a ComfyUI IMAGE "
+                              "batch [frames, height, width, 3]; connect a Load Image node or a Sonic node")
     return images.detach().cpu().float().permute(0, 3, 1, 2)
 
 

@@ -29,6 +29,7 @@ from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
 
 from .comfy_compat import (ManagedModel, ProgressBar, offload_device, sonic_model_dirs, throw_if_interrupted,
                            torch_device)
+from .post import image_to_frames
 from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
 DEMO_WEIGHTS = "demo (tiny, untrained)"
@@ -169,10 +170,7 @@ class PreData:
 
 def image_to_pil(image: torch.Tensor) -> Image.Image:
     """The first image of a ComfyUI IMAGE batch ``[B, H, W, 3]`` in [0, 1] as an RGB PIL image."""
-    if getattr(image, "ndim", 0) != 4 or image.shape[-1] != 3 or image.shape[0] == 0:
-        raise SonicInputError(f"image of shape {tuple(getattr(image, 'shape', ()))}: connect a Load Image node "
-                              "(an IMAGE batch [B, H, W, 3])")
-    pixels = (image[0].detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    pixels = (image_to_frames(image, "image")[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     return Image.fromarray(pixels, "RGB")
 
 
