@@ -193,3 +193,17 @@ def test_motion_smooth_reduces_jitter_and_retimes(pack):
     with pytest.raises(SonicInputError, match="strength"):
         run(pack, "SonicMotionSmooth", images=frames.permute(0, 2, 3, 1), fps=25.0, method="bezier",
             strength="lots", target_fps=0.0, border="reflect")
+
+
+def test_fit_samples_is_load_audios_duration_check_for_samples_in_memory():
+    from sonic_core.audio import fit_samples
+
+    second = np.ones(16000, np.float32)
+    assert fit_samples(second, 1.03).size == 16000  # within one 25-fps frame: kept as it is
+    padded = fit_samples(second, 1.5, "pad")
+    assert padded.size == 24000 and not padded[16000:].any()
+    assert fit_samples(second, 0.5, "trim").size == 8000 and fit_samples(second, None).size == 16000
+    with pytest.raises(SonicAudioError, match="fit='pad'"):
+        fit_samples(second, 1.5)
+    with pytest.raises(SonicAudioError, match="duration mode"):
+        fit_samples(second, 1.5, "stretch")
