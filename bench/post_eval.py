@@ -148,7 +148,8 @@ def summarise(talking: list[dict], silent: list[dict], motion: list[dict]) -> di
 
 def verdicts(summary: dict) -> dict:
     return {
-        "offset within ±1 frame on ≥ 90% of clips": summary["offset_within_one_frame"] >= TARGETS["offset_within_one_frame"],
+        "offset within ±1 frame on ≥ 90% of clips":
+            summary["offset_within_one_frame"] >= TARGETS["offset_within_one_frame"],
         "no false corrections on silent clips": summary["silent_false_corrections"] == 0,
         "jitter reduced by ≥ 60%": summary["min_jitter_reduction"] >= TARGETS["jitter_reduction"],
         "intended motion keeps ≥ 95% amplitude": summary["min_amplitude_kept_all"] >= TARGETS["amplitude_kept"],
@@ -161,8 +162,10 @@ def print_tables(talking: list[dict], silent: list[dict], motion: list[dict], ti
     print("Lip sync (talking clips): error by true offset, mean over starts/noise")
     for offset in sorted({r["true_offset_s"] for r in talking}):
         rows = [r for r in talking if r["true_offset_s"] == offset]
-        print(f"  {offset * 1000:+5.0f} ms  mean |error| {np.mean([abs(r['error_ms']) for r in rows]):5.1f} ms  "
-              f"confidence {np.mean([r['confidence'] for r in rows]):.2f}  applied {sum(r['applied'] for r in rows)}/{len(rows)}")
+        error = np.mean([abs(r["error_ms"]) for r in rows])
+        confidence = np.mean([r["confidence"] for r in rows])
+        print(f"  {offset * 1000:+5.0f} ms  mean |error| {error:5.1f} ms  confidence {confidence:.2f}  "
+              f"applied {sum(r['applied'] for r in rows)}/{len(rows)}")
     print("Silent clips")
     for r in silent:
         print(f"  {r['kind']:<26} start {r['start_s']:.1f}  confidence {r['confidence']:.2f}  applied {r['applied']}")

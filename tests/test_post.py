@@ -150,8 +150,10 @@ def test_trajectory_follows_the_known_motion(jittery_clip):
     _, _, measured, truth = jittery_clip
     truth = truth.copy()
     truth[:, 2:] *= MOTION_SIZE / 2  # angle and log-scale in pixels at half the short side
-    error = np.abs((measured - measured[0]) - (truth - truth[0]))[:, :2]
-    assert error.mean() < 0.25  # pixels; chaining frame-to-frame fits instead drifts past 0.3
+    error = np.abs((measured - measured[0]) - (truth - truth[0]))
+    assert error.mean(axis=0).max() < 0.25  # pixels; chaining frame-to-frame fits instead drifts past 0.3
+    gains = [np.polyfit(truth[:, d], measured[:, d], 1)[0] for d in range(4)]
+    assert all(0.93 < gain < 1.07 for gain in gains), gains  # a fixed 21 px LK window read rotation ~11 % low
 
 
 @pytest.mark.parametrize("method", ["bezier", "savgol", "one_euro"])

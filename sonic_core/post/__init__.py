@@ -1,4 +1,4 @@
-"""Post-processing after decode: Lip-Sync Align, Motion Smooth and frame-rate retiming (frames [F, 3, H, W] in [0, 1])."""
+"""Post-processing after decode: Lip-Sync Align, Motion Smooth, retiming; frames [F, 3, H, W] in [0, 1]."""
 
 from sonic_core.post.facebox import FaceBox, detect_face_box
 from sonic_core.post.interpolate import Midpoint, linear_midpoint, retime

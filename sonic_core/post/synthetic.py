@@ -21,6 +21,7 @@ import soundfile
 import torch
 from PIL import Image
 
+from sonic_core.errors import SonicAudioError
 from sonic_core.post.facebox import FaceBox
 from sonic_core.post.signals import moving_average
 from sonic_core.post.smooth import similarity_from_params
@@ -58,7 +59,8 @@ def portrait(size: int = PORTRAIT_SIZE) -> np.ndarray:
 def speech() -> np.ndarray:
     """The bundled speech, float32 mono at 16 kHz."""
     samples, rate = soundfile.read(ASSETS / "speech.wav", dtype="float32")
-    assert rate == SAMPLE_RATE
+    if rate != SAMPLE_RATE:
+        raise SonicAudioError(f"{ASSETS / 'speech.wav'}: expected {SAMPLE_RATE} Hz, got {rate} Hz; restore the asset")
     return samples
 
 
