@@ -1,7 +1,7 @@
 """ComfyUI node classes of the pack, registered by the pack's top-level ``__init__``.
 
-One module per concern (audio, video; sonic, post and cost join as their engine parts land — none is registered
-before it works) declares its nodes with :mod:`.schema` and lists the built classes in ``NODES``. Registration:
+One module per concern (audio, sonic, post, cost, video) declares its nodes with :mod:`.schema` and lists the
+built classes in ``NODES``. Registration:
 
 * ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS`` always: every ComfyUI reads them, and accepts V3
   ``io.ComfyNode`` classes in them (ComfyUI ignores ``comfy_entrypoint`` in a module that has these mappings).
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import audio, cost, video
+from . import audio, cost, post, sonic, video
 from .comfy_compat import comfy_extension_type, prompt_server
 
-NODE_CLASSES: list[type] = [*audio.NODES, *cost.NODES, *video.NODES]
+NODE_CLASSES: list[type] = [*audio.NODES, *sonic.NODES, *post.NODES, *cost.NODES, *video.NODES]
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {cls.SONIC_SPEC.node_id: cls for cls in NODE_CLASSES}
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.SONIC_SPEC.node_id: cls.SONIC_SPEC.display_name

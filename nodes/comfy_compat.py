@@ -171,6 +171,14 @@ else:
     _model_management = None
 
 
+def sonic_model_dirs() -> list[str]:
+    """The ``models/sonic`` folders; inside ComfyUI the folder is registered with its folder_paths on first use."""
+    if IN_COMFYUI and MODEL_FOLDERS["sonic"] not in folder_paths.folder_names_and_paths:
+        folder_paths.add_model_folder_path(MODEL_FOLDERS["sonic"],
+                                           os.path.join(folder_paths.models_dir, MODEL_FOLDERS["sonic"]))
+    return list(folder_paths.get_folder_paths(MODEL_FOLDERS["sonic"]))
+
+
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception when the user pressed Cancel; a no-op outside ComfyUI."""
     if _model_management is not None:
@@ -261,25 +269,25 @@ class ManagedModel:
     Outside ComfyUI, :meth:`load` just moves the module to :func:`torch_device`.
     """
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: Any, load_device: Any = None) -> None:
         self.module = module
+        self.load_device = load_device if load_device is not None else torch_device()
         self._patcher = None
         if _model_management is not None:
             model_patcher = importlib.import_module("comfy.model_patcher")
-            self._patcher = model_patcher.ModelPatcher(module, load_device=torch_device(),
+            self._patcher = model_patcher.ModelPatcher(module, load_device=self.load_device,
                                                        offload_device=offload_device())
 
     def load(self) -> Any:
-        """Put the model on the compute device (call before each use); returns that device."""
+        """Put the model on its compute device (call before each use); returns that device."""
         if self._patcher is None:
-            device = torch_device()
-            self.module.to(device)
-            return device
+            self.module.to(self.load_device)
+            return self.load_device
         _model_management.load_models_gpu([self._patcher])
         return self._patcher.load_device
 
     def is_loaded(self) -> bool:
         """Whether ComfyUI counts the model as loaded (outside ComfyUI: whether it sits on the compute device)."""
         if self._patcher is None:
-            return next(self.module.parameters()).device.type == torch_device().type
+            return next(self.module.parameters()).device.type == self.load_device.type
         return any(loaded.model is self._patcher for loaded in _model_management.current_loaded_models)

@@ -18,6 +18,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from sonic_core.errors import SonicInputError
+
 from .comfy_compat import comfy_io
 
 WIDGET_KINDS = ("FLOAT", "INT", "STRING", "BOOLEAN", "COMBO")
@@ -87,6 +89,17 @@ class NodeResult:
 
 
 NodeFunction = Callable[..., NodeResult]
+
+
+def auto_or_number(text: str, name: str, allowed: str = "between 0 and 1") -> float | str:
+    """A STRING widget that takes ``auto`` or a number: ``"auto"`` or the float (range checks are the engine's)."""
+    value = str(text).strip().lower()
+    if value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise SonicInputError(f"{name} {text!r}: use 'auto' or a number {allowed}") from None
 
 
 def use_v3() -> bool:

@@ -45,6 +45,8 @@ class _Gate:
 
 _GATE: contextvars.ContextVar[_Gate | None] = contextvars.ContextVar("sonic_metering_gate", default=None)
 
+INSTALLED_ATTRIBUTE = "sonic_meter"  # set on the PromptServer once metering is installed
+
 
 def error_response(message: str, status: int, reason: str) -> web.Response:
     """A JSON error in the shape ComfyUI's own ``POST /prompt`` errors have (its web UI shows ``message``)."""
@@ -244,26 +246,23 @@ def install(server: Any, meter: Meter) -> None:
     watch_queue(server.prompt_queue, meter)
 
 
-INSTALLED_ATTR = "_sonic_metering"
-
-
 def register(server: Any) -> Meter | None:
     """Install metering on ComfyUI's ``PromptServer`` (at pack import); a broken config refuses every prompt.
 
-    Installs once per server: a second import of the pack (another package name, a reload) gets the same meter,
-    since two middlewares would reserve every prompt twice.
+    Once per server: a second import of the pack (under another module name) gets the installed meter, so a
+    prompt is never priced, reserved or refused twice.
     """
-    if hasattr(server, INSTALLED_ATTR):
-        return getattr(server, INSTALLED_ATTR)
+    if hasattr(server, INSTALLED_ATTRIBUTE):
+        return getattr(server, INSTALLED_ATTRIBUTE)
     device, dtype = prediction_device()
     try:
         meter = Meter(load_config(), audio_duration=input_audio_seconds, device=device, dtype=dtype)
     except SonicError as exc:
         log.error("sonic metering: %s", exc)
         server.app.middlewares.append(refuse_all_middleware(str(exc)))
-        setattr(server, INSTALLED_ATTR, None)
+        setattr(server, INSTALLED_ATTRIBUTE, None)
         return None
     install(server, meter)
-    setattr(server, INSTALLED_ATTR, meter)
+    setattr(server, INSTALLED_ATTRIBUTE, meter)
     log.info("sonic metering: %s", "enforced" if meter.config.enforce else "not enforced (set $SONIC_METERING)")
     return meter

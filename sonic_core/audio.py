@@ -161,6 +161,17 @@ def load_audio(path: str | os.PathLike, duration: float | None = None, fit: str 
     return samples
 
 
+def fit_samples(samples: np.ndarray, duration: float | None, fit: str = "error", name: str = "clip") -> np.ndarray:
+    """:func:`load_audio`'s duration check for 16 kHz samples already in memory (e.g. a ComfyUI AUDIO)."""
+    if fit not in FIT_MODES:
+        raise SonicAudioError(f"fit={fit!r} is not a duration mode: use one of {', '.join(FIT_MODES)}")
+    if duration is None:
+        return _check_length(samples, name)
+    if not duration > 0:
+        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive: pass seconds > 0 or None")
+    return _check_length(_fit_duration(samples, duration, fit, name), name)
+
+
 def waveform_to_16k_mono(waveform: torch.Tensor, sample_rate: int) -> np.ndarray:
     """ComfyUI AUDIO ``waveform`` ``[C, T]`` or ``[1, C, T]`` at ``sample_rate`` -> float32 mono 16 kHz, mixed down and
     resampled exactly as ``librosa.load`` does (channel mean, then soxr_hq)."""

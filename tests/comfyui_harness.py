@@ -35,6 +35,7 @@ CHROMIUM = os.environ.get("SONIC_CHROMIUM", "/usr/bin/chromium")
 START_TIMEOUT_S = 180
 # Settings of a fresh user folder: no Templates dialog at start-up, no new-user tour.
 FRESH_USER_SETTINGS = {"Comfy.TutorialCompleted": True}
+DEMO_INPUTS = ("portrait.jpg", "speech.wav")  # bundled in sonic_core/assets; the templates load them
 
 
 # Builds an API-format prompt as a LiteGraph graph: one column per depth, widgets set by name, links by input name.
@@ -60,6 +61,8 @@ _GRAPH_FROM_API_JS = """(prompt) => {
       const widget = Array.isArray(value) ? null : node.widgets?.find((w) => w.name === name);
       if (widget) widget.value = value;
     }
+    const seedControl = node.widgets?.find((w) => w.name === "control_after_generate");
+    if (seedControl) seedControl.value = "fixed";  // a template reproduces its run: no new seed after queueing
   }
   for (const id of ids) {
     for (const [name, value] of Object.entries(prompt[id].inputs)) {
@@ -306,11 +309,37 @@ class ComfyBrowser:
             time.sleep(0.5)
         raise AssertionError(f"no finished prompt in /history within {timeout} s")
 
+    def fit_view(self, left_margin: float = 90.0, top_margin: float = 170.0, margin: float = 40.0) -> None:
+        """Zoom and pan the canvas so that every node is in view below the page's bars and beside its side bar
+        (screen = (graph + offset) · scale)."""
+        self.page.evaluate("""([leftMargin, topMargin, margin]) => {
+          const canvas = window.app.canvas, nodes = window.app.graph._nodes;
+          if (!nodes.length) return;
+          const title = LiteGraph.NODE_TITLE_HEIGHT;
+          const left = Math.min(...nodes.map((n) => n.pos[0])), top = Math.min(...nodes.map((n) => n.pos[1] - title));
+          const right = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+          const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+          const width = canvas.canvas.width / (window.devicePixelRatio || 1);
+          const height = canvas.canvas.height / (window.devicePixelRatio || 1);
+          const scale = Math.min(1, (width - leftMargin - margin) / (right - left),
+                                 (height - topMargin - margin) / (bottom - top));
+          canvas.ds.scale = scale;
+          canvas.ds.offset = [leftMargin / scale - left, topMargin / scale - top];
+          canvas.setDirty(true, true);
+        }""", [left_margin, top_margin, margin])
+        self.page.wait_for_timeout(500)
+
     def screenshot(self, name: str) -> Path:
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
         self.page.screenshot(path=str(path))
         return path
+
+
+def copy_demo_inputs(server: ComfyServer) -> None:
+    """The bundled portrait and speech, which the templates load, into the server's input folder."""
+    for name in DEMO_INPUTS:
+        shutil.copy(REPO / "sonic_core" / "assets" / name, server.input_dir / name)
 
 
 @pytest.fixture(scope="session")
@@ -319,7 +348,7 @@ def comfyui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfySe
     server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui"))
     try:
         server.start()
-        shutil.copy(REPO / "sonic_core" / "assets" / "speech.wav", server.input_dir / "speech.wav")
+        copy_demo_inputs(server)
         yield server
     finally:
         server.stop()
@@ -331,7 +360,7 @@ def comfyui_server_v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Comf
     server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui-v1"))
     try:
         server.start(extra_env={"SONIC_NODE_SCHEMA": "v1"})
-        shutil.copy(REPO / "sonic_core" / "assets" / "speech.wav", server.input_dir / "speech.wav")
+        copy_demo_inputs(server)
         yield server
     finally:
         server.stop()
@@ -360,6 +389,7 @@ def write_ui_workflows(api_files: list[Path]) -> None:
     with tempfile.TemporaryDirectory(prefix="sonic-ui-workflows-") as base:
         server = ComfyServer(ensure_comfyui(), Path(base))
         server.start()
+        copy_demo_inputs(server)
         browser = None
         try:
             browser = ComfyBrowser(server, Path(base) / "chromium-profile")

@@ -27,6 +27,7 @@ def test_ui_template_loads_without_dialogs_and_runs(comfyui_browser, workflow):
     if api_twin.exists():  # the UI file is the drag-and-drop form of the API template
         assert comparable(comfyui_browser.api_prompt()) == comparable(json.loads(api_twin.read_text()))
     entry = comfyui_browser.queue_and_wait()
+    comfyui_browser.fit_view()
     shot = comfyui_browser.screenshot(f"browser_{workflow.stem}")
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:2000]
     assert any("animated" in out for out in entry["outputs"].values())

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from comfyui_harness import CHROMIUM, ComfyBrowser, ComfyServer, ensure_comfyui
+from comfyui_harness import CHROMIUM, ComfyBrowser, ComfyServer, copy_demo_inputs, ensure_comfyui
 
 from sonic_core.audio import audio_duration
 from sonic_core.ops.ledger import COMMITTED, REFUNDED, open_ledger
@@ -46,7 +46,7 @@ def metered(tmp_path_factory):
     server = ComfyServer(ensure_comfyui(), base)
     try:
         server.start(extra_env={"SONIC_METERING": str(config)})
-        (server.input_dir / "speech.wav").write_bytes(SPEECH.read_bytes())
+        copy_demo_inputs(server)
         yield server, ledger_url
     finally:
         server.stop()

@@ -26,7 +26,9 @@ def node(pack, node_id):
 
 
 def test_registration_lists_the_nodes_with_v1_shape(pack):
-    assert set(pack.NODE_CLASS_MAPPINGS) == {"SonicLoadAudioDuration", "SonicTokenMeter", "SonicVideoCombine"}
+    assert set(pack.NODE_CLASS_MAPPINGS) == {"SonicLoadAudioDuration", "SonicLoader", "SonicPreData", "SonicSampler",
+                                            "SonicLipSyncAlign", "SonicMotionSmooth", "SonicTokenMeter",
+                                            "SonicVideoCombine"}
     assert not hasattr(pack, "comfy_entrypoint")  # V3 registration exists only inside a V3-capable ComfyUI
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
         spec = cls.SONIC_SPEC

@@ -275,3 +275,14 @@ def test_failing_ledger_refuses_instead_of_running_unmetered(tmp_path):
                   for s in f.samples}
         assert values[("sonic_refusals_total", ("unavailable",))] == 2 and values[("sonic_queued_tokens", ())] == 0
     serve(meter, scenario)
+
+
+def test_a_second_import_of_the_pack_reuses_the_installed_meter(tmp_path, monkeypatch):
+    config = tmp_path / "metering.toml"
+    config.write_text('default_key = "local"\ndefault_tier = "standard"\n')
+    monkeypatch.setenv("SONIC_METERING", str(config))
+    server = Server()
+    meter = hooks.register(server)
+    middlewares, handlers = len(server.app.middlewares), len(server.on_prompt_handlers)
+    assert meter is not None and hooks.register(server) is meter  # e.g. the test probe pack imports it again
+    assert (len(server.app.middlewares), len(server.on_prompt_handlers)) == (middlewares, handlers)

@@ -1,0 +1,354 @@
+"""The pipeline nodes: Sonic Loader (SONIC_MODEL), Sonic PreData (SONIC_PREDATA + crop preview), Sonic Sampler.
+
+The Sampler runs :class:`sonic_core.pipeline.SonicPipeline`'s stages one by one (conditioning → sample → decode →
+RIFE) because ComfyUI's IMAGE output is a tensor of every frame: unlike the CLI, the decoded frames do sit in
+memory here. The networks live under ComfyUI's model management (:class:`.comfy_compat.ManagedModel`), so
+ComfyUI's "free model memory" unloads them and nothing is pinned across runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from sonic_core import conditioning, timing
+from sonic_core.audio import fit_samples, log_mel_pieces, waveform_to_16k_mono
+from sonic_core.demo_assets import RIFE_WEIGHTS, assets_dir
+from sonic_core.denoise import SamplerOptions, calls_per_step
+from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
+from sonic_core.face import Reference, load_detector, prepare_reference
+from sonic_core.models.bundle import DTYPES, SonicModels, parse_dtype
+from sonic_core.pipeline import SonicPipeline, draw_noise
+from sonic_core.settings import AUTO, SonicSettings
+from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
+
+from .comfy_compat import (ManagedModel, ProgressBar, offload_device, sonic_model_dirs, throw_if_interrupted,
+                           torch_device)
+from .post import image_to_frames
+from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
+
+DEMO_WEIGHTS = "demo (tiny, untrained)"
+STANDALONE_PREFIX = "standalone: "
+AUTO_DEVICE = "auto"
+FIT_CHOICES = ("error", "trim", "pad")
+YOLOFACE_FILE = "yoloface_v5m.pt"
+DEMO_SEED = 0  # the embedded demo weights are drawn from this seed
+
+
+# --- Sonic Loader -----------------------------------------------------------------------------------------------
+
+def weight_sets() -> dict[str, WeightFiles]:
+    """Every place a full weight set may be, by combo label: each ComfyUI ``models/sonic`` folder (the SVD file
+    from the ``checkpoints`` folder beside it), then the standalone weights folder. Complete or not."""
+    sets = {folder: locate_weights(comfy_models_dir=Path(folder).parent) for folder in sonic_model_dirs()}
+    sets[STANDALONE_PREFIX + str(default_weights_dir())] = locate_weights(default_weights_dir())
+    return sets
+
+
+def weights_choices() -> list[str]:
+    """The demo model, then every weight set with all required files present."""
+    return [DEMO_WEIGHTS, *(label for label, files in weight_sets().items() if not files.missing())]
+
+
+def device_choices() -> list[str]:
+    names = [AUTO_DEVICE, "cpu"]
+    names += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == AUTO_DEVICE:
+        return torch.device(torch_device())
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise SonicInputError(f"device {device!r}: use one of {device_choices()}") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise SonicInputError(f"device {device!r}: CUDA is not available here; use 'auto' or 'cpu'")
+    return chosen
+
+
+@dataclass
+class SonicModel:
+    """The ``SONIC_MODEL`` value: the networks, their dtype, and their placement under ComfyUI's management."""
+
+    models: SonicModels
+    dtype: torch.dtype
+    managed: ManagedModel
+    label: str
+    yoloface: Path | None = None
+
+    def load(self) -> torch.device:
+        """Put the networks on their compute device (through ComfyUI's model management) and return it."""
+        return torch.device(self.managed.load())
+
+
+def _as_module(models: SonicModels) -> torch.nn.ModuleDict:
+    """The networks as one module (what ComfyUI's ModelPatcher manages); the same objects, moved in place."""
+    return torch.nn.ModuleDict({f.name: getattr(models, f.name) for f in fields(models)
+                                if getattr(models, f.name) is not None})
+
+
+def demo_rife_path() -> Path | None:
+    """RIFE's ``flownet.pkl`` for the demo model: from a ``models/sonic`` folder, else the fetched test assets."""
+    candidates = [Path(folder) / RIFE_WEIGHTS for folder in sonic_model_dirs()] + [assets_dir() / RIFE_WEIGHTS]
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def _demo_models(dtype: torch.dtype) -> SonicModels:
+    from sonic_core.models.rife import load_rife
+    from sonic_core.tiny import tiny_models
+
+    rife_path = demo_rife_path()
+    return tiny_models(DEMO_SEED, dtype, rife=load_rife(rife_path) if rife_path is not None else None)
+
+
+def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | None]:
+    sets = weight_sets()
+    if label not in sets:
+        raise SonicWeightsError(f"weights {label!r} are not a weight set this ComfyUI knows ({DEMO_WEIGHTS!r} or "
+                                f"{', '.join(map(repr, sets))}): pick one from the list")
+    files = sets[label].require()
+    try:
+        from sonic_core.loader import load_sonic_models
+    except ModuleNotFoundError as exc:
+        if exc.name != "sonic_core.loader":
+            raise
+        raise SonicDependencyError("this install of sonic_core cannot load the official weights "
+                                   "(sonic_core.loader is missing): update the pack") from None
+    return load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None), files.yoloface
+
+
+def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = "fp16", device: str = AUTO_DEVICE) -> NodeResult:
+    torch_dtype, load_device = parse_dtype(dtype), resolve_device(device)
+    if load_device.type == "cpu" and torch_dtype == torch.float16:
+        torch_dtype = torch.float32  # half-precision convolutions on a CPU are slow or missing: fp32 there
+    if weights == DEMO_WEIGHTS:
+        models, yoloface = _demo_models(torch_dtype), None
+    else:
+        models, yoloface = _real_models(weights, torch_dtype)
+    models.to(offload_device(), torch_dtype)
+    model = SonicModel(models, torch_dtype, ManagedModel(_as_module(models), load_device), weights, yoloface)
+    return NodeResult((model,))
+
+
+SONIC_LOADER = NodeSpec(
+    node_id="SonicLoader", display_name="Sonic Loader", category="Sonic/model",
+    description="Loads the Sonic networks (UNet, audio adapters, whisper-tiny, SVD's VAE and CLIP image encoder, "
+                "RIFE) from a weight set found in models/sonic + models/checkpoints, or the embedded demo model "
+                "(tiny and untrained: noise-like videos, no download). Memory is managed by ComfyUI.",
+    inputs=(
+        Param("weights", "COMBO", default=DEMO_WEIGHTS, options=weights_choices,
+              tooltip="a complete weight set (see the README's weights table) or the demo model"),
+        Param("dtype", "COMBO", default="fp16", options=tuple(DTYPES),
+              tooltip="UNet, VAE and CLIP precision (fp32 on a CPU); whisper, adapters and RIFE stay fp32"),
+        Param("device", "COMBO", default=AUTO_DEVICE, options=device_choices,
+              tooltip="auto = ComfyUI's compute device"),
+    ),
+    outputs=(Result("model", "SONIC_MODEL"),),
+)
+
+
+# --- Sonic PreData ----------------------------------------------------------------------------------------------
+
+@dataclass
+class PreData:
+    """The ``SONIC_PREDATA`` value: the prepared portrait, the checked 16 kHz speech, and the source AUDIO."""
+
+    reference: Reference
+    samples: np.ndarray  # float32 mono 16 kHz, after the duration check
+    audio: dict[str, Any]  # the AUDIO as it came in (its own rate and channels), passed on by the Sampler
+    settings: SonicSettings  # min_resolution, expand_ratio and duration as chosen here
+
+
+def image_to_pil(image: torch.Tensor) -> Image.Image:
+    """The first image of a ComfyUI IMAGE batch ``[B, H, W, 3]`` in [0, 1] as an RGB PIL image."""
+    pixels = (image_to_frames(image, "image")[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return Image.fromarray(pixels, "RGB")
+
+
+def pil_to_image(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a one-image ComfyUI IMAGE ``[1, H, W, 3]`` in [0, 1]."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
+def crop_preview(reference: Reference) -> Image.Image:
+    """The crop the model will see, the face mask tinted red and the face box outlined."""
+    crop = reference.image.convert("RGB")
+    x1, y1, x2, y2 = reference.crop_box
+    scale_x, scale_y = crop.width / (x2 - x1), crop.height / (y2 - y1)
+    mask = reference.face_mask[0].numpy()[..., None]
+    tinted = np.asarray(crop, dtype=np.float32) * (1 - 0.35 * mask) + np.array([255.0, 0, 0]) * 0.35 * mask
+    preview = Image.fromarray(tinted.round().clip(0, 255).astype(np.uint8), "RGB")
+    box = reference.mask_box
+    ImageDraw.Draw(preview).rectangle((box.x1 * scale_x, box.y1 * scale_y, box.x2 * scale_x, box.y2 * scale_y),
+                                      outline=(0, 255, 0), width=max(2, crop.width // 128))
+    return preview
+
+
+def predata_report(predata: PreData) -> str:
+    ref, settings = predata.reference, predata.settings
+    box = ref.face_box
+    ratio = f"{ref.expand_ratio:.3f}" + (" (auto)" if settings.expand_ratio == AUTO else "")
+    seconds = len(predata.samples) / timing.SAMPLE_RATE
+    frames = conditioning.generated_frame_count(timing.audio_frames(len(predata.samples)),
+                                                timing.AUDIO_FRAMES_PER_VIDEO_FRAME)
+    return (f"face box x={box.x1:.0f} y={box.y1:.0f} w={box.width:.0f} h={box.height:.0f} (score {box.score:.2f}), "
+            f"expand_ratio {ratio}, crop {ref.crop_box} -> {ref.image.width}x{ref.image.height}, "
+            f"audio {seconds:.3f} s -> {frames} generated frames")
+
+
+def face_detector() -> Any:
+    """yoloface from a ``models/sonic`` folder when it is there, else OpenCV's Haar cascade."""
+    path = next((Path(folder) / YOLOFACE_FILE for folder in sonic_model_dirs()
+                 if (Path(folder) / YOLOFACE_FILE).is_file()), None)
+    return load_detector(path)
+
+
+def sonic_predata(image: torch.Tensor, audio: dict[str, Any], duration: float = 0.0, min_resolution: int = 512,
+                  expand_ratio: str = AUTO, fit: str = "error") -> NodeResult:
+    if fit not in FIT_CHOICES:
+        raise SonicInputError(f"fit {fit!r}: use one of {list(FIT_CHOICES)}")
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise SonicInputError("audio: not a ComfyUI AUDIO value; connect a Load Audio node")
+    settings = SonicSettings(min_resolution=min_resolution, expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
+                             duration=float(duration) if duration else None)
+    samples = fit_samples(waveform_to_16k_mono(audio["waveform"], int(audio["sample_rate"])), settings.duration,
+                          fit, "AUDIO input")
+    reference = prepare_reference(image_to_pil(image), face_detector(), settings.min_resolution,
+                                  settings.expand_ratio, settings.face_area)
+    predata = PreData(reference, samples, audio, settings)
+    report = predata_report(predata)
+    return NodeResult((predata, pil_to_image(crop_preview(reference)), report), ui={"text": [report]})
+
+
+def _knob_param(name: str, **overrides: Any) -> Param:
+    """A widget whose default and range come from :class:`SonicSettings` (one place for every default)."""
+    knob = SonicSettings.knob(name)
+    kind = "INT" if knob.type is int else "FLOAT"
+    values = {"default": knob.default, "min": knob.min, "max": knob.max, "step": knob.step, "tooltip": knob.help,
+              **overrides}
+    return Param(name, kind, **values)
+
+
+SONIC_PREDATA = NodeSpec(
+    node_id="SonicPreData", display_name="Sonic PreData", category="Sonic/model",
+    description="Prepares a portrait and a speech track: finds the face, crops a square around it (expand_ratio), "
+                "builds the face mask, resizes to min_resolution and checks the audio's duration. Shows the crop.",
+    inputs=(
+        Param("image", "IMAGE", tooltip="the portrait (the first image of the batch is used)"),
+        Param("audio", "AUDIO", tooltip="the speech"),
+        _knob_param("min_resolution"),
+        Param("expand_ratio", "STRING", default=AUTO, tooltip=SonicSettings.knob("expand_ratio").help),
+        Param("fit", "COMBO", default="error", options=FIT_CHOICES,
+              tooltip="when duration and audio differ: error, trim longer audio, or pad shorter audio with silence"),
+        Param("duration", "FLOAT", optional=True, default=0.0, min=0.0, max=SonicSettings.knob("duration").max,
+              step=0.01, tooltip="seconds the video lasts; 0 = the whole audio. Must match the audio within one "
+                                 "frame (0.04 s) unless fit is trim or pad"),
+    ),
+    outputs=(Result("predata", "SONIC_PREDATA"), Result("crop_preview", "IMAGE", "the crop, mask tinted, face boxed"),
+             Result("report", "STRING", "face box, expand ratio, crop, frames")),
+)
+
+
+# --- Sonic Sampler ----------------------------------------------------------------------------------------------
+
+def _check_interrupt() -> bool:
+    """The pipeline's stop check: raises ComfyUI's interrupt (a cancel, not an error) when Cancel was pressed."""
+    throw_if_interrupted()
+    return False
+
+
+def retime_frames(frames: torch.Tensor, fps: float, rife: Any) -> torch.Tensor:
+    """Generated 12.5 fps frames ``[N, 3, H, W]`` at ``fps``: RIFE ×2 (2N - 1 frames) for 25 fps when the model has
+    RIFE, else :func:`sonic_core.post.retime` (RIFE midpoints, or a linear blend without RIFE)."""
+    from sonic_core.models.rife import interpolate_x2
+    from sonic_core.post import retime
+
+    if fps == timing.GENERATED_FPS or len(frames) < 2:
+        return frames
+    if rife is not None and fps == 2 * timing.GENERATED_FPS:
+        return interpolate_x2(frames, rife)
+    return retime(frames, timing.GENERATED_FPS, fps, rife.midpoint if rife is not None else None)
+
+
+def trimmed_audio(audio: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The AUDIO cut to ``seconds`` (the video's length), at its own rate and channels."""
+    rate = int(audio["sample_rate"])
+    return {"waveform": audio["waveform"][..., :int(round(seconds * rate))], "sample_rate": rate}
+
+
+@torch.no_grad()
+def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_scale: float = 1.0,
+                  motion_scale: float = 1.0, seed: int = 72589, audio_guidance: float = 7.5,
+                  appearance_guidance: float = 2.0, fps: float = 25.0) -> NodeResult:
+    from sonic_core.models.clip_vision import preprocess_clip_image
+
+    if not isinstance(model, SonicModel) or not isinstance(predata, PreData):
+        raise SonicInputError("model / predata: connect a Sonic Loader and a Sonic PreData node")
+    settings = predata.settings.replace(steps=steps, dynamic_scale=dynamic_scale, motion_scale=motion_scale,
+                                        seed=seed, audio_guidance=audio_guidance,
+                                        appearance_guidance=appearance_guidance, fps=fps)
+    pipeline = SonicPipeline(model.models, model.load(), model.dtype)
+    reference, samples = predata.reference, predata.samples
+    audio_len = timing.audio_frames(len(samples))
+    num_frames = conditioning.generated_frame_count(audio_len, timing.AUDIO_FRAMES_PER_VIDEO_FRAME)
+    mel = log_mel_pieces(samples, n_mels=pipeline.models.whisper.config.num_mel_bins)
+    height, width = reference.ref_image.shape[-2:]
+    image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
+                                           pipeline.latent_shape(num_frames, height, width))
+    clip_size = pipeline.models.image_encoder.config.image_size
+    embeds = pipeline.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
+    audio_cond = pipeline.encode_audio(mel, audio_len, embeds)
+    image_cond = pipeline.encode_image(embeds, reference.ref_image, reference.face_mask,
+                                       settings.noise_aug_strength, image_noise)
+    options = SamplerOptions.from_settings(settings)
+    progress = ProgressBar(settings.steps * calls_per_step(num_frames, options))
+    pipeline.models.unet.ip_scale = settings.ip_audio_scale
+    latents = pipeline.sample(audio_cond, image_cond, latent_noise, options,
+                              on_step=lambda done, total: progress.update_absolute(done, total),
+                              should_stop=_check_interrupt)
+    decoded = []
+    for chunk in pipeline.decode(latents, settings.decode_chunk_size):
+        throw_if_interrupted()
+        decoded.append(chunk.cpu())
+    frames = retime_frames(torch.cat(decoded), settings.fps, pipeline.models.rife)
+    throw_if_interrupted()
+    seconds = len(frames) / settings.fps
+    return NodeResult((frames.permute(0, 2, 3, 1).contiguous(), settings.fps,
+                       trimmed_audio(predata.audio, seconds)))
+
+
+SONIC_SAMPLER = NodeSpec(
+    node_id="SonicSampler", display_name="Sonic Sampler", category="Sonic/model",
+    description="Generates the talking-head frames: audio and image conditioning, sliding-window 3-way guided "
+                "sampling (progress: steps x windows), VAE decode, then RIFE to the requested frame rate. Outputs "
+                "the frames, their rate and the audio cut to the video's length.",
+    inputs=(
+        Param("model", "SONIC_MODEL"),
+        Param("predata", "SONIC_PREDATA"),
+        _knob_param("steps"),
+        _knob_param("dynamic_scale"),
+        _knob_param("motion_scale"),
+        Param("seed", "INT", default=SonicSettings.knob("seed").default, min=0, max=2**64 - 1, step=1,
+              tooltip=SonicSettings.knob("seed").help),
+        _knob_param("audio_guidance"),
+        _knob_param("appearance_guidance"),
+        _knob_param("fps"),
+    ),
+    outputs=(Result("images", "IMAGE", "the frames [F, H, W, 3]"), Result("fps", "FLOAT"),
+             Result("audio", "AUDIO", "the input audio cut to the video's length")),
+)
+
+SonicLoader = build_node(SONIC_LOADER, sonic_loader)
+SonicPreData = build_node(SONIC_PREDATA, sonic_predata)
+SonicSampler = build_node(SONIC_SAMPLER, sonic_sampler)
+
+NODES = [SonicLoader, SonicPreData, SonicSampler]
