@@ -23,7 +23,7 @@ from sonic_core.denoise import SamplerOptions, calls_per_step
 from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
 from sonic_core.face import Reference, load_detector, prepare_reference
 from sonic_core.models.bundle import DTYPES, SonicModels, parse_dtype
-from sonic_core.pipeline import SonicPipeline, draw_noise
+from sonic_core.pipeline import GenerationInputs, SonicPipeline
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
 
@@ -289,26 +289,17 @@ def trimmed_audio(audio: dict[str, Any], seconds: float) -> dict[str, Any]:
 def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_scale: float = 1.0,
                   motion_scale: float = 1.0, seed: int = 72589, audio_guidance: float = 7.5,
                   appearance_guidance: float = 2.0, fps: float = 25.0) -> NodeResult:
-    from sonic_core.models.clip_vision import preprocess_clip_image
-
     if not isinstance(model, SonicModel) or not isinstance(predata, PreData):
         raise SonicInputError("model / predata: connect a Sonic Loader and a Sonic PreData node")
     settings = predata.settings.replace(steps=steps, dynamic_scale=dynamic_scale, motion_scale=motion_scale,
                                         seed=seed, audio_guidance=audio_guidance,
                                         appearance_guidance=appearance_guidance, fps=fps)
     pipeline = SonicPipeline(model.models, model.load(), model.dtype)
-    reference, samples = predata.reference, predata.samples
-    audio_len = timing.audio_frames(len(samples))
-    num_frames = conditioning.generated_frame_count(audio_len, timing.AUDIO_FRAMES_PER_VIDEO_FRAME)
+    samples = predata.samples
     mel = log_mel_pieces(samples, n_mels=pipeline.models.whisper.config.num_mel_bins)
-    height, width = reference.ref_image.shape[-2:]
-    image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
-                                           pipeline.latent_shape(num_frames, height, width))
-    clip_size = pipeline.models.image_encoder.config.image_size
-    embeds = pipeline.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
-    audio_cond = pipeline.encode_audio(mel, audio_len, embeds)
-    image_cond = pipeline.encode_image(embeds, reference.ref_image, reference.face_mask,
-                                       settings.noise_aug_strength, image_noise)
+    inputs = GenerationInputs(samples, mel, predata.reference, mux_audio=None)
+    num_frames = inputs.num_frames
+    audio_cond, image_cond, latent_noise = pipeline.condition(inputs, settings)
     options = SamplerOptions.from_settings(settings)
     progress = ProgressBar(settings.steps * calls_per_step(num_frames, options))
     pipeline.models.unet.ip_scale = settings.ip_audio_scale

@@ -188,6 +188,23 @@ class SonicPipeline:
         mux_audio = audio if settings.duration is None else (samples, timing.SAMPLE_RATE)
         return GenerationInputs(samples, mel, reference, mux_audio, clock.seconds)
 
+    def condition(self, inputs: GenerationInputs,
+                  settings: SonicSettings) -> tuple[AudioConditioning, ImageConditioning, torch.Tensor]:
+        """Everything the sampler needs from prepared inputs: the seeded noise draws (official order), the CLIP
+        embedding (once), the audio and the image conditioning -> (audio, image, latent noise)."""
+        from .models.clip_vision import preprocess_clip_image
+
+        reference = inputs.reference
+        height, width = reference.ref_image.shape[-2:]
+        image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
+                                               self.latent_shape(inputs.num_frames, height, width))
+        clip_size = self.models.image_encoder.config.image_size
+        embeds = self.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
+        audio_cond = self.encode_audio(torch.as_tensor(inputs.mel), inputs.audio_len, embeds)
+        image_cond = self.encode_image(embeds, reference.ref_image, reference.face_mask,
+                                       settings.noise_aug_strength, image_noise)
+        return audio_cond, image_cond, latent_noise
+
     def render(self, inputs: GenerationInputs, out: str | os.PathLike, settings: SonicSettings, *,
                windows_per_call: int = 1, on_step: ProgressCallback | None = None,
                should_stop: StopCheck | None = None, post: PostOptions | None = None) -> GenerationReport:
@@ -197,21 +214,13 @@ class SonicPipeline:
         gathered first, post-processed, then encoded with the (possibly shifted) audio: those steps need the
         whole clip, so only runs without post-processing have host memory flat in audio length.
         """
-        from .models.clip_vision import preprocess_clip_image
-
         clock, tick = _StageClock(), time.perf_counter()
         clock.seconds.update(inputs.seconds)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         reference, num_frames = inputs.reference, inputs.num_frames
         height, width = reference.ref_image.shape[-2:]
-        image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
-                                               self.latent_shape(num_frames, height, width))
-        clip_size = self.models.image_encoder.config.image_size
-        embeds = self.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
-        audio_cond = self.encode_audio(torch.as_tensor(inputs.mel), inputs.audio_len, embeds)
-        image_cond = self.encode_image(embeds, reference.ref_image, reference.face_mask,
-                                       settings.noise_aug_strength, image_noise)
+        audio_cond, image_cond, latent_noise = self.condition(inputs, settings)
         tick = clock.add("conditioning", tick)
 
         self.models.unet.ip_scale = settings.ip_audio_scale
