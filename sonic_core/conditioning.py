@@ -76,8 +76,8 @@ def whisper_features(encoder: Callable[[torch.Tensor], torch.Tensor],
 def frame_windows(features: torch.Tensor, num_frames: int, stride: int, seq_len: int) -> torch.Tensor:
     """``[N, seq_len, ...]`` windows of ``features`` ``[T, ...]`` centred on rows ``stride·i``, zeros outside.
 
-    Window ``i`` covers rows ``stride·i − (seq_len/2 − 1)`` to ``stride·i + seq_len/2`` (the official 4/6 padding for
-    10-row windows, 24/26 for 50). The result is a view of one padded copy.
+    Window ``i`` covers rows ``stride·i − (seq_len/2 − 1)`` to ``stride·i + seq_len/2`` (the official 4/6 padding
+    for 10-row windows, 24/26 for 50). The result is a view of one padded copy.
     """
     before = seq_len // 2 - 1
     after = seq_len - before

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import conditioning, sampler, timing
@@ -40,8 +41,19 @@ def to_unit_range(decoded: torch.Tensor) -> torch.Tensor:
     return (decoded.float() * 0.5 + 0.5).clamp(0, 1)
 
 
-def _peak_host_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def peak_host_mb() -> float:
+    """Peak resident memory of this process in MiB.
+
+    Linux's ``VmHWM`` where available: ``ru_maxrss`` carries the parent's peak over fork+exec, so a small job
+    started from a big process (a test runner, a ComfyUI worker) would report the parent's figure.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 @dataclass
@@ -63,6 +75,27 @@ class GenerationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class GenerationInputs:
+    """A generation's preprocessed inputs: 16 kHz mono ``samples``, their log-mel ``mel`` ``[K, n_mels, 3000]``,
+    the prepared portrait (:class:`sonic_core.face.Reference`), the audio to mux (a path or ``(samples, rate)``)
+    and the seconds spent preparing them."""
+
+    samples: np.ndarray
+    mel: torch.Tensor
+    reference: Any
+    mux_audio: Any
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def audio_len(self) -> int:
+        return timing.audio_frames(len(self.samples))
+
+    @property
+    def num_frames(self) -> int:
+        return conditioning.generated_frame_count(self.audio_len, timing.AUDIO_FRAMES_PER_VIDEO_FRAME)
 
 
 class _StageClock:
@@ -130,44 +163,45 @@ class SonicPipeline:
         vae = self.models.vae.config
         return 1, num_frames, vae.latent_channels, height // vae.downscale, width // vae.downscale
 
-    def generate(self, image: Any, audio: str | os.PathLike, out: str | os.PathLike,
-                 settings: SonicSettings | None = None, detector: Any = None, *, fit: str = "error",
-                 windows_per_call: int = 1, on_step: ProgressCallback | None = None,
-                 should_stop: StopCheck | None = None) -> GenerationReport:
-        """Animate the portrait ``image`` (PIL image or path) with the speech in ``audio`` and write ``out`` (MP4,
-        h264 + aac, the speech muxed in). ``settings.duration`` (if set) must match the audio unless ``fit`` is
-        ``"trim"``/``"pad"``. The video is written to a temporary file and renamed at the end, so an error or a
-        cancellation (``should_stop``, raising :class:`SonicInterrupted`) leaves no output behind.
-        """
+    def prepare(self, image: Any, audio: str | os.PathLike, settings: SonicSettings, detector: Any,
+                fit: str = "error") -> GenerationInputs:
+        """Read the speech (checked against ``settings.duration`` unless ``fit`` is ``"trim"``/``"pad"``), compute
+        its log-mel, and detect, crop, mask and resize the portrait ``image`` (PIL image or path)."""
         from PIL import Image
 
         from .audio import load_audio, log_mel_pieces
         from .face import prepare_reference
-        from .models.clip_vision import preprocess_clip_image
-        from .video import VideoWriter
 
-        settings = settings or SonicSettings()
-        clock, started = _StageClock(), time.perf_counter()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-
+        clock = _StageClock()
+        tick = time.perf_counter()
         samples = load_audio(audio, duration=settings.duration, fit=fit)
-        audio_len = timing.audio_frames(len(samples))
-        num_frames = conditioning.generated_frame_count(audio_len, timing.AUDIO_FRAMES_PER_VIDEO_FRAME)
-        mel = torch.as_tensor(log_mel_pieces(samples, n_mels=self.models.whisper.config.num_mel_bins))
-        tick = clock.add("audio", started)
-
+        mel = log_mel_pieces(samples, n_mels=self.models.whisper.config.num_mel_bins)
+        tick = clock.add("audio", tick)
         portrait = image if isinstance(image, Image.Image) else Image.open(image)
         reference = prepare_reference(portrait.convert("RGB"), detector, settings.min_resolution,
                                       settings.expand_ratio, settings.face_area)
-        tick = clock.add("face", tick)
+        clock.add("face", tick)
+        mux_audio = audio if settings.duration is None else (samples, timing.SAMPLE_RATE)
+        return GenerationInputs(samples, mel, reference, mux_audio, clock.seconds)
 
+    def render(self, inputs: GenerationInputs, out: str | os.PathLike, settings: SonicSettings, *,
+               windows_per_call: int = 1, on_step: ProgressCallback | None = None,
+               should_stop: StopCheck | None = None) -> GenerationReport:
+        """Condition, sample, then stream decode -> RIFE -> encoder into ``out`` (see :meth:`generate`)."""
+        from .models.clip_vision import preprocess_clip_image
+        from .video import VideoWriter
+
+        clock, tick = _StageClock(), time.perf_counter()
+        clock.seconds.update(inputs.seconds)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        reference, num_frames = inputs.reference, inputs.num_frames
         height, width = reference.ref_image.shape[-2:]
         image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
                                                self.latent_shape(num_frames, height, width))
         clip_size = self.models.image_encoder.config.image_size
         embeds = self.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
-        audio_cond = self.encode_audio(mel, audio_len, embeds)
+        audio_cond = self.encode_audio(torch.as_tensor(inputs.mel), inputs.audio_len, embeds)
         image_cond = self.encode_image(embeds, reference.ref_image, reference.face_mask,
                                        settings.noise_aug_strength, image_noise)
         tick = clock.add("conditioning", tick)
@@ -180,8 +214,8 @@ class SonicPipeline:
         interpolator = self._interpolator(settings)
         fps = timing.GENERATED_FPS * (2 if interpolator is not None else 1)
         frames_out = 2 * num_frames - 1 if interpolator is not None else num_frames
-        mux_audio = audio if settings.duration is None else (samples, timing.SAMPLE_RATE)
-        with VideoWriter(out, width, height, fps, audio=mux_audio, crf=settings.crf, frames=frames_out) as writer:
+        with VideoWriter(out, width, height, fps, audio=inputs.mux_audio, crf=settings.crf,
+                         frames=frames_out) as writer:
             for frames in self.decode(latents, settings.decode_chunk_size):
                 tick = clock.add("decode", tick)
                 if should_stop is not None and should_stop():
@@ -200,8 +234,22 @@ class SonicPipeline:
                        if self.device.type == "cuda" else None)
         box = reference.face_box
         return GenerationReport(str(Path(out)), num_frames, written, width, height, fps,
-                                len(samples) / timing.SAMPLE_RATE, (box.x1, box.y1, box.width, box.height),
-                                reference.expand_ratio, clock.seconds, _peak_host_mb(), peak_device)
+                                len(inputs.samples) / timing.SAMPLE_RATE, (box.x1, box.y1, box.width, box.height),
+                                reference.expand_ratio, clock.seconds, peak_host_mb(), peak_device)
+
+    def generate(self, image: Any, audio: str | os.PathLike, out: str | os.PathLike,
+                 settings: SonicSettings | None = None, detector: Any = None, *, fit: str = "error",
+                 windows_per_call: int = 1, on_step: ProgressCallback | None = None,
+                 should_stop: StopCheck | None = None) -> GenerationReport:
+        """Animate the portrait ``image`` (PIL image or path) with the speech in ``audio`` and write ``out`` (MP4,
+        h264 + aac, the speech muxed in): :meth:`prepare` then :meth:`render`. ``detector`` finds the face
+        (:func:`sonic_core.face.load_detector`). The video is written to a temporary file and renamed at the end,
+        so an error or a cancellation (``should_stop`` -> :class:`SonicInterrupted`) leaves no output behind.
+        """
+        settings = settings or SonicSettings()
+        inputs = self.prepare(image, audio, settings, detector, fit)
+        return self.render(inputs, out, settings, windows_per_call=windows_per_call, on_step=on_step,
+                           should_stop=should_stop)
 
     def _interpolator(self, settings: SonicSettings):
         if not settings.interpolate or self.models.rife is None:

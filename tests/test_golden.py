@@ -22,8 +22,10 @@ from sonic_core.denoise import SamplerOptions
 from sonic_core.models.attention import downsample_mask, mask_grid
 from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
 from sonic_core.models.bundle import SonicModels
+from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from sonic_core.models.unet import SonicUNet, load_unet_state_dict
 from sonic_core.models.vae import TemporalVAE
+from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
 from sonic_core.pipeline import SonicPipeline
 
 Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # output name -> (got, want)
@@ -135,16 +137,13 @@ def _scheduler(meta: dict, data: dict) -> Outputs:
 
 
 def _pipeline_models(meta: dict, data: dict) -> SonicModels:
-    from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-    from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
-
     cfg, weights = meta["configs"], data["state_dicts"]
     adapter = cfg["ip_adapter"]
     assert len(adapter["num_adapter_embeds"]) == 1, "a Sonic UNet has exactly one audio adapter"
     unet = SonicUNet(**cfg["unet"], ip_scale=adapter["scale"][0])
     load_unet_state_dict(unet, weights["unet"])
-    models = SonicModels(unet=unet, vae=TemporalVAE(cfg["vae"]),
-                         image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg["image_encoder"])),
+    clip = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(cfg["image_encoder"]))
+    models = SonicModels(unet=unet, vae=TemporalVAE(cfg["vae"]), image_encoder=clip,
                          whisper=WhisperEncoder(WhisperEncoderConfig.from_dict(cfg["whisper"])),
                          audio2token=AudioProjModel(**cfg["audio2token"]),
                          audio2bucket=Audio2BucketModel(**cfg["audio2bucket"]))
@@ -158,7 +157,8 @@ def _pipeline_models(meta: dict, data: dict) -> SonicModels:
 def _sonic_pipeline(meta: dict, data: dict) -> Outputs:
     """The README flow: CLIP, whisper, adapters, VAE encode, windowed sampling, chunked decode; injected noise."""
     kw, inputs = meta["pipeline_call_kwargs"], data["inputs"]
-    pipe = SonicPipeline(_pipeline_models(meta, data), schedule=sampler.Schedule.from_config(meta["configs"]["scheduler"]))
+    schedule = sampler.Schedule.from_config(meta["configs"]["scheduler"])
+    pipe = SonicPipeline(_pipeline_models(meta, data), schedule=schedule)
     embeds = pipe.encode_clip(inputs["clip_image"])
     audio = pipe.encode_audio(inputs["audio_feature"].reshape(-1, *inputs["audio_feature"].shape[-2:]),
                               meta["audio_len"], embeds, step=meta["settings"]["step"])

@@ -102,10 +102,12 @@ def test_cfg_batch_slots_are_uncond_drop_audio_cond() -> None:
     sample = sample.unflatten(0, (2, 3))
     assert torch.equal(sample[1, 2, :, :4], noise[[1, 2, 3]] / 5 ** 0.5)
     assert sample[:, 0, :, 4:].abs().max() == 0 and torch.equal(sample[0, 1, 2, 4:], z)
-    clip_ctx, audio_ctx = clip_ctx.reshape(2, 3, WINDOW, 1, -1), audio_ctx.reshape(2, 3, WINDOW, *audio.uncond_tokens.shape)
+    clip_ctx = clip_ctx.reshape(2, 3, WINDOW, 1, -1)
+    audio_ctx = audio_ctx.reshape(2, 3, WINDOW, *audio.uncond_tokens.shape)
     assert clip_ctx[:, 0].abs().max() == 0 and torch.equal(clip_ctx[1, 2, 0, 0], clip[0])
     assert torch.equal(audio_ctx[0, 1, 2], audio.uncond_tokens) and torch.equal(audio_ctx[0, 0, 0], audio.uncond_tokens)
-    assert torch.equal(audio_ctx[0, 2, 1], audio.cond_tokens[6]) and torch.equal(audio_ctx[1, 2, 2], audio.cond_tokens[3])
+    assert torch.equal(audio_ctx[0, 2, 1], audio.cond_tokens[6])
+    assert torch.equal(audio_ctx[1, 2, 2], audio.cond_tokens[3])
 
 
 def test_batched_windows_equal_one_by_one() -> None:
@@ -124,7 +126,8 @@ def test_progress_counts_every_unet_call(unet) -> None:
     audio, image, noise = _inputs()
     calls: list[tuple[int, int]] = []
     options = SamplerOptions(**{**OPTIONS.__dict__, "windows_per_call": 2})
-    sample_latents(unet, audio, image, noise, options, sampler.Schedule.svd(), on_step=lambda d, t: calls.append((d, t)))
+    sample_latents(unet, audio, image, noise, options, sampler.Schedule.svd(),
+                   on_step=lambda done, total: calls.append((done, total)))
     total = 2 * calls_per_step(FRAMES, options)
     assert total == 4 and calls == [(i, total) for i in range(1, total + 1)]
 
@@ -143,12 +146,13 @@ def test_cancellation_raises_between_unet_calls(unet) -> None:
 
 
 def test_seeded_noise_and_sampling_are_reproducible(unet) -> None:
-    first, second, other = draw_noise(5, (1, 3, 8, 8), (1, FRAMES, *LATENT)), draw_noise(5, (1, 3, 8, 8), (1, FRAMES, *LATENT)), draw_noise(6, (1, 3, 8, 8), (1, FRAMES, *LATENT))
+    shapes = (1, 3, 8, 8), (1, FRAMES, *LATENT)
+    first, second, other = draw_noise(5, *shapes), draw_noise(5, *shapes), draw_noise(6, *shapes)
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert not torch.equal(first[1], other[1])
     torch.manual_seed(1)
     expected = torch.randn(1, 3, 8, 8), torch.randn(1, FRAMES, *LATENT)  # the official global-RNG draw order
-    assert all(torch.equal(a, b) for a, b in zip(draw_noise(1, (1, 3, 8, 8), (1, FRAMES, *LATENT)), expected))
+    assert all(torch.equal(a, b) for a, b in zip(draw_noise(1, *shapes), expected))
     audio, image, _ = _inputs()
     runs = [sample_latents(unet, audio, image, first[1][0], OPTIONS, sampler.Schedule.svd()) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
@@ -160,3 +164,16 @@ def test_motion_scale_changes_the_result(unet) -> None:
     moved = sample_latents(unet, audio, image, noise, SamplerOptions(**{**OPTIONS.__dict__, "motion_scale": 2.0}),
                            sampler.Schedule.svd())
     assert (moved - base).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_unet_samples_in_its_dtype(dtype) -> None:
+    from sonic_core.tiny import tiny_models
+
+    models = tiny_models(dtype=dtype)
+    assert {next(m.parameters()).dtype for m in (models.unet, models.vae, models.image_encoder)} == {dtype}
+    assert {next(m.parameters()).dtype for m in (models.whisper, models.audio2token, models.audio2bucket)} == {
+        torch.float32}
+    audio, image, noise = _inputs()
+    latents = sample_latents(models.unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
+    assert latents.dtype == dtype and torch.isfinite(latents).all()
