@@ -56,14 +56,14 @@ VAE_GRID = [(8, 2, "fit"), (16, 2, "fit"), (12, 3, "held-out")]  # (latent side,
 
 
 def speed_probe() -> float:
-    """Seconds of a fixed float32 GEMM workload (about 2.7 GFLOP): this shared machine's speed right now.
+    """Seconds of a fixed float32 GEMM workload (about 16 GFLOP): this shared machine's speed right now.
 
     Other jobs on the machine change its speed during a bench run; each measurement is taken with a probe before
     and after it, and the fit compares work at the same machine speed (measured × reference probe / its probe).
     """
     a, b = torch.ones(512, 512), torch.ones(512, 512)
     started = time.perf_counter()
-    for _ in range(10):
+    for _ in range(60):
         torch.mm(a, b)
     return time.perf_counter() - started
 
