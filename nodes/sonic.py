@@ -22,7 +22,7 @@ from sonic_core.demo_assets import RIFE_WEIGHTS, assets_dir
 from sonic_core.denoise import SamplerOptions, calls_per_step
 from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
 from sonic_core.face import Reference, load_detector, prepare_reference
-from sonic_core.models.bundle import DTYPES, SonicModels, parse_dtype
+from sonic_core.models.bundle import DTYPES, SonicModels, parse_device, parse_dtype
 from sonic_core.pipeline import GenerationInputs, SonicPipeline
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
@@ -66,13 +66,7 @@ def device_choices() -> list[str]:
 def resolve_device(device: str) -> torch.device:
     if device == AUTO_DEVICE:
         return torch.device(torch_device())
-    try:
-        chosen = torch.device(device)
-    except RuntimeError:
-        raise SonicInputError(f"device {device!r}: use one of {device_choices()}") from None
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise SonicInputError(f"device {device!r}: CUDA is not available here; use 'auto' or 'cpu'")
-    return chosen
+    return parse_device(device)
 
 
 @dataclass

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import SonicDependencyError, SonicInputError
-from .models.bundle import DTYPES, parse_dtype
+from .models.bundle import DTYPES, parse_device, parse_dtype
 from .pipeline import GenerationReport, SonicPipeline
 from .post.chain import LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
 from .settings import SonicSettings
@@ -130,16 +130,6 @@ def _output_rate(fps: float, no_interpolate: bool) -> bool:
         raise SonicInputError(f"--fps {fps:g} is not an output rate of generate: use 25 (RIFE x2) or 12.5 "
                               "(the generated frames)")
     return OUTPUT_RATES[fps]
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SonicInputError(f"--device {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SonicInputError(f"--device {name!r}: no CUDA device is available here; use --device cpu")
-    return device
 
 
 class StepProgress:
@@ -256,7 +246,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     settings = _settings(args, dynamic_scale=args.dynamic_scale, motion_scale=args.motion_scale,
                          expand_ratio=args.expand_ratio, fps=25.0 if interpolate else 12.5, crf=args.crf,
                          duration=args.duration, interpolate=interpolate)
-    device = _device(args.device)
+    device = parse_device(args.device, "--device")
     dtype = parse_dtype(args.dtype or ("fp16" if device.type == "cuda" else "fp32"))
     out = check_output_path(args.out)
     files = locate_weights(args.weights)

@@ -21,6 +21,17 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     raise SonicInputError(f"dtype={dtype!r} is not supported: use one of {', '.join(DTYPES)}")
 
 
+def parse_device(name: str, what: str = "device") -> torch.device:
+    """A torch device from its name, refusing CUDA where none is available; ``what`` names the input in errors."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SonicInputError(f"{what} {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SonicInputError(f"{what} {name!r}: no CUDA device is available here; use cpu")
+    return device
+
+
 @dataclass
 class SonicModels:
     """Every network of the pipeline except the face detector (chosen separately).
