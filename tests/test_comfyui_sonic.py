@@ -30,7 +30,9 @@ def test_model_memory_is_freed_by_comfyui_and_the_graph_runs_again(comfyui_serve
     prompt = short_basic_prompt("free/Sonic")
     first_id, messages = comfyui_server.run_prompt(prompt)
     assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
-    assert comfyui_server.post("/free", {"unload_models": True, "free_memory": True})[0] == 200
+    # unload_models only: "free_memory" also resets ComfyUI's node cache, and whether that happens before or after
+    # the next prompt depends on when the worker next wakes up (a race), so the cached Loader could re-run or not
+    assert comfyui_server.post("/free", {"unload_models": True})[0] == 200
     second_id, messages = comfyui_server.run_prompt(short_basic_prompt("free/Sonic", steps=2))
     assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
     ran = [m["data"]["node"] for m in messages if m["type"] == "executing" and m["data"].get("node")]
