@@ -13,14 +13,16 @@ applies to the prompt's total as well as to every sampler; resolution and step c
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import SonicError, SonicInputError
 from ..settings import SonicSettings
 from ..timing import generated_frames
 from ..tokens import Tier, load_tiers, price
+
+if TYPE_CHECKING:
+    from ..cost import Prediction
 
 SAMPLER = "SonicSampler"
 PREDATA = "SonicPreData"
@@ -36,14 +38,6 @@ AudioDuration = Callable[[str], float]
 
 class GraphCostError(SonicInputError):
     """The prompt cannot be priced before it runs (missing input, unknowable duration, malformed graph)."""
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """Predicted wall-clock seconds and peak memory of one job (from ``sonic_core.cost``)."""
-
-    seconds: float
-    peak_bytes: int
 
 
 @dataclass(frozen=True)
@@ -198,21 +192,13 @@ def _job_duration(graph: _Graph, predata_id: str) -> float:
 
 
 def predict(frames: int, resolution: int, steps: int, device: str, dtype: str) -> Prediction | None:
-    """``sonic_core.cost.predict`` when the cost model is installed and calibrated for ``device``, else ``None``."""
+    """:func:`sonic_core.cost.predict` for one job, or ``None`` when the cost model has no profile for ``device``."""
+    from .. import cost  # counting FLOPs needs torch; pricing a graph without predictions does not
+
     try:
-        cost = importlib.import_module("sonic_core.cost")
-    except ModuleNotFoundError as exc:
-        if exc.name != "sonic_core.cost":
-            raise
-        return None
-    model = getattr(cost, "predict", None)
-    if model is None:
-        return None
-    try:
-        result = model(frames, resolution, steps, device, dtype)
+        return cost.predict(frames, resolution, steps, device, dtype)
     except SonicError:
         return None
-    return Prediction(float(result.seconds), int(result.peak_bytes))
 
 
 def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: str) -> JobCost:
