@@ -1,4 +1,4 @@
-"""Calibrate the cost model (``sonic_core/cost.py``) on this machine and report its error on held-out jobs.
+"""Calibrate the cost model (``sonic_core/metering/cost.py``) on this machine and report its error on held-out jobs.
 
     python bench/cost_bench.py [--quick] [--no-sonic]
 
@@ -13,7 +13,7 @@
 Each stage's coefficients (``seconds = calls · per_call_s + work / throughput``, non-negative least squares) are
 fitted on the FIT points only; the HELD-OUT points are predicted and compared. Writes
 ``bench/results/cost_model_cpu.json`` and ``.csv`` and updates the CPU profiles of
-``sonic_core/cost_coefficients.json`` (other profiles are kept).
+``sonic_core/metering/cost_coefficients.json`` (other profiles are kept).
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sonic_core import cost, timing  # noqa: E402
+from sonic_core.metering import cost
+from sonic_core import timing  # noqa: E402
 
 RESULTS = Path(os.environ.get("SONIC_BENCH_RESULTS", ROOT / "bench" / "results"))
 PORTRAIT = ROOT / "sonic_core" / "assets" / "portrait.jpg"
@@ -70,11 +71,11 @@ def speed_probe() -> float:
 
 def run_point(duration: float, resolution: int, steps: int, interpolate: bool) -> dict:
     """One generation in this process (called in a fresh subprocess): the pipeline's report as a dict."""
-    from sonic_core.face import load_detector
+    from sonic_core.face.detect import load_detector
     from sonic_core.models.rife import IFNet
     from sonic_core.pipeline import SonicPipeline
     from sonic_core.settings import SonicSettings
-    from sonic_core.tiny import tiny_models
+    from sonic_core.weights.tiny import tiny_models
 
     pipeline = SonicPipeline(tiny_models(rife=IFNet() if interpolate else None))
     settings = SonicSettings(min_resolution=resolution, steps=steps, duration=duration, interpolate=interpolate)
@@ -114,7 +115,8 @@ def _timed(run) -> float:
 
 
 def measure_rife(grid: list[tuple]) -> list[dict]:
-    from sonic_core.models.rife import IFNet, interpolate_x2
+    from sonic_core.models.rife import IFNet
+    from sonic_core.interpolation import interpolate_x2
 
     model = IFNet().eval()
     points = []
@@ -273,7 +275,7 @@ def main() -> int:
                         help="internal: run one grid point and print its report as JSON")
     parser.add_argument("--quick", action="store_true", help="a smaller grid (a smoke run, ~2 minutes)")
     parser.add_argument("--no-sonic", action="store_true", help="skip the full-size UNet/VAE calibration")
-    parser.add_argument("--no-update", action="store_true", help="do not rewrite sonic_core/cost_coefficients.json")
+    parser.add_argument("--no-update", action="store_true", help="do not rewrite sonic_core/metering/cost_coefficients.json")
     parser.add_argument("--reuse-sonic", metavar="RAW",
                         help="take the full-size UNet/VAE measurements from an earlier raw file instead of measuring")
     parser.add_argument("--refit", metavar="RAW",

@@ -1,7 +1,7 @@
 """Sonic Token Meter: the tokens of the whole prompt (every Sonic Sampler), its tier verdict and predicted time.
 
 The node, ``POST /sonic/estimate`` and queue-time enforcement all price with
-:func:`sonic_core.ops.graph_cost.price_graph`, so the figure on the node is the figure that is charged. The figure
+:func:`sonic_core.metering.graph_pricing.price_graph`, so the figure on the node is the figure that is charged. The figure
 is shown on the node by ``web/sonic_token_meter.js``: before queueing (from the estimate route, on every graph
 change) and after a run (from the node's ``ui`` payload).
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
-from sonic_core.ops.graph_cost import GraphCost, price_graph
-from sonic_core.tokens import load_tiers
+from sonic_core.metering.graph_pricing import GraphCost, price_graph
+from sonic_core.metering.tiers import load_tiers
 
 from .comfy_compat import folder_paths, torch_device
 from .schema import NodeResult, NodeSpec, Param, Result, build_node

@@ -14,7 +14,8 @@ import torch
 
 from sonic_core.audio import waveform_to_16k_mono
 from sonic_core.errors import SonicInputError
-from sonic_core.post import align, smooth_motion
+from sonic_core.post.lipsync import align
+from sonic_core.post.smooth import smooth_motion
 from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, shift_audio
 from sonic_core.post.smooth import METHODS
 from sonic_core.settings import AUTO

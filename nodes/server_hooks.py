@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 
 from sonic_core.errors import SonicError, SonicInputError
-from sonic_core.ops.metering import KEY_EXTRA_DATA, KEY_HEADER, Admission, Meter, PromptRefused, load_config
+from sonic_core.metering.enforcement import KEY_EXTRA_DATA, KEY_HEADER, Admission, Meter, PromptRefused, load_config
 
 from .cost import input_audio_seconds, prediction_device
 

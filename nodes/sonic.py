@@ -18,11 +18,13 @@ from PIL import Image, ImageDraw
 
 from sonic_core import conditioning, timing
 from sonic_core.audio import fit_samples, log_mel_pieces, waveform_to_16k_mono
-from sonic_core.demo_assets import RIFE_WEIGHTS, assets_dir
-from sonic_core.denoise import SamplerOptions, calls_per_step
+from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
+from sonic_core.sampling import SamplerOptions, calls_per_step
 from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
-from sonic_core.face import Reference, load_detector, prepare_reference
-from sonic_core.models.bundle import DTYPES, SonicModels, parse_device, parse_dtype
+from sonic_core.face.crop import Reference, prepare_reference
+from sonic_core.face.detect import load_detector
+from sonic_core.device import DTYPES, parse_device, parse_dtype
+from sonic_core.models.bundle import SonicModels
 from sonic_core.pipeline import GenerationInputs, SonicPipeline
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
@@ -98,7 +100,7 @@ def demo_rife_path() -> Path | None:
 
 def _demo_models(dtype: torch.dtype) -> SonicModels:
     from sonic_core.models.rife import load_rife
-    from sonic_core.tiny import tiny_models
+    from sonic_core.weights.tiny import tiny_models
 
     rife_path = demo_rife_path()
     return tiny_models(DEMO_SEED, dtype, rife=load_rife(rife_path) if rife_path is not None else None)
@@ -111,7 +113,7 @@ def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | No
                                 f"{', '.join(map(repr, sets))}): pick one from the list")
     files = sets[label].require()
     try:
-        from sonic_core.loader import load_sonic_models
+        from sonic_core.weights.loader import load_sonic_models
     except ModuleNotFoundError as exc:
         if exc.name != "sonic_core.loader":
             raise
@@ -263,8 +265,8 @@ def _check_interrupt() -> bool:
 def retime_frames(frames: torch.Tensor, fps: float, rife: Any) -> torch.Tensor:
     """Generated 12.5 fps frames ``[N, 3, H, W]`` at ``fps``: RIFE ×2 (2N - 1 frames) for 25 fps when the model has
     RIFE, else :func:`sonic_core.post.retime` (RIFE midpoints, or a linear blend without RIFE)."""
-    from sonic_core.models.rife import interpolate_x2
-    from sonic_core.post import retime
+    from sonic_core.interpolation import interpolate_x2
+    from sonic_core.interpolation import retime
 
     if fps == timing.GENERATED_FPS or len(frames) < 2:
         return frames

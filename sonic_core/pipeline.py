@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from . import conditioning, sampler, timing
+from . import conditioning, sampling, timing
 from .conditioning import AudioConditioning, ImageConditioning
-from .denoise import ProgressCallback, SamplerOptions, StopCheck, sample_latents
+from .sampling import ProgressCallback, SamplerOptions, StopCheck, sample_latents
 from .errors import SonicInterrupted
-from .models.bundle import SonicModels, parse_dtype
+from .models.bundle import SonicModels
+from .device import parse_dtype
 from .settings import SonicSettings
 
 if TYPE_CHECKING:
@@ -119,10 +120,10 @@ class SonicPipeline:
     float32. ``schedule`` defaults to SVD-xt's."""
 
     def __init__(self, models: SonicModels, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = torch.float32, schedule: sampler.Schedule | None = None) -> None:
+                 dtype: str | torch.dtype = torch.float32, schedule: sampling.Schedule | None = None) -> None:
         self.device, self.dtype = torch.device(device), parse_dtype(dtype)
         self.models = models.to(self.device, self.dtype)
-        self.schedule = schedule or sampler.Schedule.svd()
+        self.schedule = schedule or sampling.Schedule.svd()
 
     @torch.no_grad()
     def encode_clip(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -174,7 +175,7 @@ class SonicPipeline:
         from PIL import Image
 
         from .audio import load_audio, log_mel_pieces
-        from .face import prepare_reference
+        from .face.crop import prepare_reference
 
         clock = _StageClock()
         tick = time.perf_counter()
@@ -298,6 +299,6 @@ class SonicPipeline:
     def _interpolator(self, settings: SonicSettings):
         if not settings.interpolate or self.models.rife is None:
             return None
-        from .models.rife import Rife2x
+        from .interpolation import Rife2x
 
         return Rife2x(self.models.rife, batch_size=settings.decode_chunk_size)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sonic_core.bench import add_bench_parser
+from sonic_core.cli.bench import add_bench_parser
 
 
 def _run(capsys, *argv: str) -> str:

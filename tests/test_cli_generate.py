@@ -20,8 +20,8 @@ from PIL import Image
 from sonic_core import timing
 from sonic_core.audio import audio_duration
 from sonic_core.cli import main
-from sonic_core.demo_assets import RIFE_WEIGHTS, assets_dir
-from sonic_core.generate_cli import DEMO_DEFAULTS, DEMO_PORTRAIT, DEMO_SPEECH
+from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
+from sonic_core.cli.generate import DEMO_DEFAULTS, DEMO_PORTRAIT, DEMO_SPEECH
 from sonic_core.settings import SonicSettings
 from sonic_core.tokens import settings_tokens
 from sonic_core.video import probe

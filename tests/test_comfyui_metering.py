@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from comfyui_harness import CHROMIUM, ComfyBrowser, ComfyServer, copy_demo_inputs, ensure_comfyui
 
 from sonic_core.audio import audio_duration
-from sonic_core.ops.ledger import COMMITTED, REFUNDED, open_ledger
+from sonic_core.metering.ledger import COMMITTED, REFUNDED, open_ledger
 from sonic_core.tokens import estimate_tokens
 
 from test_graph_cost import basic_prompt

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import checkpoint_key_list
 from torch.utils.flop_counter import FlopCounterMode
 
-from sonic_core import cost
+from sonic_core.metering import cost
 from sonic_core.cli import main
 from sonic_core.errors import SonicInputError
 
@@ -96,7 +96,7 @@ def test_shipped_predictions_grow_with_frames_resolution_and_steps() -> None:
 
 
 def test_the_metering_call_signature_works() -> None:
-    # sonic_core.ops.graph_cost calls predict(frames, resolution, steps, device, dtype) positionally
+    # sonic_core.metering.graph_pricing calls predict(frames, resolution, steps, device, dtype) positionally
     result = cost.predict(25, 256, 2, "cpu", "fp32", model="tiny")
     assert isinstance(result.seconds, float) and isinstance(result.peak_bytes, int)
 

@@ -8,9 +8,10 @@ from PIL import Image
 
 from conftest import REPO
 from sonic_core.errors import SonicFaceError, SonicInputError
-from sonic_core.face import (FaceBox, auto_expand_ratio, detect_faces, face_mask, load_detector, prepare_reference,
-                             select_face, square_crop_box, working_size)
-from sonic_core.haarface import HaarFaceDetector, haar_to_yolo_box
+from sonic_core.face.box import FaceBox
+from sonic_core.face.crop import auto_expand_ratio, face_mask, prepare_reference, square_crop_box, working_size
+from sonic_core.face.detect import detect_faces, load_detector, select_face
+from sonic_core.face.haar import HaarFaceDetector, haar_to_yolo_box
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
 MTCNN_ASTRONAUT = (181.1, 62.2, 267.7 - 181.1, 172.1 - 62.2)  # facenet-pytorch MTCNN (OFFLINE_ASSETS.md §5)

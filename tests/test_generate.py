@@ -11,12 +11,12 @@ import textwrap
 import pytest
 
 from conftest import REPO
-from sonic_core.demo_assets import RIFE_WEIGHTS, assets_dir
+from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
 from sonic_core.errors import SonicInterrupted
-from sonic_core.face import load_detector
+from sonic_core.face.detect import load_detector
 from sonic_core.pipeline import SonicPipeline
 from sonic_core.settings import SonicSettings
-from sonic_core.tiny import tiny_models
+from sonic_core.weights.tiny import tiny_models
 from sonic_core.video import probe
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
@@ -79,7 +79,7 @@ MEMORY_RUN = textwrap.dedent("""
     from sonic_core.pipeline import GenerationInputs, SonicPipeline
     from sonic_core.settings import SonicSettings
     from sonic_core.audio import log_mel_pieces
-    from sonic_core.tiny import tiny_models
+    from sonic_core.weights.tiny import tiny_models
 
     seconds, out, width, height = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.manual_seed(0)

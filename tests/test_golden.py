@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from conftest import golden_dir, golden_manifest
-from sonic_core import sampler
-from sonic_core.denoise import SamplerOptions
+from sonic_core import sampling
+from sonic_core.sampling import SamplerOptions
 from sonic_core.models.attention import downsample_mask, mask_grid
 from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
 from sonic_core.models.bundle import SonicModels
@@ -104,23 +104,23 @@ def _mask_downsample(meta: dict, data: dict) -> Outputs:
 
 
 def _scheduler(meta: dict, data: dict) -> Outputs:
-    schedule = sampler.Schedule.from_config(meta["config"])
+    schedule = sampling.Schedule.from_config(meta["config"])
     inputs, outputs = data["inputs"], data["outputs"]
     result: Outputs = {}
     for name in outputs:
         match = re.fullmatch(r"sigmas_(\d+)", name)
         if match:
-            sigmas = sampler.karras_sigmas(int(match.group(1)), schedule)
+            sigmas = sampling.karras_sigmas(int(match.group(1)), schedule)
             result[name] = (sigmas, outputs[name])
-            result[f"timesteps_{match.group(1)}"] = (sampler.sigmas_to_timesteps(sigmas),
+            result[f"timesteps_{match.group(1)}"] = (sampling.sigmas_to_timesteps(sigmas),
                                                      outputs[f"timesteps_{match.group(1)}"])
     for call in meta["calls"]:
         expr = call["expr"]
-        sigmas = sampler.karras_sigmas(int(re.search(r"set_timesteps\((\d+)\)", expr).group(1)), schedule)
+        sigmas = sampling.karras_sigmas(int(re.search(r"set_timesteps\((\d+)\)", expr).group(1)), schedule)
         noise = re.search(r"add_noise\((\w+),\s*(\w+),\s*timesteps\[(\d*):?\d*\]\)", expr)
         if noise:
             clean, eps, index = noise.group(1), noise.group(2), int(noise.group(3) or 0)
-            result[call["output"]] = (sampler.add_noise(inputs[clean], inputs[eps], sigmas[index]),
+            result[call["output"]] = (sampling.add_noise(inputs[clean], inputs[eps], sigmas[index]),
                                       outputs[call["output"]])
             continue
         scaled_in = re.search(r"scale_model_input\((\w+),\s*timesteps\[(\d+)\]\)", expr)
@@ -128,10 +128,10 @@ def _scheduler(meta: dict, data: dict) -> Outputs:
         assert scaled_in and step, f"unknown scheduler call {expr!r}"
         scaled_name, prev_name = call["output"]
         k = int(scaled_in.group(2))
-        result[scaled_name] = (sampler.scale_model_input(inputs[scaled_in.group(1)], sigmas[k]),
+        result[scaled_name] = (sampling.scale_model_input(inputs[scaled_in.group(1)], sigmas[k]),
                                outputs[scaled_name])
         k = int(step.group(2))
-        prev = sampler.euler_step(inputs[step.group(3)], inputs[step.group(1)], sigmas[k], sigmas[k + 1])
+        prev = sampling.euler_step(inputs[step.group(3)], inputs[step.group(1)], sigmas[k], sigmas[k + 1])
         result[prev_name] = (prev, outputs[prev_name])
     return result
 
@@ -157,7 +157,7 @@ def _pipeline_models(meta: dict, data: dict) -> SonicModels:
 def _sonic_pipeline(meta: dict, data: dict) -> Outputs:
     """The README flow: CLIP, whisper, adapters, VAE encode, windowed sampling, chunked decode; injected noise."""
     kw, inputs = meta["pipeline_call_kwargs"], data["inputs"]
-    schedule = sampler.Schedule.from_config(meta["configs"]["scheduler"])
+    schedule = sampling.Schedule.from_config(meta["configs"]["scheduler"])
     pipe = SonicPipeline(_pipeline_models(meta, data), schedule=schedule)
     embeds = pipe.encode_clip(inputs["clip_image"])
     audio = pipe.encode_audio(inputs["audio_feature"].reshape(-1, *inputs["audio_feature"].shape[-2:]),

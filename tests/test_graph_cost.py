@@ -6,8 +6,9 @@ import copy
 
 import pytest
 
-from sonic_core.ops.graph_cost import GraphCostError, price_graph
-from sonic_core.tokens import Tier, estimate_tokens, load_tiers
+from sonic_core.metering.graph_pricing import GraphCostError, price_graph
+from sonic_core.metering.tiers import Tier, load_tiers
+from sonic_core.tokens import estimate_tokens
 
 AUDIO_SECONDS = {"speech.wav": 6.6, "long.wav": 61.0}
 

@@ -19,8 +19,7 @@ import redis
 
 from conftest import REPO
 from sonic_core.errors import BudgetExceeded, SonicDependencyError, SonicInputError
-from sonic_core.ops.ledger import (COMMITTED, REFUNDED, RESERVED, LedgerStateError, SQLiteLedger, month_range,
-                                   open_ledger)
+from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, LedgerStateError, SQLiteLedger, month_range, open_ledger
 
 UTC = timezone.utc
 
@@ -313,7 +312,7 @@ def test_redis_unreachable_and_client_missing(monkeypatch):
 
 
 def test_redis_keys_live_under_the_prefix(redis_url):
-    from sonic_core.ops.ledger import RedisLedger
+    from sonic_core.metering.ledger import RedisLedger
 
     with redis.Redis.from_url(redis_url, decode_responses=True) as client:
         client.flushdb()
@@ -385,7 +384,7 @@ def test_parallel_threads_never_overdraw(ledger, ledger_url):
 _FORKING_WORKERS = """
 import json, os, sys, multiprocessing as mp
 from sonic_core.errors import BudgetExceeded
-from sonic_core.ops.ledger import open_ledger
+from sonic_core.metering.ledger import open_ledger
 url, key, price, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 if url.startswith("redis"):
     import redis  # once here, not 50 times after the forks

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import run_cli
-from sonic_core.ops.ledger import open_ledger
+from sonic_core.metering.ledger import open_ledger
 
 UTC = timezone.utc
 LAST_OCT = datetime(2026, 10, 31, 23, 59, 59, 999999, tzinfo=UTC)

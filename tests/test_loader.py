@@ -13,10 +13,10 @@ from conftest import checkpoint_key_list
 from safetensors.torch import save_file
 
 from sonic_core.errors import SonicWeightsError
-from sonic_core.loader import ModelConfigs, load_sonic_models, required_components
+from sonic_core.weights.loader import ModelConfigs, load_sonic_models, required_components
 from sonic_core.models.bundle import SonicModels
 from sonic_core.models.rife import IFNet
-from sonic_core.tiny import tiny_models
+from sonic_core.weights.tiny import tiny_models
 from sonic_core.weights import locate_weights
 
 KEY_LISTS = {"unet": "unet", "vae": "vae_temporal", "image_encoder": "clip_vision",

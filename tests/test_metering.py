@@ -6,9 +6,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sonic_core.errors import SonicInputError
-from sonic_core.ops.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
-from sonic_core.ops.metering import Meter, MeteringConfig, PromptRefused, load_config
-from sonic_core.tokens import load_tiers
+from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
+from sonic_core.metering.enforcement import Meter, MeteringConfig, PromptRefused, load_config
+from sonic_core.metering.tiers import load_tiers
 
 from test_graph_cost import basic_prompt, seconds_of
 

@@ -2,7 +2,7 @@
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from sonic_core.ops.metrics import SonicMetrics
+from sonic_core.metering.metrics import SonicMetrics
 
 GIB = 2**30
 

@@ -9,52 +9,52 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sonic_core import sampler
+from sonic_core import sampling
 from sonic_core.conditioning import AudioConditioning, ImageConditioning, frame_windows
-from sonic_core.denoise import SamplerOptions, calls_per_step, cfg_batch, sample_latents
+from sonic_core.sampling import SamplerOptions, calls_per_step, cfg_batch, sample_latents
 from sonic_core.errors import SonicInputError, SonicInterrupted
 from sonic_core.pipeline import draw_noise
-from sonic_core.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_unet
+from sonic_core.weights.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_unet
 
 
 def test_window_schedule_125_frames_step_1() -> None:
-    windows = sampler.window_indices(125, 25, 0, shift=7)
+    windows = sampling.window_indices(125, 25, 0, shift=7)
     assert (windows[:, 0] - (windows[:, 0] >= 118) * 125).tolist() == [-7, 18, 43, 68, 93]
     assert windows[0].tolist() == list(range(118, 125)) + list(range(0, 18))
     assert torch.bincount(windows.flatten(), minlength=125).tolist() == [1] * 125
 
 
 def test_window_schedule_30_frames_step_0() -> None:
-    windows = sampler.window_indices(30, 25, 0, shift=0)
+    windows = sampling.window_indices(30, 25, 0, shift=0)
     assert windows.tolist() == [list(range(25)), list(range(25, 30)) + list(range(20))]
     counts = torch.bincount(windows.flatten(), minlength=30)
     assert counts[:20].tolist() == [2] * 20 and counts[20:].tolist() == [1] * 10
 
 
 def test_window_schedule_overlap_and_short_clips() -> None:
-    assert sampler.window_indices(8, 4, 1, shift=1)[:, 0].tolist() == [7, 2, 5]
-    assert sampler.window_indices(3, 5, 0, shift=0).tolist() == [[0, 1, 2, 0, 1]]
+    assert sampling.window_indices(8, 4, 1, shift=1)[:, 0].tolist() == [7, 2, 5]
+    assert sampling.window_indices(3, 5, 0, shift=0).tolist() == [[0, 1, 2, 0, 1]]
     with pytest.raises(SonicInputError, match="overlap"):
-        sampler.window_indices(10, 4, 4, shift=0)
+        sampling.window_indices(10, 4, 4, shift=0)
 
 
 def test_guidance_order() -> None:
     e0, e1, e2 = torch.tensor([1.0]), torch.tensor([10.0]), torch.tensor([100.0])
-    got = sampler.guide(e0, e1, e2, torch.tensor(2.0), torch.tensor(3.0))
+    got = sampling.guide(e0, e1, e2, torch.tensor(2.0), torch.tensor(3.0))
     assert got.item() == 1 + 2 * (10 - 1) + 3 * (100 - 10)
-    assert sampler.guidance_ramp(1.5, 2.5, 3).tolist() == [1.5, 2.0, 2.5]
+    assert sampling.guidance_ramp(1.5, 2.5, 3).tolist() == [1.5, 2.0, 2.5]
 
 
 def test_time_ids_are_window_means_with_dynamic_and_motion_scale() -> None:
     buckets = torch.tensor([[10.0, 20.0], [12.0, 24.0], [14.0, 28.0]])
     windows = torch.tensor([[0, 1], [2, 0]])
-    plain = sampler.window_time_ids(buckets, windows, 12.5, 1.0, 1.0, torch.float32)
+    plain = sampling.window_time_ids(buckets, windows, 12.5, 1.0, 1.0, torch.float32)
     assert plain.tolist() == [[12.5, 11.0, 22.0], [12.5, 12.0, 24.0]]
-    dynamic = sampler.window_time_ids(buckets, windows, 12.5, 1.5, 1.0, torch.float32)
+    dynamic = sampling.window_time_ids(buckets, windows, 12.5, 1.5, 1.0, torch.float32)
     assert dynamic[:, 1:].tolist() == (plain[:, 1:] * 1.5).tolist()
-    motion = sampler.window_time_ids(buckets, windows, 12.5, 1.0, 2.0, torch.float32)
+    motion = sampling.window_time_ids(buckets, windows, 12.5, 1.0, 2.0, torch.float32)
     assert motion[:, 1].tolist() == plain[:, 1].tolist() and motion[:, 2].tolist() == [44.0, 48.0]
-    half = sampler.window_time_ids(buckets + 0.0001, windows, 12.5, 1.0, 1.0, torch.float16)
+    half = sampling.window_time_ids(buckets + 0.0001, windows, 12.5, 1.0, 1.0, torch.float16)
     assert half.dtype == torch.float16 and half[0, 1].item() == 11.0  # rounded to the model dtype
 
 
@@ -115,9 +115,9 @@ def test_batched_windows_equal_one_by_one() -> None:
     torch.manual_seed(0)
     unet = tiny_unet().double().eval()
     audio, image, noise = _inputs()
-    one = sample_latents(unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
+    one = sample_latents(unet, audio, image, noise, OPTIONS, sampling.Schedule.svd())
     batched = sample_latents(unet, audio, image, noise, SamplerOptions(**{**OPTIONS.__dict__, "windows_per_call": 3}),
-                             sampler.Schedule.svd())
+                             sampling.Schedule.svd())
     assert one.dtype == torch.float64 and one.shape == noise.shape and torch.isfinite(one).all()
     assert (batched - one).abs().max() <= 1e-10 * one.abs().max()
 
@@ -126,7 +126,7 @@ def test_progress_counts_every_unet_call(unet) -> None:
     audio, image, noise = _inputs()
     calls: list[tuple[int, int]] = []
     options = SamplerOptions(**{**OPTIONS.__dict__, "windows_per_call": 2})
-    sample_latents(unet, audio, image, noise, options, sampler.Schedule.svd(),
+    sample_latents(unet, audio, image, noise, options, sampling.Schedule.svd(),
                    on_step=lambda done, total: calls.append((done, total)))
     total = 2 * calls_per_step(FRAMES, options)
     assert total == 4 and calls == [(i, total) for i in range(1, total + 1)]
@@ -141,7 +141,7 @@ def test_cancellation_raises_between_unet_calls(unet) -> None:
         return len(asked) > 2
 
     with pytest.raises(SonicInterrupted):
-        sample_latents(unet, audio, image, noise, OPTIONS, sampler.Schedule.svd(), should_stop=stop)
+        sample_latents(unet, audio, image, noise, OPTIONS, sampling.Schedule.svd(), should_stop=stop)
     assert len(asked) == 3
 
 
@@ -154,26 +154,45 @@ def test_seeded_noise_and_sampling_are_reproducible(unet) -> None:
     expected = torch.randn(1, 3, 8, 8), torch.randn(1, FRAMES, *LATENT)  # the official global-RNG draw order
     assert all(torch.equal(a, b) for a, b in zip(draw_noise(1, *shapes), expected))
     audio, image, _ = _inputs()
-    runs = [sample_latents(unet, audio, image, first[1][0], OPTIONS, sampler.Schedule.svd()) for _ in range(2)]
+    runs = [sample_latents(unet, audio, image, first[1][0], OPTIONS, sampling.Schedule.svd()) for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
 
 
-def test_motion_scale_changes_the_result(unet) -> None:
+class RecordingUNet(torch.nn.Module):
+    """The UNet, recording the ``added_time_ids`` of every call (the effect size of a random tiny network is not a
+    contract; that the scales reach the network's inputs is)."""
+
+    def __init__(self, unet: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet, self.time_ids = unet, []
+
+    def forward(self, sample, t, clip, audio, time_ids, mask):
+        self.time_ids.append(time_ids.clone())
+        return self.unet(sample, t, clip, audio, time_ids, mask)
+
+
+@pytest.mark.parametrize("dynamic, motion", [(1.0, 2.0), (1.5, 1.0), (0.5, 1.5)])
+def test_dynamic_and_motion_scale_reach_the_unet(unet, dynamic, motion) -> None:
     audio, image, noise = _inputs()
-    base = sample_latents(unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
-    moved = sample_latents(unet, audio, image, noise, SamplerOptions(**{**OPTIONS.__dict__, "motion_scale": 2.0}),
-                           sampler.Schedule.svd())
-    assert (moved - base).abs().max() > 1e-4
+    base, scaled = RecordingUNet(unet), RecordingUNet(unet)
+    sample_latents(base, audio, image, noise, OPTIONS, sampling.Schedule.svd())
+    options = SamplerOptions(**{**OPTIONS.__dict__, "dynamic_scale": dynamic, "motion_scale": motion})
+    sample_latents(scaled, audio, image, noise, options, sampling.Schedule.svd())
+    assert len(base.time_ids) == len(scaled.time_ids) == OPTIONS.steps * calls_per_step(FRAMES, OPTIONS)
+    for plain, moved in zip(base.time_ids, scaled.time_ids):
+        assert torch.equal(moved[:, 0], plain[:, 0])  # the fps column is untouched
+        torch.testing.assert_close(moved[:, 1], plain[:, 1] * dynamic)
+        torch.testing.assert_close(moved[:, 2], plain[:, 2] * dynamic * motion)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_unet_samples_in_its_dtype(dtype) -> None:
-    from sonic_core.tiny import tiny_models
+    from sonic_core.weights.tiny import tiny_models
 
     models = tiny_models(dtype=dtype)
     assert {next(m.parameters()).dtype for m in (models.unet, models.vae, models.image_encoder)} == {dtype}
     assert {next(m.parameters()).dtype for m in (models.whisper, models.audio2token, models.audio2bucket)} == {
         torch.float32}
     audio, image, noise = _inputs()
-    latents = sample_latents(models.unet, audio, image, noise, OPTIONS, sampler.Schedule.svd())
+    latents = sample_latents(models.unet, audio, image, noise, OPTIONS, sampling.Schedule.svd())
     assert latents.dtype == dtype and torch.isfinite(latents).all()

@@ -10,7 +10,7 @@ from scipy.signal import savgol_filter
 from sonic_core.errors import SonicAudioError, SonicInputError
 from sonic_core.post import synthetic
 from sonic_core.post.filters import bezier_fit, one_euro, savitzky_golay
-from sonic_core.post.interpolate import grid_positions, linear_midpoint, retime
+from sonic_core.interpolation import grid_positions, linear_midpoint, retime
 from sonic_core.post.lipsync import DEFAULT_MIN_CONFIDENCE, align, measure_offset, shift_audio
 from sonic_core.post.signals import parabolic_peak, second_difference_jitter
 from sonic_core.post.smooth import estimate_trajectory, smooth_motion

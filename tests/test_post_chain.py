@@ -11,11 +11,12 @@ from PIL import Image
 from conftest import run_cli
 from sonic_core.audio import log_mel_pieces
 from sonic_core.errors import SonicInputError
-from sonic_core.face import FaceBox, Reference
+from sonic_core.face.box import FaceBox
+from sonic_core.face.crop import Reference
 from sonic_core.pipeline import GenerationInputs, SonicPipeline
 from sonic_core.post.chain import PostOptions
 from sonic_core.settings import SonicSettings
-from sonic_core.tiny import tiny_models
+from sonic_core.weights.tiny import tiny_models
 from sonic_core.video import probe
 
 

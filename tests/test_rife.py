@@ -9,9 +9,10 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from sonic_core.demo_assets import RIFE_DEMO_FRAMES, RIFE_WEIGHTS, assets_dir
+from sonic_core.weights.layout import RIFE_DEMO_FRAMES, RIFE_WEIGHTS, assets_dir
 from sonic_core.errors import SonicInputError, SonicWeightsError
-from sonic_core.models.rife import IFNet, Rife2x, interpolate_x2, load_rife, load_rife_state_dict
+from sonic_core.models.rife import IFNet, load_rife, load_rife_state_dict
+from sonic_core.interpolation import Rife2x, interpolate_x2
 
 KEYS = REPO.parent / "shared" / "sonic" / "keys" / "rife_ifnet_official_module.tsv"
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
@@ -152,7 +153,7 @@ def test_streaming_rejects_a_size_change():
 
 
 def test_bad_frames():
-    with pytest.raises(SonicInputError, match=r"\[N, 3, H, W\]"):
+    with pytest.raises(SonicInputError, match=r"\[F, 3, H, W\]"):
         interpolate_x2(torch.rand(2, 32, 32), random_rife())
     with pytest.raises(SonicInputError, match="no frames"):
         interpolate_x2(torch.rand(0, 3, 32, 32), random_rife())

@@ -20,8 +20,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import load_pack
-from sonic_core.ops.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
-from sonic_core.ops.metering import Meter, MeteringConfig
+from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
+from sonic_core.metering.enforcement import Meter, MeteringConfig
 
 from test_graph_cost import basic_prompt, seconds_of
 

@@ -5,7 +5,8 @@ import pytest
 
 from sonic_core.errors import BudgetExceeded, SonicInputError
 from sonic_core.settings import SonicSettings
-from sonic_core.tokens import Tier, estimate_tokens, load_tiers, parse_tiers, price
+from sonic_core.metering.tiers import Tier, load_tiers, parse_tiers, price
+from sonic_core.tokens import estimate_tokens
 
 
 def reference(duration, resolution, steps, dynamic_scale=1.0, motion_scale=1.0):

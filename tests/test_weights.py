@@ -19,12 +19,9 @@ from torch import nn
 from sonic_core.errors import SonicDependencyError, SonicWeightsError
 from sonic_core.models.audio_adapters import AudioProjModel
 from sonic_core.models.vae import TemporalVAE, VAEConfig
-from sonic_core.weights import (HUB_FILES, build_and_load, dtype_from_name, fetch_weights, load_svd_parts,
-                                locate_weights, read_rife, read_state_dict, read_whisper_encoder, rife_state_dict,
-                                whisper_encoder_state_dict)
-from sonic_core.weights.svd_single_file import (CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, from_stability,
-                                                to_stability)
-from sonic_core.weights_cli import add_fetch_weights_parser
+from sonic_core.weights import HUB_FILES, build_and_load, dtype_from_name, fetch_weights, load_svd_parts, locate_weights, read_rife, read_state_dict, read_whisper_encoder, rife_state_dict, whisper_encoder_state_dict
+from sonic_core.weights.svd_single_file import CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, from_stability, to_stability
+from sonic_core.cli.fetch_weights import add_fetch_weights_parser
 
 KEYS = Path(__file__).parent / "data" / "keys"
 TINY_ADAPTER = dict(seq_len=2, blocks=2, channels=4, intermediate_dim=8, output_dim=6, context_tokens=3)

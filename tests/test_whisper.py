@@ -8,8 +8,7 @@ import torch
 
 from conftest import checkpoint_key_list, max_rel, perturb_, state_dict_rows
 from sonic_core.errors import SonicAudioError, SonicWeightsError
-from sonic_core.models.whisper import (WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder,
-                                       read_whisper_encoder_weights)
+from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder, read_whisper_encoder_weights
 
 TOLERANCE = 1e-4
 DECODER = dict(vocab_size=64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=16, max_target_positions=16,

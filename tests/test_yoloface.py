@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sonic_core.errors import SonicInputError, SonicWeightsError
-from sonic_core.face import detect_faces
-from sonic_core.models.yoloface import YoloFaceDetector, box_iou, input_size, make_grids, nms
+from sonic_core.face.detect import detect_faces
+from sonic_core.face.yolo import YoloFaceDetector, box_iou, input_size, make_grids, nms
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.:DeprecationWarning")
 

@@ -7,29 +7,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from ..errors import SonicInputError
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``fp32`` / ``fp16`` / ``bf16`` (or a torch dtype among them) -> the torch dtype."""
-    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise SonicInputError(f"dtype={dtype!r} is not supported: use one of {', '.join(DTYPES)}")
-
-
-def parse_device(name: str, what: str = "device") -> torch.device:
-    """A torch device from its name, refusing CUDA where none is available; ``what`` names the input in errors."""
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise SonicInputError(f"{what} {name!r} is not a torch device: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SonicInputError(f"{what} {name!r}: no CUDA device is available here; use cpu")
-    return device
+from ..device import parse_dtype
 
 
 @dataclass

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from sonic_core.errors import SonicInputError
+from ..errors import SonicInputError
 
 
 def _as_2d(trajectory: np.ndarray) -> tuple[np.ndarray, bool]:

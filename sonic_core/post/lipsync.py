@@ -26,11 +26,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sonic_core.errors import SonicAudioError, SonicInputError
-from sonic_core.post.facebox import FaceBox, as_face_box, clip_region, detect_face_box
-from sonic_core.post.frames import check_fps, check_frames, to_gray, to_gray_uint8
-from sonic_core.post.signals import parabolic_peak, standardise
-from sonic_core.timing import SAMPLE_RATE
+from ..errors import SonicAudioError, SonicInputError
+from ..face.box import FaceBox, as_face_box, clip_region
+from ..face.detect import detect_face_box
+from ..frames import check_fps, check_frames, to_gray, to_gray_uint8
+from .signals import parabolic_peak, standardise
+from ..timing import SAMPLE_RATE
 
 DEFAULT_MAX_OFFSET = 0.2
 DEFAULT_MIN_CONFIDENCE = 0.5
@@ -80,8 +81,8 @@ class _Estimate:
 def mouth_region(box: FaceBox, height: int, width: int) -> tuple[slice, slice]:
     """Row/column slices of the mouth region: the lower-middle part of the face box, clipped to the frame."""
     left, top, right, bottom = MOUTH_REGION
-    return clip_region(box.x1 + left * box.w, box.y1 + top * box.h, box.x1 + right * box.w,
-                       box.y1 + bottom * box.h, height, width)
+    return clip_region(box.x1 + left * box.width, box.y1 + top * box.height, box.x1 + right * box.width,
+                       box.y1 + bottom * box.height, height, width)
 
 
 def mouth_activity(gray: np.ndarray, box: FaceBox) -> np.ndarray:
@@ -193,7 +194,7 @@ def _measure(frames: torch.Tensor, audio: Any, fps: float, face_box: Any, max_of
     gray = to_gray(frames)
     box = as_face_box(face_box) if face_box is not None else detect_face_box(to_gray_uint8(gray))
     common = dict(fps=fps, max_offset=max_offset, min_confidence=float(min_confidence), mode=mode,
-                  face_box=tuple(box) if box is not None else None)
+                  face_box=box.xywh if box is not None else None)
     if box is None:
         return LipSyncReport(0.0, 0.0, 0.0, False, "no face found in the frames; pass face_box", 0.0, 0.0, **common)
     estimate = _estimate(mouth_activity(gray, box), speech_activity(samples, fps, len(gray), sample_rate),

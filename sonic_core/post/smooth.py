@@ -25,12 +25,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from sonic_core.errors import SonicDependencyError, SonicInputError
-from sonic_core.post.facebox import FaceBox, as_face_box, clip_region, detect_face_box
-from sonic_core.post.filters import bezier_fit, one_euro, savitzky_golay
-from sonic_core.post.frames import CHUNK, check_fps, check_frames, to_gray, to_gray_uint8
-from sonic_core.post.interpolate import Midpoint, retime
-from sonic_core.post.signals import second_difference_jitter
+from ..errors import SonicDependencyError, SonicInputError
+from ..face.box import FaceBox, as_face_box, clip_region
+from ..face.detect import detect_face_box
+from .filters import bezier_fit, one_euro, savitzky_golay
+from ..frames import CHUNK, check_fps, check_frames, to_gray, to_gray_uint8
+from ..interpolation import Midpoint, retime
+from .signals import second_difference_jitter
 
 Method = Literal["bezier", "savgol", "one_euro"]
 METHODS = ("bezier", "savgol", "one_euro")
@@ -112,12 +113,12 @@ def _tracking_mask(shape: tuple[int, ...], box: FaceBox | None, motion: np.ndarr
     """Mask of the face box grown by FACE_MARGIN, moved with the head's motion since frame 0; None: everything."""
     if box is None:
         return None
-    centre = np.array([box.x1 + box.w / 2, box.y1 + box.h / 2, 1.0])
+    centre = np.array([box.x1 + box.width / 2, box.y1 + box.height / 2, 1.0])
     shift = (motion @ centre)[:2] - centre[:2]
     mask = np.zeros(shape, dtype=np.uint8)
-    grow_x, grow_y = FACE_MARGIN * box.w, FACE_MARGIN * box.h
+    grow_x, grow_y = FACE_MARGIN * box.width, FACE_MARGIN * box.height
     rows, cols = clip_region(box.x1 - grow_x + shift[0], box.y1 - grow_y + shift[1],
-                             box.x1 + box.w + grow_x + shift[0], box.y1 + box.h + grow_y + shift[1], *shape)
+                             box.x1 + box.width + grow_x + shift[0], box.y1 + box.height + grow_y + shift[1], *shape)
     mask[rows, cols] = 255
     return mask
 
@@ -146,7 +147,7 @@ def lk_window(box: FaceBox | None, shape: tuple[int, ...]) -> int:
     LK models each window as translating; on a small face a large window blends the rotation field and reads the
     rotation low (21 px on a 46 px face: 11 % low, 9 px: 3 %).
     """
-    extent = box.w if box is not None else min(shape) / 4.0
+    extent = box.width if box is not None else min(shape) / 4.0
     return int(np.clip(round(extent / 5.0), 7, 31)) | 1
 
 
@@ -311,5 +312,5 @@ def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bez
     box = trajectory.face_box
     report = SmoothReport(method, value, chosen is None, second_difference_jitter(trajectory.params),
                           second_difference_jitter(smoothed), max_correction, zoom, border, len(frames), len(out),
-                          fps, fps_out, trajectory.failed_frames, tuple(box) if box else None, reason)
+                          fps, fps_out, trajectory.failed_frames, box.xywh if box else None, reason)
     return out, report

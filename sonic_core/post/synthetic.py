@@ -21,11 +21,11 @@ import soundfile
 import torch
 from PIL import Image
 
-from sonic_core.errors import SonicAudioError
-from sonic_core.post.facebox import FaceBox
-from sonic_core.post.signals import moving_average
-from sonic_core.post.smooth import similarity_from_params
-from sonic_core.timing import SAMPLE_RATE
+from ..errors import SonicAudioError
+from ..face.box import FaceBox
+from .signals import moving_average
+from .smooth import similarity_from_params
+from ..timing import SAMPLE_RATE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PORTRAIT_FACE = FaceBox(178.0, 67.0, 92.0, 92.0)  # Haar detection on the 512 × 512 portrait
@@ -67,7 +67,7 @@ def speech() -> np.ndarray:
 def face_box(size: int) -> FaceBox:
     """The portrait's face box at another square size."""
     k = size / PORTRAIT_SIZE
-    return FaceBox(*(v * k for v in PORTRAIT_FACE))
+    return PORTRAIT_FACE.scaled(k, k)
 
 
 @lru_cache(maxsize=2)
@@ -89,8 +89,8 @@ def _draw_mouth(image: np.ndarray, box: FaceBox, opening: float) -> np.ndarray:
     """Blend a soft dark ellipse whose height follows the opening into a copy of the image."""
     if opening <= 0:
         return image
-    cx, cy = box.x1 + MOUTH_CENTRE[0] * box.w, box.y1 + MOUTH_CENTRE[1] * box.h
-    rx, ry = MOUTH_HALF_WIDTH * box.w, max(1e-3, opening * MOUTH_MAX_HALF_HEIGHT * box.h)
+    cx, cy = box.x1 + MOUTH_CENTRE[0] * box.width, box.y1 + MOUTH_CENTRE[1] * box.height
+    rx, ry = MOUTH_HALF_WIDTH * box.width, max(1e-3, opening * MOUTH_MAX_HALF_HEIGHT * box.height)
     top, left = max(0, int(cy - ry) - 2), max(0, int(cx - rx) - 2)
     bottom, right = min(image.shape[0], int(cy + ry) + 3), min(image.shape[1], int(cx + rx) + 3)
     ys, xs = np.mgrid[top:bottom, left:right].astype(np.float32)

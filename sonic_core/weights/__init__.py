@@ -8,8 +8,7 @@
 * :mod:`.hub` — :func:`fetch_weights` (``python -m sonic_core fetch-weights``).
 """
 
-from .components import (load_svd_parts, read_rife, read_whisper_encoder, rife_state_dict,
-                         whisper_encoder_state_dict)
+from .components import load_svd_parts, read_rife, read_whisper_encoder, rife_state_dict, whisper_encoder_state_dict
 from .hub import HUB_FILES, fetch_weights
 from .layout import COMPONENTS, OPTIONAL, WeightFiles, default_weights_dir, locate_weights
 from .reading import build_and_load, check_state_dict, dtype_from_name, read_state_dict, safetensors_keys

@@ -24,6 +24,10 @@ FETCH_COMMAND = "python -m sonic_core fetch-weights"
 SVD_FOLDER = "stable-video-diffusion-img2vid-xt"
 SVD_FILE_GLOB = "svd_xt*.safetensors"
 WHISPER_FOLDER = "whisper-tiny"
+ASSETS_ENV = "SONIC_ASSETS_DIR"
+REPO = Path(__file__).resolve().parents[2]
+RIFE_WEIGHTS = Path("RIFE") / "flownet.pkl"
+RIFE_DEMO_FRAMES = (Path("RIFE") / "I0_0.png", Path("RIFE") / "I0_1.png")
 
 # Component -> candidate paths relative to a Sonic root, first one = where a missing file should go.
 SONIC_FILES: dict[str, tuple[str, ...]] = {
@@ -40,6 +44,12 @@ OPTIONAL = frozenset({"yoloface", "rife"})  # a fallback detector exists; RIFE o
 def default_weights_dir() -> Path:
     """``$SONIC_WEIGHTS`` if set, else ``~/.cache/sonic``."""
     return Path(os.environ.get(WEIGHTS_ENV) or DEFAULT_WEIGHTS_DIR).expanduser()
+
+
+def assets_dir() -> Path:
+    """Where ``scripts/fetch_assets.py`` puts the demo and test assets (real RIFE weights and frames):
+    ``$SONIC_ASSETS_DIR``, default ``<repo>/.cache/assets`` (git-ignored)."""
+    return Path(os.environ.get(ASSETS_ENV) or REPO / ".cache" / "assets")
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 
-from . import timing
-from .errors import SonicInputError
+from .. import timing
+from ..errors import SonicInputError
 
 COEFFICIENTS_FILE = Path(__file__).with_name("cost_coefficients.json")
 COEFFICIENTS_ENV = "SONIC_COST_COEFFICIENTS"
@@ -126,12 +126,12 @@ def count_cost(run: Callable[[], Any]) -> NetworkCost:
 @lru_cache(maxsize=2)
 def _meta_networks(model: str) -> dict[str, torch.nn.Module]:
     """Every network of ``model`` built on the meta device (float32), keyed as :class:`SonicModels` fields."""
-    from .models.audio_adapters import Audio2BucketModel, AudioProjModel
-    from .models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-    from .models.rife import IFNet
-    from .models.unet import SonicUNet
-    from .models.vae import TemporalVAE
-    from .models.whisper import WhisperEncoder, WhisperEncoderConfig
+    from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
+    from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from ..models.rife import IFNet
+    from ..models.unet import SonicUNet
+    from ..models.vae import TemporalVAE
+    from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
 
     with torch.device("meta"):
         if model == "sonic":
@@ -140,7 +140,7 @@ def _meta_networks(model: str) -> dict[str, torch.nn.Module]:
                     "whisper": WhisperEncoder(WhisperEncoderConfig.tiny()),
                     "audio2token": AudioProjModel(), "audio2bucket": Audio2BucketModel()}
         else:
-            from . import tiny
+            from ..weights import tiny
             nets = {"unet": tiny.tiny_unet(), "vae": TemporalVAE(tiny.TINY_VAE),
                     "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(tiny.TINY_CLIP)),
                     "whisper": WhisperEncoder(WhisperEncoderConfig.from_dict(tiny.TINY_WHISPER)),
@@ -170,8 +170,8 @@ def weights_bytes(model: str = "sonic", dtype: str = "fp16") -> int:
 def _code_fingerprint() -> str:
     """Digest of everything that shapes the counts (network code, configs, the tiny configs, torch's version)."""
     digest = hashlib.sha256(torch.__version__.encode())
-    package = Path(__file__).resolve().parent
-    for path in sorted([*package.glob("models/*.py"), *package.glob("configs/*.json"), package / "tiny.py",
+    package = Path(__file__).resolve().parents[1]
+    for path in sorted([*package.glob("models/*.py"), *package.glob("configs/*.json"), package / "weights" / "tiny.py",
                         Path(__file__).resolve()]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]

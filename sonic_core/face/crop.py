@@ -10,43 +10,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import SonicFaceError, SonicInputError
+from ..errors import SonicFaceError, SonicInputError
+from .box import Detector, FaceBox
+from .detect import NO_FACE_FIX, detect_faces, select_face
 
-Detector = Callable[[np.ndarray], np.ndarray]  # RGB uint8 [H, W, 3] -> float [K, 5] (x1, y1, w, h, score)
 WORKING_MULTIPLE = 64
 AUTO_RATIO_MIN, AUTO_RATIO_MAX = 0.15, 0.5
 AUTO_SHARE_TIGHT, AUTO_SHARE_LOOSE = 0.15, 0.45  # face share at which the auto ratio reaches its min / max
-NO_FACE_FIX = "use a photo with one clearly visible, roughly frontal face"
-
-
-@dataclass(frozen=True)
-class FaceBox:
-    """A detected face in pixels of the image it was found in: top-left corner, size and detector score."""
-
-    x1: float
-    y1: float
-    width: float
-    height: float
-    score: float = 1.0
-
-    @property
-    def x2(self) -> float:
-        return self.x1 + self.width
-
-    @property
-    def y2(self) -> float:
-        return self.y1 + self.height
-
-    @property
-    def area(self) -> float:
-        return self.width * self.height
 
 
 @dataclass
@@ -62,32 +38,12 @@ class Reference:
     expand_ratio: float         # the ratio used (the auto choice when "auto" was asked)
     clip_source: Image.Image    # the image CLIP preprocessing starts from (the resized image, SPEC §3.4)
 
-
-def check_rgb_image(image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise SonicInputError(f"face detection needs an RGB uint8 [H, W, 3] image, got {image.dtype} "
-                              f"{tuple(image.shape)}")
-
-
-def detect_faces(image_rgb: np.ndarray, detector: Detector) -> list[FaceBox]:
-    """Every face the detector finds in an RGB uint8 image, in the detector's order (descending score)."""
-    check_rgb_image(image_rgb)
-    return [FaceBox(*map(float, row)) for row in np.asarray(detector(image_rgb)).reshape(-1, 5)]
-
-
-def select_face(boxes: list[FaceBox]) -> FaceBox:
-    """The official "maxface" choice: the *last* box whose area exceeds the *first* box's area, else the first.
-
-    The reference area is never updated (SPEC §3.1 quirk, kept because it decides which face is animated), so with
-    areas [10, 30, 20] the third box wins, not the largest.
-    """
-    if not boxes:
-        raise SonicFaceError(f"no face found in the portrait; {NO_FACE_FIX}")
-    chosen = boxes[0]
-    for box in boxes[1:]:
-        if box.area > boxes[0].area:
-            chosen = box
-    return chosen
+    @property
+    def frame_box(self) -> FaceBox:
+        """The face in pixels of the generated frames (the mask box, carried through the resize): what Lip-Sync
+        Align and Motion Smooth track, so they never have to find the face again on generated frames."""
+        x1, y1, x2, y2 = self.crop_box
+        return self.mask_box.scaled(self.image.width / (x2 - x1), self.image.height / (y2 - y1))
 
 
 def _slide(centre: float, target: float, limit: float) -> float:
@@ -176,12 +132,3 @@ def prepare_reference(image: Image.Image, detector: Detector, min_resolution: in
     return Reference(image=cropped, ref_image=(pixels - 0.5) / 0.5,
                      face_mask=torch.from_numpy(np.array(mask))[None].float() / 255.0,
                      face_box=face, crop_box=crop_box, mask_box=mask_box, expand_ratio=ratio, clip_source=cropped)
-
-
-def load_detector(yoloface_path: str | Path | None = None, device: torch.device | str = "cpu") -> Detector:
-    """The official TorchScript yoloface when its file is given and exists, else the OpenCV Haar fallback."""
-    if yoloface_path is not None and Path(yoloface_path).is_file():
-        from .models.yoloface import YoloFaceDetector
-        return YoloFaceDetector(yoloface_path, device)
-    from .haarface import HaarFaceDetector
-    return HaarFaceDetector()

@@ -17,16 +17,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .models.audio_adapters import Audio2BucketModel, AudioProjModel
-from .models.bundle import SonicModels, parse_dtype
-from .models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-from .models.rife import IFNet
-from .models.unet import SonicUNet
-from .models.vae import TemporalVAE
-from .models.whisper import WhisperEncoder, WhisperEncoderConfig
-from .weights import WeightFiles, build_and_load, load_svd_parts, read_rife, read_state_dict, read_whisper_encoder
+from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
+from ..models.bundle import SonicModels
+from ..device import parse_dtype
+from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+from ..models.rife import IFNet
+from ..models.unet import SonicUNet
+from ..models.vae import TemporalVAE
+from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
+from . import WeightFiles, build_and_load, load_svd_parts, read_rife, read_state_dict, read_whisper_encoder
 
-CONFIGS = Path(__file__).resolve().parent / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REQUIRED = ("unet", "audio2token", "audio2bucket", "whisper", "svd")
 UNET_FIX = "use Sonic/unet.pth from LeonJoe13/Sonic (run `python -m sonic_core fetch-weights`)"
 
@@ -58,7 +59,7 @@ class ModelConfigs:
 
     @classmethod
     def tiny(cls) -> ModelConfigs:
-        """The embedded tiny model's configs (:mod:`sonic_core.tiny`)."""
+        """The embedded tiny model's configs (:mod:`sonic_core.weights.tiny`)."""
         from . import tiny
 
         return cls(unet=tiny.TINY_UNET, vae=tiny.TINY_VAE, clip=tiny.TINY_CLIP, whisper=tiny.TINY_WHISPER,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import SonicWeightsError
-from ..face import check_rgb_image
+from .box import check_rgb_image
 
 INPUT_SHORT_SIDE = 416
 SIZE_MULTIPLE = 32

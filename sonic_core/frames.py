@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from sonic_core.errors import SonicInputError
+from .errors import SonicInputError
 
 # ITU-R BT.601 luma weights, the ones OpenCV's RGB2GRAY uses.
 _LUMA = (0.299, 0.587, 0.114)

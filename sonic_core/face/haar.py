@@ -14,8 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import SonicDependencyError
-from .face import check_rgb_image
+from ..errors import SonicDependencyError
+from .box import check_rgb_image
 
 CASCADE = "haarcascade_frontalface_default.xml"
 SCALE_FACTOR = 1.1
@@ -49,7 +49,10 @@ class HaarFaceDetector:
     def cascade_boxes(self, image_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The cascade's own square boxes int [K, 4] (x, y, w, h) and merged-hit counts [K], unmapped."""
         check_rgb_image(image_rgb)
-        gray = cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY)
+        return self.gray_boxes(cv2.cvtColor(image_rgb, cv2.COLOR_RGB2GRAY))
+
+    def gray_boxes(self, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`cascade_boxes` of a grayscale uint8 [H, W] image."""
         min_side = max(24, round(min(gray.shape) * MIN_FACE_FRACTION))
         rects, hits = self.cascade.detectMultiScale2(gray, SCALE_FACTOR, MIN_NEIGHBORS, minSize=(min_side, min_side))
         return np.asarray(rects).reshape(-1, 4), np.asarray(hits).reshape(-1)

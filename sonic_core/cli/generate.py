@@ -19,15 +19,15 @@ from typing import Any
 
 import torch
 
-from .errors import SonicDependencyError, SonicInputError
-from .models.bundle import DTYPES, parse_device, parse_dtype
-from .pipeline import GenerationReport, SonicPipeline
-from .post.chain import LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
-from .settings import SonicSettings
-from .timing import SAMPLE_RATE
-from .tokens import settings_tokens
+from ..errors import SonicDependencyError, SonicInputError
+from ..device import DTYPES, parse_device, parse_dtype
+from ..pipeline import GenerationReport, SonicPipeline
+from ..post.chain import LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
+from ..settings import SonicSettings
+from ..timing import SAMPLE_RATE
+from ..tokens import settings_tokens
 
-ASSETS = Path(__file__).with_name("assets")
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 DEMO_SPEECH = ASSETS / "speech.wav"
 DEMO_PORTRAIT = ASSETS / "portrait.jpg"
 # The tiny model's cost is in the full-resolution decoder layers and RIFE, so the demo uses the smallest frames and
@@ -210,7 +210,7 @@ def _format_prediction(cost: dict) -> str:
 
 def _predict(duration: float, settings: SonicSettings, device: torch.device, dtype: torch.dtype,
              model: str) -> dict:
-    from .cli import predicted_cost
+    from . import predicted_cost
 
     name = next(k for k, v in DTYPES.items() if v == dtype)
     return predicted_cost(duration, settings, device.type, name, model)
@@ -236,10 +236,11 @@ def _settings(args: argparse.Namespace, **extra: Any) -> SonicSettings:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .audio import load_audio
-    from .face import load_detector, prepare_reference
-    from .loader import load_sonic_models
-    from .weights import locate_weights
+    from ..audio import load_audio
+    from ..face.detect import load_detector
+    from ..face.crop import prepare_reference
+    from ..weights.loader import load_sonic_models
+    from ..weights import locate_weights
 
     started = time.perf_counter()
     interpolate = _output_rate(args.fps, args.no_interpolate)
@@ -275,10 +276,10 @@ def _open_image(path: str | os.PathLike) -> Any:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .audio import audio_duration
-    from .demo_assets import RIFE_WEIGHTS, assets_dir
-    from .face import load_detector
-    from .tiny import tiny_models
+    from ..audio import audio_duration
+    from ..weights.layout import RIFE_WEIGHTS, assets_dir
+    from ..face.detect import load_detector
+    from ..weights.tiny import tiny_models
 
     started = time.perf_counter()
     settings = _settings(args, interpolate=not args.no_interpolate,
@@ -286,7 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     rife = None
     if settings.interpolate:
-        from .models.rife import load_rife
+        from ..models.rife import load_rife
 
         weights = assets_dir() / RIFE_WEIGHTS
         if not weights.is_file():

@@ -13,11 +13,11 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import timing
-from .audio import audio_duration
-from .errors import SonicError, SonicInputError
-from .settings import SonicSettings
-from .tokens import PriceVerdict, Tier, load_tiers, price
+from .. import timing
+from ..audio import audio_duration
+from ..errors import SonicError, SonicInputError
+from ..settings import SonicSettings
+from ..metering.tiers import PriceVerdict, Tier, load_tiers, price
 
 def _add_knob(parser: argparse.ArgumentParser, name: str, flag: str | None = None, **kwargs: object) -> None:
     """An option whose default and help text come from SonicSettings."""
@@ -51,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m sonic_core",
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
-    from .ops.ledger_cli import add_ledger_parser  # the service-side commands live in ops/
+    from .ledger import add_ledger_parser  # the service-side commands live in ops/
     from .bench import add_bench_parser
-    from .generate_cli import add_generate_parsers
-    from .weights_cli import add_fetch_weights_parser
+    from .generate import add_generate_parsers
+    from .fetch_weights import add_fetch_weights_parser
     add_generate_parsers(sub)
     add_bench_parser(sub)
     add_ledger_parser(sub)
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def predicted_cost(duration: float, settings: SonicSettings, device: str, dtype: str, model: str) -> dict:
     """The cost model's prediction for a job as report fields (``None`` values when it cannot predict)."""
-    from . import cost
+    from ..metering import cost
 
     frames = timing.generated_frames(duration)
     fields: dict = {"predicted_seconds": None, "predicted_peak_bytes": None,

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import BudgetExceeded, SonicError, SonicInputError
-from ..tokens import Tier, load_tiers
-from .graph_cost import AudioDuration, GraphCost, GraphCostError, price_graph
+from .tiers import Tier, load_tiers
+from .graph_pricing import AudioDuration, GraphCost, GraphCostError, price_graph
 from .ledger import Ledger, open_ledger
 from .metrics import SonicMetrics
 

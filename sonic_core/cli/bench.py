@@ -24,9 +24,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import conditioning, sampler
-from .conditioning import AudioConditioning, ImageConditioning
-from .denoise import SamplerOptions, sample_latents
+from .. import conditioning, sampling
+from ..conditioning import AudioConditioning, ImageConditioning
+from ..sampling import SamplerOptions, sample_latents
 
 REPEATS = 3
 
@@ -67,8 +67,9 @@ def _compare(name: str, what: str, lean: Callable[[], object], naive: Callable[[
 
 def run_bench(repeats: int = REPEATS, seed: int = 0) -> list[Comparison]:
     """Every comparison of the module docstring on the tiny model."""
-    from .models.rife import IFNet, interpolate_x2
-    from .tiny import tiny_models
+    from ..models.rife import IFNet
+    from ..interpolation import interpolate_x2
+    from ..weights.tiny import tiny_models
 
     models = tiny_models(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -113,7 +114,7 @@ def run_bench(repeats: int = REPEATS, seed: int = 0) -> list[Comparison]:
     image = ImageConditioning(embeds, torch.randn(1, *latent, generator=gen), torch.randn(1, *latent, generator=gen),
                               torch.rand(1, 1, 64, 64, generator=gen))
     noise = torch.randn(n, *latent, generator=gen)
-    schedule = sampler.Schedule.svd()
+    schedule = sampling.Schedule.svd()
 
     def sample(windows_per_call: int) -> Callable[[], object]:
         options = SamplerOptions(steps=1, windows_per_call=windows_per_call)

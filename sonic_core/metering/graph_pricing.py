@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from ..errors import SonicError, SonicInputError
 from ..settings import SonicSettings
 from ..timing import generated_frames
-from ..tokens import Tier, load_tiers, price
+from .tiers import Tier, load_tiers, price
 
 if TYPE_CHECKING:
-    from ..cost import Prediction
+    from .cost import Prediction
 
 SAMPLER = "SonicSampler"
 PREDATA = "SonicPreData"
@@ -192,8 +192,8 @@ def _job_duration(graph: _Graph, predata_id: str) -> float:
 
 
 def predict(frames: int, resolution: int, steps: int, device: str, dtype: str) -> Prediction | None:
-    """:func:`sonic_core.cost.predict` for one job, or ``None`` when the cost model has no profile for ``device``."""
-    from .. import cost  # counting FLOPs needs torch; pricing a graph without predictions does not
+    """:func:`sonic_core.metering.cost.predict` for one job, or ``None`` when the cost model has no profile for ``device``."""
+    from . import cost  # counting FLOPs needs torch; pricing a graph without predictions does not
 
     try:
         return cost.predict(frames, resolution, steps, device, dtype)

@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .weights import COMPONENTS, WeightFiles, default_weights_dir, fetch_weights
-from .weights.layout import WEIGHTS_ENV
+from ..weights import COMPONENTS, WeightFiles, default_weights_dir, fetch_weights
+from ..weights.layout import WEIGHTS_ENV
 
 
 def add_fetch_weights_parser(sub: argparse._SubParsersAction) -> None:

@@ -8,7 +8,7 @@ import io
 import json
 from dataclasses import asdict
 
-from .ledger import DEFAULT_LEDGER_URL, LEDGER_ENV, Usage, month_range, open_ledger
+from ..metering.ledger import DEFAULT_LEDGER_URL, LEDGER_ENV, Usage, month_range, open_ledger
 
 
 def add_ledger_parser(sub: argparse._SubParsersAction) -> None:

@@ -1,0 +1,34 @@
+"""The two path rules every user-supplied name goes through: which configuration file to read, and whether a name
+stays inside the folder it names a file in (one helper for every node and route, VideoHelperSuite style)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import SonicInputError
+
+
+def config_file(explicit: str | os.PathLike | None, env_var: str,
+                bundled: str | os.PathLike | None = None) -> Path | None:
+    """The configuration file to read: ``explicit`` when given, else ``$env_var`` when set, else ``bundled``
+    (``None`` when none of them is)."""
+    chosen = explicit or os.environ.get(env_var) or bundled
+    return Path(chosen).expanduser() if chosen else None
+
+
+def relative_name(name: str, what: str) -> str:
+    """``name`` normalised, when it is a relative path that stays inside its folder; else one line that names the
+    input (``what``) and the fix. Checked on the text, before any file system access."""
+    if not name or os.path.isabs(name) or name.startswith(("/", "\\")):
+        raise SonicInputError(f"{what} {name!r}: give a name relative to the folder, not an absolute path")
+    if ".." in Path(name.replace("\\", "/")).parts:
+        raise SonicInputError(f"{what} {name!r}: '..' is not allowed; name a file inside the folder")
+    return os.path.normpath(name)
+
+
+def inside(path: str | os.PathLike, folders: list[str | os.PathLike]) -> bool:
+    """Whether ``path``, with every link resolved, lies inside one of ``folders`` (also resolved)."""
+    real = os.path.realpath(path)
+    return any(os.path.commonpath((os.path.realpath(folder), real)) == os.path.realpath(folder)
+               for folder in folders)
