@@ -1,5 +1,6 @@
 import sys
 
-from .cli import main
+from .cli import honour_interrupts, main
 
+honour_interrupts()
 sys.exit(main())

@@ -5,7 +5,9 @@ the original audio in the same pass: h264 + AAC in MP4, or VP9 + Opus in WebM. F
 memory. The audio is cut to the video's length with ``-t`` (``-shortest`` overshoots by seconds with piped
 input), so the writer needs the number of frames up front when there is audio. Output goes to a hidden temporary
 file beside the target and is renamed into place only after ffmpeg succeeded; on any error or interrupt the
-temporary files are removed and nothing is left behind.
+temporary files are removed and nothing is left behind. ffmpeg runs in a session of its own, so a terminal's Ctrl-C
+reaches only Python, which then aborts the writer and kills ffmpeg (ffmpeg would otherwise stop on the SIGINT by
+itself and finish the partial file).
 """
 
 from __future__ import annotations
@@ -174,7 +176,7 @@ class VideoWriter:
             self._stderr = tempfile.TemporaryFile()
             self._process = subprocess.Popen(self.command(str(self._tmp_output), audio_input),
                                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                             stderr=self._stderr)
+                                             stderr=self._stderr, start_new_session=True)
         except BaseException:
             self.abort()
             raise
@@ -224,16 +226,21 @@ class VideoWriter:
         return self.path
 
     def abort(self) -> None:
-        """Stop ffmpeg and remove every temporary file; the target path is left untouched."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
-        if self._process is not None and self._process.stdin is not None:
-            try:
-                self._process.stdin.close()
-            except BrokenPipeError:
-                pass
-        self._cleanup()
+        """Kill ffmpeg and remove every temporary file; the target path is left untouched. The files are removed
+        even when a second interrupt lands while ffmpeg is being reaped."""
+        process = self._process
+        try:
+            if process is not None:
+                if process.poll() is None:
+                    process.kill()
+                if process.stdin is not None:
+                    try:
+                        process.stdin.close()
+                    except OSError:  # the unflushed frames meet a closed pipe
+                        pass
+                process.wait()
+        finally:
+            self._cleanup()
 
     def _cleanup(self) -> None:
         for temp in self._temp_files:

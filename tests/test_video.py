@@ -1,3 +1,8 @@
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -68,6 +73,72 @@ def test_failure_or_interrupt_leaves_nothing_behind(tmp_path, failure):
         with VideoWriter(tmp_path / "x.mp4", 32, 32, 25, audio=(samples, rate), frames=10) as writer:
             writer.write(torch.rand(4, 3, 32, 32))
             raise failure("stop")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ffmpeg_runs_in_its_own_session_and_is_killed_when_the_writer_aborts(tmp_path):
+    """A terminal's Ctrl-C goes to its foreground process group: ffmpeg is outside ours, so only Python gets it,
+    and the abort (not the signal) ends ffmpeg."""
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "x.mp4", 32, 32, 25) as writer:
+            writer.write(torch.rand(2, 3, 32, 32))
+            ffmpeg = writer._process
+            assert os.getsid(ffmpeg.pid) == os.getpgid(ffmpeg.pid) == ffmpeg.pid != os.getpgid(0)
+            raise KeyboardInterrupt
+    assert ffmpeg.returncode == -signal.SIGKILL
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_interrupt_while_aborting_still_removes_the_files(tmp_path):
+    samples, rate = _speech()
+    with pytest.raises(KeyboardInterrupt):
+        with VideoWriter(tmp_path / "x.mp4", 32, 32, 25, audio=(samples, rate), frames=10) as writer:
+            writer.write(torch.rand(4, 3, 32, 32))
+            ffmpeg = writer._process
+            real_wait = ffmpeg.wait
+
+            def interrupted_wait(*args, **kwargs):  # Ctrl-C pressed again while the writer reaps ffmpeg
+                ffmpeg.wait = real_wait
+                raise KeyboardInterrupt
+
+            ffmpeg.wait = interrupted_wait
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+    assert ffmpeg.wait(timeout=60) == -signal.SIGKILL  # killed before the wait was interrupted
+
+
+_CTRL_C_SCRIPT = """
+import signal, sys, time, torch
+from sonic_core.video import VideoWriter
+signal.signal(signal.SIGINT, signal.default_int_handler)  # whatever disposition this test run inherited
+try:
+    with VideoWriter(sys.argv[1], 32, 32, 25) as writer:
+        ffmpeg = writer._process
+        writer.write(torch.rand(3, 3, 32, 32))
+        print("writing", flush=True)
+        while True:
+            time.sleep(1)
+except KeyboardInterrupt:
+    print("interrupted, ffmpeg exit", ffmpeg.returncode, flush=True)
+    sys.exit(130)
+"""
+
+
+def test_ctrl_c_to_the_foreground_group_mid_write_leaves_nothing(tmp_path):
+    """A terminal's Ctrl-C, mid-write: SIGINT to the whole process group of a program holding an open writer."""
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_SCRIPT, str(tmp_path / "x.mp4")], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == "writing\n", proc.communicate()
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err[-2000:]
+    assert out == f"interrupted, ffmpeg exit {-signal.SIGKILL}\n"  # killed by the abort, not stopped by the SIGINT
     assert list(tmp_path.iterdir()) == []
 
 

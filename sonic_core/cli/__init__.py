@@ -1,14 +1,15 @@
 """Command line: ``python -m sonic_core {generate,demo,estimate,bench,fetch-weights,ledger} ...``.
 
 Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2; Ctrl-C
-ends it with status 130 (an interrupted generation leaves no output file: the video is renamed into place only
-when complete).
+(SIGINT) ends it with status 130 (an interrupted generation leaves no output file: the video is renamed into place
+only when complete), also when the program was started with SIGINT ignored (see :func:`honour_interrupts`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -167,6 +168,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     source = f" of {Path(args.audio).name}" if args.audio else ""
     _print_estimate(args, duration, f"Sonic cost estimate{source}")
     return 0
+
+
+def honour_interrupts() -> None:
+    """Make SIGINT raise KeyboardInterrupt even if this process inherited it as ignored.
+
+    A non-interactive shell starts background jobs (``cmd &``: scripts, CI steps, job runners) with SIGINT ignored,
+    and Python keeps an inherited SIG_IGN instead of installing its KeyboardInterrupt handler; such a run ignored
+    Ctrl-C and ``kill -INT``, went on for minutes and wrote its video. Called by ``python -m sonic_core`` only, so
+    importing or calling :func:`main` from another program leaves that program's signal handling alone.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
