@@ -6,6 +6,7 @@ import os
 import warnings
 from typing import Any
 
+from sonic_core import node_ids
 from sonic_core.audio import AUDIO_SUFFIXES
 from sonic_core.errors import SonicAudioError, SonicInputError
 
@@ -95,7 +96,7 @@ def load_audio_duration(audio: dict[str, Any] | None = None, audio_file: str = N
 
 
 LOAD_AUDIO_DURATION = NodeSpec(
-    node_id="SonicLoadAudioDuration", display_name="Load Audio Duration (Sonic)", category="Sonic/audio",
+    node_id=node_ids.LOAD_AUDIO_DURATION, display_name="Load Audio Duration (Sonic)", category="Sonic/audio",
     description="Passes an AUDIO through (or loads one from the input folder) and measures its duration as "
                 "librosa does (samples / rate). With a requested duration, flags a difference of more than one "
                 "25-fps frame (0.04 s).",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sonic_core import node_ids
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
 from sonic_core.metering.graph_pricing import GraphCost, price_graph
@@ -60,7 +61,7 @@ def tier_names() -> list[str]:
 
 
 TOKEN_METER = NodeSpec(
-    node_id="SonicTokenMeter", display_name="Sonic Token Meter", category="Sonic/cost",
+    node_id=node_ids.TOKEN_METER, display_name="Sonic Token Meter", category="Sonic/cost",
     description="Tokens of every Sonic Sampler in this graph (the published token formula), the tier's verdict "
                 "and the predicted time. Shown on the node before queueing and after the run.",
     inputs=(Param("tier", "COMBO", default="standard", options=tier_names,

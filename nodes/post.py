@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sonic_core import node_ids
 from sonic_core.audio import waveform_to_16k_mono
 from sonic_core.errors import SonicInputError
 from sonic_core.post.lipsync import align
@@ -74,7 +75,7 @@ def motion_smooth(images: Any, fps: float = 25.0, method: str = "bezier", streng
 
 
 LIPSYNC_ALIGN = NodeSpec(
-    node_id="SonicLipSyncAlign", display_name="Lip-Sync Align", category="Sonic/post",
+    node_id=node_ids.LIPSYNC_ALIGN, display_name="Lip-Sync Align", category="Sonic/post",
     description="Measures the offset between mouth movement and speech (cross-correlation of mouth and speech "
                 "activity); in 'correct' mode, when confident, shifts the audio to cancel it. Frames are unchanged.",
     inputs=(
@@ -93,7 +94,7 @@ LIPSYNC_ALIGN = NodeSpec(
 )
 
 MOTION_SMOOTH = NodeSpec(
-    node_id="SonicMotionSmooth", display_name="Motion Smooth", category="Sonic/post",
+    node_id=node_ids.MOTION_SMOOTH, display_name="Motion Smooth", category="Sonic/post",
     description="Tracks the head, smooths its trajectory (Bézier, Savitzky-Golay or One-Euro) and warps each frame "
                 "onto the smoothed path; optionally retimes to target_fps (RIFE from a connected model, else a "
                 "linear blend).",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from sonic_core import node_ids
 from sonic_core import conditioning, timing
 from sonic_core.audio import fit_samples, log_mel_pieces, waveform_to_16k_mono
 from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
@@ -136,7 +137,7 @@ def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = "fp16", device: str =
 
 
 SONIC_LOADER = NodeSpec(
-    node_id="SonicLoader", display_name="Sonic Loader", category="Sonic/model",
+    node_id=node_ids.LOADER, display_name="Sonic Loader", category="Sonic/model",
     description="Loads the Sonic networks (UNet, audio adapters, whisper-tiny, SVD's VAE and CLIP image encoder, "
                 "RIFE) from a weight set found in models/sonic + models/checkpoints, or the embedded demo model "
                 "(tiny and untrained: noise-like videos, no download). Memory is managed by ComfyUI.",
@@ -235,7 +236,7 @@ def _knob_param(name: str, **overrides: Any) -> Param:
 
 
 SONIC_PREDATA = NodeSpec(
-    node_id="SonicPreData", display_name="Sonic PreData", category="Sonic/model",
+    node_id=node_ids.PREDATA, display_name="Sonic PreData", category="Sonic/model",
     description="Prepares a portrait and a speech track: finds the face, crops a square around it (expand_ratio), "
                 "builds the face mask, resizes to min_resolution and checks the audio's duration. Shows the crop.",
     inputs=(
@@ -314,7 +315,7 @@ def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_
 
 
 SONIC_SAMPLER = NodeSpec(
-    node_id="SonicSampler", display_name="Sonic Sampler", category="Sonic/model",
+    node_id=node_ids.SAMPLER, display_name="Sonic Sampler", category="Sonic/model",
     description="Generates the talking-head frames: audio and image conditioning, sliding-window 3-way guided "
                 "sampling (progress: steps x windows), VAE decode, then RIFE to the requested frame rate. Outputs "
                 "the frames, their rate and the audio cut to the video's length.",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sonic_core import node_ids
 from sonic_core.errors import SonicInputError
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
@@ -66,7 +67,7 @@ def video_combine(images: Any, fps: float = 25.0, format: str = "mp4 (h264 + aac
 
 
 VIDEO_COMBINE = NodeSpec(
-    node_id="SonicVideoCombine", display_name="Video Combine (Sonic)", category="Sonic/video",
+    node_id=node_ids.VIDEO_COMBINE, display_name="Video Combine (Sonic)", category="Sonic/video",
     description="Encodes IMAGE frames, with the audio muxed in and cut to the video's length, into ComfyUI's "
                 "output folder as MP4 (h264 + AAC) or WebM (VP9 + Opus), in one ffmpeg pass.",
     inputs=(

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..errors import SonicError, SonicInputError
+from ..node_ids import CORE_LOAD_AUDIO, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
 from ..settings import SonicSettings
 from ..timing import generated_frames
 from .tiers import Tier, load_tiers, price
@@ -24,10 +25,6 @@ from .tiers import Tier, load_tiers, price
 if TYPE_CHECKING:
     from .cost import Prediction
 
-SAMPLER = "SonicSampler"
-PREDATA = "SonicPreData"
-AUDIO_DURATION = "SonicLoadAudioDuration"
-CORE_LOAD_AUDIO = "LoadAudio"
 PRIMITIVES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                         "PrimitiveBoolean"})
 NO_FILE_CHOICES = ("", "none")  # SonicLoadAudioDuration's audio_file when the AUDIO input is used
@@ -153,7 +150,7 @@ class _Graph:
 
     def audio_seconds(self, node_id: str, name: str) -> float:
         """Length of the audio an AUDIO input carries, from the file its loader reads."""
-        source_id, _ = self.linked_node(node_id, name, (CORE_LOAD_AUDIO, AUDIO_DURATION))
+        source_id, _ = self.linked_node(node_id, name, (CORE_LOAD_AUDIO, LOAD_AUDIO_DURATION))
         return self.loader_seconds(source_id)
 
     def loader_seconds(self, loader_id: str) -> float:
@@ -176,7 +173,7 @@ def _job_duration(graph: _Graph, predata_id: str) -> float:
     """Seconds of audio a SonicPreData node uses: its duration if set, else the whole audio."""
     value = graph.raw(predata_id, "duration")
     if graph.is_link(value):
-        source_id, output = graph.linked_node(predata_id, "duration", (AUDIO_DURATION, *PRIMITIVES))
+        source_id, output = graph.linked_node(predata_id, "duration", (LOAD_AUDIO_DURATION, *PRIMITIVES))
         if graph.class_type(graph.prompt[source_id]) in PRIMITIVES:
             seconds = graph.number(predata_id, "duration")
         elif output != 1:

@@ -1,0 +1,12 @@
+"""The ComfyUI node ids of the pack (contract: saved workflows and API prompts name them). One set, used by the
+node specs in ``nodes/`` and by graph pricing, which finds the jobs of a prompt by these ids."""
+
+LOAD_AUDIO_DURATION = "SonicLoadAudioDuration"
+LOADER = "SonicLoader"
+PREDATA = "SonicPreData"
+SAMPLER = "SonicSampler"
+LIPSYNC_ALIGN = "SonicLipSyncAlign"
+MOTION_SMOOTH = "SonicMotionSmooth"
+TOKEN_METER = "SonicTokenMeter"
+VIDEO_COMBINE = "SonicVideoCombine"
+CORE_LOAD_AUDIO = "LoadAudio"  # ComfyUI's own audio loader, which graph pricing also reads
