@@ -9,6 +9,7 @@ from typing import Any
 from sonic_core import node_ids
 from sonic_core.audio import AUDIO_SUFFIXES
 from sonic_core.errors import SonicAudioError, SonicInputError
+from sonic_core.paths import inside, relative_name
 
 from .comfy_compat import folder_paths
 from .schema import NodeResult, NodeSpec, Param, Result, build_node
@@ -27,12 +28,13 @@ def input_audio_files() -> list[str]:
 
 
 def resolve_input_file(name: str) -> str:
-    """Path of ``name`` inside the input folder; names that are absolute or leave the folder are refused."""
-    folder = os.path.realpath(folder_paths.get_input_directory())
-    path = os.path.realpath(os.path.join(folder, name))
-    if os.path.isabs(name) or os.path.commonpath((folder, path)) != folder:
-        raise SonicInputError(f"audio_file {name!r}: only files inside ComfyUI's input folder can be loaded; "
-                              "pick one from the list or upload it")
+    """Path of ``name`` inside the input folder; names that are absolute or leave the folder (also through a link)
+    are refused."""
+    fix = "only files inside ComfyUI's input folder can be loaded: pick one from the list or upload it"
+    folder = folder_paths.get_input_directory()
+    path = os.path.join(folder, relative_name(name, "audio_file", fix))
+    if not inside(path, [folder]):
+        raise SonicInputError(f"audio_file {name!r} leads out of the input folder; {fix}")
     if not os.path.isfile(path):
         raise SonicAudioError(f"audio_file {name!r} is not in the input folder: upload it or pick another")
     return path

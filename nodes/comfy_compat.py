@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from sonic_core.errors import SonicInputError, SonicInterrupted
+from sonic_core.paths import inside, relative_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,15 +50,6 @@ IN_COMFYUI: bool = _COMFY is not None
 # Model folders the pack uses, relative to the models root (ComfyUI layout, docs/DESIGN.md).
 MODEL_FOLDERS: dict[str, str] = {"sonic": "sonic", "checkpoints": "checkpoints"}
 _ANNOTATION = re.compile(r"^(?P<name>.*?)\s*\[(?P<kind>input|output|temp)\]$")
-
-
-def _reject_escape(relative: str, what: str) -> str:
-    """``relative`` normalised, or a SonicInputError when it is absolute or climbs out of its folder."""
-    if not relative or os.path.isabs(relative) or relative.startswith(("/", "\\")):
-        raise SonicInputError(f"{what} {relative!r}: give a name relative to the folder, not an absolute path")
-    if ".." in Path(relative.replace("\\", "/")).parts:
-        raise SonicInputError(f"{what} {relative!r}: '..' is not allowed; name a file inside the folder")
-    return os.path.normpath(relative)
 
 
 class StandaloneFolderPaths:
@@ -93,7 +85,7 @@ class StandaloneFolderPaths:
         return sorted(names)
 
     def get_full_path(self, folder_name: str, filename: str) -> str | None:
-        relative = _reject_escape(filename, f"{folder_name} file")
+        relative = relative_name(filename, f"{folder_name} file")
         for base in self.get_folder_paths(folder_name):
             candidate = os.path.join(base, relative)
             if os.path.isfile(candidate):
@@ -134,8 +126,7 @@ class StandaloneFolderPaths:
         prefix = filename_prefix.replace("%width%", str(image_width)).replace("%height%", str(image_height))
         subfolder, filename = os.path.split(os.path.normpath(prefix))
         full_folder = os.path.normpath(os.path.join(output_dir, subfolder))
-        if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(full_folder))) \
-                != os.path.abspath(output_dir):
+        if not inside(full_folder, [output_dir]):
             raise SonicInputError(f"filename_prefix {filename_prefix!r}: saving outside the output folder "
                                   "is not allowed; use a name like 'Sonic' or 'videos/Sonic'")
         pattern = re.compile(re.escape(filename) + r"_(\d+)")

@@ -8,12 +8,12 @@ change) and after a run (from the node's ``ui`` payload).
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from sonic_core import node_ids
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
+from sonic_core.paths import inside
 from sonic_core.metering.graph_pricing import GraphCost, price_graph
 from sonic_core.metering.tiers import load_tiers
 
@@ -28,11 +28,9 @@ def input_audio_seconds(name: str) -> float:
 
     The estimate route prices graphs sent by clients, so a name that leaves ComfyUI's folders is refused.
     """
-    path = os.path.realpath(folder_paths.get_annotated_filepath(name))
-    roots = {os.path.realpath(folder) for folder in (folder_paths.get_input_directory(),
-                                                     folder_paths.get_output_directory(),
-                                                     folder_paths.get_temp_directory())}
-    if not any(os.path.commonpath((root, path)) == root for root in roots):
+    path = folder_paths.get_annotated_filepath(name)
+    roots = [folder_paths.get_input_directory(), folder_paths.get_output_directory(), folder_paths.get_temp_directory()]
+    if not inside(path, roots):
         raise SonicInputError(f"audio file {name!r} is outside ComfyUI's input, output and temp folders: "
                               "pick a file from the input folder")
     return audio_duration(path)

@@ -9,16 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
 import torch
 
 from sonic_core import node_ids
-from sonic_core.audio import waveform_to_16k_mono
+from sonic_core.audio import speech_from_waveform
 from sonic_core.errors import SonicInputError
-from sonic_core.post.lipsync import align
-from sonic_core.post.smooth import smooth_motion
-from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, shift_audio
-from sonic_core.post.smooth import METHODS
+from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, align
+from sonic_core.post.smooth import METHODS, smooth_motion
 from sonic_core.settings import AUTO
 
 from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
@@ -39,21 +36,15 @@ def frames_to_image(frames: torch.Tensor) -> torch.Tensor:
     return frames.permute(0, 2, 3, 1).contiguous()
 
 
-def shifted_audio(audio: dict[str, Any], offset_s: float) -> dict[str, Any]:
-    """The AUDIO delayed by ``offset_s`` (advanced when negative) at its own rate and channels, length kept."""
-    rate = int(audio["sample_rate"])
-    samples = int(round(offset_s * rate))
-    waveform = audio["waveform"].detach().cpu().float().numpy()
-    shifted = np.stack([[shift_audio(channel, samples) for channel in clip] for clip in waveform])
-    return {"waveform": torch.from_numpy(shifted), "sample_rate": rate}
-
-
 def lipsync_align(images: Any, audio: dict[str, Any], fps: float = 25.0, mode: str = "measure",
                   max_offset: float = DEFAULT_MAX_OFFSET, min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> NodeResult:
-    samples = waveform_to_16k_mono(audio["waveform"], int(audio["sample_rate"]))
-    frames, _, report = align(image_to_frames(images), samples, fps, mode, max_offset=max_offset,
+    speech = speech_from_waveform(audio["waveform"], int(audio["sample_rate"]), name="audio")
+    frames, _, report = align(image_to_frames(images), speech.samples, fps, mode, max_offset=max_offset,
                               min_confidence=min_confidence)
-    out_audio = shifted_audio(audio, report.offset_s) if report.applied else audio
+    out_audio = audio
+    if report.applied:
+        delayed = speech.delayed(report.offset_s)
+        out_audio = {"waveform": torch.from_numpy(delayed.waveform)[None], "sample_rate": delayed.sample_rate}
     line = (f"offset {report.offset_s * 1000:+.0f} ms ({report.offset_frames:+.2f} frames, audio leads when +), "
             f"confidence {report.confidence:.2f}: {report.reason}")
     return NodeResult((images, out_audio, line), ui={"text": [line, json.dumps(report.to_dict())]})

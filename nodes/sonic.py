@@ -1,9 +1,10 @@
 """The pipeline nodes: Sonic Loader (SONIC_MODEL), Sonic PreData (SONIC_PREDATA + crop preview), Sonic Sampler.
 
-The Sampler runs :class:`sonic_core.pipeline.SonicPipeline`'s stages one by one (conditioning → sample → decode →
-RIFE) because ComfyUI's IMAGE output is a tensor of every frame: unlike the CLI, the decoded frames do sit in
-memory here. The networks live under ComfyUI's model management (:class:`.comfy_compat.ManagedModel`), so
-ComfyUI's "free model memory" unloads them and nothing is pinned across runs.
+PreData prepares the inputs with the engine's one preparation step (:func:`sonic_core.inputs.prepare_inputs`) and
+the Sampler runs the engine's one pipeline (:class:`sonic_core.pipeline.SonicPipeline`), collecting its frame chunks
+because ComfyUI's IMAGE output is a tensor of every frame. The networks live under ComfyUI's model management
+(:class:`.comfy_compat.ManagedModel`), so ComfyUI's "free model memory" unloads them and nothing is pinned across
+runs.
 """
 
 from __future__ import annotations
@@ -17,18 +18,20 @@ import torch
 from PIL import Image, ImageDraw
 
 from sonic_core import node_ids
-from sonic_core import conditioning, timing
-from sonic_core.audio import fit_samples, log_mel_pieces, waveform_to_16k_mono
-from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
-from sonic_core.sampling import SamplerOptions, calls_per_step
-from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
-from sonic_core.face.crop import Reference, prepare_reference
-from sonic_core.face.detect import load_detector
+from sonic_core.audio import FIT_MODES, speech_from_waveform
 from sonic_core.device import DTYPES, parse_device, parse_dtype
+from sonic_core.errors import SonicInputError, SonicWeightsError
+from sonic_core.face.crop import Reference
+from sonic_core.inputs import PreparedInputs, prepare_inputs
 from sonic_core.models.bundle import SonicModels
-from sonic_core.pipeline import GenerationInputs, SonicPipeline
+from sonic_core.models.rife import load_rife
+from sonic_core.pipeline import SonicPipeline
+from sonic_core.sampling import SamplerOptions, calls_per_step
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
+from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
+from sonic_core.weights.loader import load_sonic_models
+from sonic_core.weights.tiny import tiny_models
 
 from .comfy_compat import (ManagedModel, ProgressBar, offload_device, sonic_model_dirs, throw_if_interrupted,
                            torch_device)
@@ -38,7 +41,6 @@ from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_n
 DEMO_WEIGHTS = "demo (tiny, untrained)"
 STANDALONE_PREFIX = "standalone: "
 AUTO_DEVICE = "auto"
-FIT_CHOICES = ("error", "trim", "pad")
 YOLOFACE_FILE = "yoloface_v5m.pt"
 DEMO_SEED = 0  # the embedded demo weights are drawn from this seed
 
@@ -100,9 +102,6 @@ def demo_rife_path() -> Path | None:
 
 
 def _demo_models(dtype: torch.dtype) -> SonicModels:
-    from sonic_core.models.rife import load_rife
-    from sonic_core.weights.tiny import tiny_models
-
     rife_path = demo_rife_path()
     return tiny_models(DEMO_SEED, dtype, rife=load_rife(rife_path) if rife_path is not None else None)
 
@@ -113,13 +112,6 @@ def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | No
         raise SonicWeightsError(f"weights {label!r} are not a weight set this ComfyUI knows ({DEMO_WEIGHTS!r} or "
                                 f"{', '.join(map(repr, sets))}): pick one from the list")
     files = sets[label].require()
-    try:
-        from sonic_core.weights.loader import load_sonic_models
-    except ModuleNotFoundError as exc:
-        if exc.name != "sonic_core.loader":
-            raise
-        raise SonicDependencyError("this install of sonic_core cannot load the official weights "
-                                   "(sonic_core.loader is missing): update the pack") from None
     return load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None), files.yoloface
 
 
@@ -157,12 +149,11 @@ SONIC_LOADER = NodeSpec(
 
 @dataclass
 class PreData:
-    """The ``SONIC_PREDATA`` value: the prepared portrait, the checked 16 kHz speech, and the source AUDIO."""
+    """The ``SONIC_PREDATA`` value: the prepared inputs (speech fitted to the duration, portrait, face) and the
+    settings chosen here (min_resolution, expand_ratio, duration)."""
 
-    reference: Reference
-    samples: np.ndarray  # float32 mono 16 kHz, after the duration check
-    audio: dict[str, Any]  # the AUDIO as it came in (its own rate and channels), passed on by the Sampler
-    settings: SonicSettings  # min_resolution, expand_ratio and duration as chosen here
+    inputs: PreparedInputs
+    settings: SonicSettings
 
 
 def image_to_pil(image: torch.Tensor) -> Image.Image:
@@ -191,39 +182,34 @@ def crop_preview(reference: Reference) -> Image.Image:
 
 
 def predata_report(predata: PreData) -> str:
-    ref, settings = predata.reference, predata.settings
-    box = ref.face_box
+    inputs, settings = predata.inputs, predata.settings
+    ref, box = inputs.reference, inputs.reference.face_box
     ratio = f"{ref.expand_ratio:.3f}" + (" (auto)" if settings.expand_ratio == AUTO else "")
-    seconds = len(predata.samples) / timing.SAMPLE_RATE
-    frames = conditioning.generated_frame_count(timing.audio_frames(len(predata.samples)),
-                                                timing.AUDIO_FRAMES_PER_VIDEO_FRAME)
     return (f"face box x={box.x1:.0f} y={box.y1:.0f} w={box.width:.0f} h={box.height:.0f} (score {box.score:.2f}), "
             f"expand_ratio {ratio}, crop {ref.crop_box} -> {ref.image.width}x{ref.image.height}, "
-            f"audio {seconds:.3f} s -> {frames} generated frames")
+            f"audio {inputs.speech.seconds:.3f} s -> {inputs.num_frames} generated frames")
 
 
-def face_detector() -> Any:
-    """yoloface from a ``models/sonic`` folder when it is there, else OpenCV's Haar cascade."""
-    path = next((Path(folder) / YOLOFACE_FILE for folder in sonic_model_dirs()
+def yoloface_path() -> Path | None:
+    """yoloface from a ``models/sonic`` folder when it is there (else the engine uses OpenCV's Haar cascade)."""
+    return next((Path(folder) / YOLOFACE_FILE for folder in sonic_model_dirs()
                  if (Path(folder) / YOLOFACE_FILE).is_file()), None)
-    return load_detector(path)
 
 
 def sonic_predata(image: torch.Tensor, audio: dict[str, Any], duration: float = 0.0, min_resolution: int = 512,
                   expand_ratio: str = AUTO, fit: str = "error") -> NodeResult:
-    if fit not in FIT_CHOICES:
-        raise SonicInputError(f"fit {fit!r}: use one of {list(FIT_CHOICES)}")
+    if fit not in FIT_MODES:
+        raise SonicInputError(f"fit {fit!r}: use one of {list(FIT_MODES)}")
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise SonicInputError("audio: not a ComfyUI AUDIO value; connect a Load Audio node")
     settings = SonicSettings(min_resolution=min_resolution, expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
                              duration=float(duration) if duration else None)
-    samples = fit_samples(waveform_to_16k_mono(audio["waveform"], int(audio["sample_rate"])), settings.duration,
-                          fit, "AUDIO input")
-    reference = prepare_reference(image_to_pil(image), face_detector(), settings.min_resolution,
-                                  settings.expand_ratio, settings.face_area)
-    predata = PreData(reference, samples, audio, settings)
+    speech = speech_from_waveform(audio["waveform"], int(audio["sample_rate"]), settings.duration, fit,
+                                  "AUDIO input")
+    inputs = prepare_inputs(image_to_pil(image), speech, settings, yoloface=yoloface_path())
+    predata = PreData(inputs, settings)
     report = predata_report(predata)
-    return NodeResult((predata, pil_to_image(crop_preview(reference)), report), ui={"text": [report]})
+    return NodeResult((predata, pil_to_image(crop_preview(inputs.reference)), report), ui={"text": [report]})
 
 
 def _knob_param(name: str, **overrides: Any) -> Param:
@@ -244,7 +230,7 @@ SONIC_PREDATA = NodeSpec(
         Param("audio", "AUDIO", tooltip="the speech"),
         _knob_param("min_resolution"),
         Param("expand_ratio", "STRING", default=AUTO, tooltip=SonicSettings.knob("expand_ratio").help),
-        Param("fit", "COMBO", default="error", options=FIT_CHOICES,
+        Param("fit", "COMBO", default="error", options=FIT_MODES,
               tooltip="when duration and audio differ: error, trim longer audio, or pad shorter audio with silence"),
         Param("duration", "FLOAT", optional=True, default=0.0, min=0.0, max=SonicSettings.knob("duration").max,
               step=0.01, tooltip="seconds the video lasts; 0 = the whole audio. Must match the audio within one "
@@ -263,23 +249,10 @@ def _check_interrupt() -> bool:
     return False
 
 
-def retime_frames(frames: torch.Tensor, fps: float, rife: Any) -> torch.Tensor:
-    """Generated 12.5 fps frames ``[N, 3, H, W]`` at ``fps``: RIFE ×2 (2N - 1 frames) for 25 fps when the model has
-    RIFE, else :func:`sonic_core.post.retime` (RIFE midpoints, or a linear blend without RIFE)."""
-    from sonic_core.interpolation import interpolate_x2
-    from sonic_core.interpolation import retime
-
-    if fps == timing.GENERATED_FPS or len(frames) < 2:
-        return frames
-    if rife is not None and fps == 2 * timing.GENERATED_FPS:
-        return interpolate_x2(frames, rife)
-    return retime(frames, timing.GENERATED_FPS, fps, rife.midpoint if rife is not None else None)
-
-
-def trimmed_audio(audio: dict[str, Any], seconds: float) -> dict[str, Any]:
-    """The AUDIO cut to ``seconds`` (the video's length), at its own rate and channels."""
-    rate = int(audio["sample_rate"])
-    return {"waveform": audio["waveform"][..., :int(round(seconds * rate))], "sample_rate": rate}
+def speech_audio(speech: Any, seconds: float) -> dict[str, Any]:
+    """The speech as a ComfyUI AUDIO (its own rate and channels) cut to ``seconds``, the video's length."""
+    waveform = torch.from_numpy(speech.waveform[:, :int(round(seconds * speech.sample_rate))].copy())
+    return {"waveform": waveform[None], "sample_rate": speech.sample_rate}
 
 
 @torch.no_grad()
@@ -292,26 +265,14 @@ def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_
                                         seed=seed, audio_guidance=audio_guidance,
                                         appearance_guidance=appearance_guidance, fps=fps)
     pipeline = SonicPipeline(model.models, model.load(), model.dtype)
-    samples = predata.samples
-    mel = log_mel_pieces(samples, n_mels=pipeline.models.whisper.config.num_mel_bins)
-    inputs = GenerationInputs(samples, mel, predata.reference, mux_audio=None)
-    num_frames = inputs.num_frames
-    audio_cond, image_cond, latent_noise = pipeline.condition(inputs, settings)
-    options = SamplerOptions.from_settings(settings)
-    progress = ProgressBar(settings.steps * calls_per_step(num_frames, options))
-    pipeline.models.unet.ip_scale = settings.ip_audio_scale
-    latents = pipeline.sample(audio_cond, image_cond, latent_noise, options,
-                              on_step=lambda done, total: progress.update_absolute(done, total),
-                              should_stop=_check_interrupt)
-    decoded = []
-    for chunk in pipeline.decode(latents, settings.decode_chunk_size):
-        throw_if_interrupted()
-        decoded.append(chunk.cpu())
-    frames = retime_frames(torch.cat(decoded), settings.fps, pipeline.models.rife)
+    inputs = predata.inputs
+    progress = ProgressBar(settings.steps * calls_per_step(inputs.num_frames, SamplerOptions.from_settings(settings)))
+    chunks = pipeline(inputs, settings, on_step=lambda done, total: progress.update_absolute(done, total),
+                      should_stop=_check_interrupt)
+    frames = torch.cat([chunk.cpu() for chunk in chunks])
     throw_if_interrupted()
-    seconds = len(frames) / settings.fps
     return NodeResult((frames.permute(0, 2, 3, 1).contiguous(), settings.fps,
-                       trimmed_audio(predata.audio, seconds)))
+                       speech_audio(inputs.speech, len(frames) / settings.fps)))
 
 
 SONIC_SAMPLER = NodeSpec(

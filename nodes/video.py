@@ -7,6 +7,7 @@ from typing import Any
 
 from sonic_core import node_ids
 from sonic_core.errors import SonicInputError
+from sonic_core.paths import relative_name
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
 from .comfy_compat import ProgressBar, folder_paths, throw_if_interrupted, video_from_file
@@ -19,12 +20,7 @@ CHUNK_FRAMES = 16
 
 def check_prefix(filename_prefix: str) -> str:
     """The prefix, or a SonicInputError when it is empty, absolute or climbs out of the output folder."""
-    prefix = filename_prefix.strip()
-    parts = prefix.replace("\\", "/").split("/")
-    if not parts[-1] or os.path.isabs(prefix) or prefix.startswith(("/", "\\")) or ".." in parts:
-        raise SonicInputError(f"filename_prefix {filename_prefix!r}: use a plain name like 'Sonic' or "
-                              "'videos/Sonic', without '..' or an absolute path")
-    return prefix
+    return relative_name(filename_prefix.strip(), "filename_prefix", "use a plain name like 'Sonic' or 'videos/Sonic'")
 
 
 def _audio_track(audio: dict[str, Any] | None) -> tuple[Any, int] | None:

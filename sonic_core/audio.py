@@ -1,8 +1,9 @@
-"""Audio input: reading files, measuring and checking their duration the way the published design does (librosa),
-and whisper's log-mel features (SPEC §4.1).
+"""Audio input: the speech track read once, its duration checked the way the published design does it (within one
+25 fps frame, else trimmed or padded on request), and whisper's log-mel features (MODEL.md §4.1).
 
-Files libsndfile reads (wav, flac, ogg, mp3) go straight to librosa; others (m4a/AAC) are first decoded to a
-float WAV with the imageio-ffmpeg binary, because librosa's audioread fallback needs a system ffmpeg.
+A file is decoded once into its own rate and channels (libsndfile for wav, flac, ogg and mp3; the imageio-ffmpeg
+binary for the rest, e.g. m4a/AAC). The model hears that waveform as 16 kHz mono, made exactly as ``librosa.load``
+makes it (channel mean, then the soxr_hq resampler); the video carries the original, fitted to the same duration.
 """
 
 from __future__ import annotations
@@ -10,22 +11,20 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile
 import torch
 
 from .errors import SonicAudioError, SonicDependencyError
+from .timing import AUDIO_FPS, AUDIO_FRAMES_PER_VIDEO_FRAME, SAMPLE_RATE, SAMPLES_PER_AUDIO_FRAME
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
-SAMPLE_RATE = 16000
-VIDEO_FPS = 25  # the audio frame rate of the published design: 640 samples per frame
-SAMPLES_PER_FRAME = SAMPLE_RATE // VIDEO_FPS
-FRAMES_PER_GENERATED_FRAME = 2  # SPEC §2 "step"
-MIN_SAMPLES = SAMPLES_PER_FRAME * FRAMES_PER_GENERATED_FRAME  # 80 ms: anything shorter gives 0 video frames
-DURATION_TOLERANCE = 1 / VIDEO_FPS
-FIT_MODES = ("error", "trim", "pad")
+MIN_SAMPLES = SAMPLES_PER_AUDIO_FRAME * AUDIO_FRAMES_PER_VIDEO_FRAME  # 80 ms: anything shorter gives 0 video frames
+DURATION_TOLERANCE = 1 / AUDIO_FPS
+FIT_MODES = ("error", "trim", "pad")  # what a duration mismatch does: refuse, cut longer audio, pad shorter audio
 
 PIECE_SAMPLES = 30 * SAMPLE_RATE  # whisper's 30 s window
 N_FFT = 400
@@ -33,6 +32,40 @@ HOP_LENGTH = 160
 PIECE_FRAMES = PIECE_SAMPLES // HOP_LENGTH  # 3000 mel frames a piece
 LOG_MEL_FLOOR = 1e-10
 DYNAMIC_RANGE = 8.0  # log10 units kept below each piece's maximum
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A speech track as a generation uses it, both forms fitted to the same duration: ``waveform`` float32
+    ``[channels, T]`` at ``sample_rate`` (what the video carries) and ``samples``, float32 mono 16 kHz (what the
+    model hears)."""
+
+    waveform: np.ndarray
+    sample_rate: int
+    samples: np.ndarray
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.size / SAMPLE_RATE
+
+    def delayed(self, seconds: float) -> Speech:
+        """Both forms delayed by ``seconds`` (advanced when negative), lengths kept (Lip-Sync Align's correction)."""
+        return Speech(np.stack([shift_audio(channel, int(round(seconds * self.sample_rate)))
+                                for channel in self.waveform]), self.sample_rate,
+                      shift_audio(self.samples, int(round(seconds * SAMPLE_RATE))))
+
+
+def shift_audio(audio: np.ndarray, samples: int) -> np.ndarray:
+    """Delay (``samples > 0``) or advance (``< 0``) a waveform, keeping its length: zeros fill the gap."""
+    shifted = np.zeros_like(audio)
+    count = len(audio)
+    if abs(samples) >= count:
+        return shifted
+    if samples >= 0:
+        shifted[samples:] = audio[:count - samples]
+    else:
+        shifted[:count + samples] = audio[-samples:]
+    return shifted
 
 
 def _readable_formats() -> str:
@@ -51,16 +84,6 @@ def _unreadable(file: Path, exc: Exception) -> SonicAudioError:
                            f"use an uncorrupted {_readable_formats()} file")
 
 
-def _libsndfile_reads(file: Path) -> bool:
-    import soundfile
-
-    try:
-        soundfile.info(str(file))
-    except Exception:  # libsndfile raises LibsndfileError/RuntimeError/TypeError depending on the failure
-        return False
-    return True
-
-
 def _decode_with_ffmpeg(file: Path, wav: Path) -> None:
     """Decode any ffmpeg-readable audio to a float WAV at its own rate and channel count."""
     try:
@@ -77,45 +100,52 @@ def _decode_with_ffmpeg(file: Path, wav: Path) -> None:
                               f"use an uncorrupted {_readable_formats()} file")
 
 
-def _librosa_load(source: Path) -> np.ndarray:
-    import librosa
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # librosa's audioread fallback warns before failing
-        samples, _ = librosa.load(str(source), sr=SAMPLE_RATE, mono=True)
-    return samples
+def _read_with_libsndfile(file: Path) -> tuple[np.ndarray, int]:
+    """float32 ``[channels, T]`` and the rate, as libsndfile decodes the file (and as librosa reads it)."""
+    with soundfile.SoundFile(str(file)) as handle:
+        data = handle.read(dtype="float32", always_2d=True)
+        return np.ascontiguousarray(data.T), int(handle.samplerate)
 
 
-def _read_16k_mono(file: Path) -> np.ndarray:
-    """``librosa.load(file, sr=16000)``: channel mean, then the soxr_hq resampler; float32."""
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Decode an audio file once: float32 ``[channels, T]`` at its own sample rate."""
+    file = _existing_file(path)
     try:
-        if _libsndfile_reads(file):
-            return _librosa_load(file)
-        with tempfile.TemporaryDirectory(prefix="sonic_audio_") as tmp:
-            wav = Path(tmp) / "decoded.wav"
-            _decode_with_ffmpeg(file, wav)
-            return _librosa_load(wav)
+        try:
+            return _read_with_libsndfile(file)
+        except (soundfile.LibsndfileError, RuntimeError, TypeError):  # a format libsndfile does not decode
+            with tempfile.TemporaryDirectory(prefix="sonic_audio_") as tmp:
+                wav = Path(tmp) / "decoded.wav"
+                _decode_with_ffmpeg(file, wav)
+                return _read_with_libsndfile(wav)
     except (SonicAudioError, SonicDependencyError):
         raise
-    except Exception as exc:  # soundfile/soxr raise many unrelated types for unreadable data
+    except Exception as exc:  # soundfile raises many unrelated types for damaged data
         raise _unreadable(file, exc) from None
 
 
 def audio_duration(path: str | os.PathLike) -> float:
-    """Length of an audio file in seconds, as ``librosa.get_duration`` measures it."""
-    import librosa
-
+    """Length of an audio file in seconds, as ``librosa.get_duration`` measures it; libsndfile formats are measured
+    from their header without decoding."""
     file = _existing_file(path)
-    if _libsndfile_reads(file):
-        try:
-            seconds = float(librosa.get_duration(path=str(file)))
-        except Exception as exc:  # a valid header over damaged data
-            raise _unreadable(file, exc) from None
-    else:
-        seconds = len(_read_16k_mono(file)) / SAMPLE_RATE
+    try:
+        seconds = float(soundfile.info(str(file)).duration)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError):
+        waveform, rate = read_audio(file)
+        seconds = waveform.shape[-1] / rate
     if seconds <= 0:
         raise SonicAudioError(f"audio file {file.name!r} is empty: use a file with speech in it")
     return seconds
+
+
+def to_16k_mono(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    """float32 ``[channels, T]`` at ``sample_rate`` -> float32 mono 16 kHz, exactly as ``librosa.load`` makes it
+    (channel mean, then the soxr_hq resampler)."""
+    import librosa
+
+    mono = librosa.to_mono(np.asarray(waveform, dtype=np.float32))
+    return librosa.resample(mono, orig_sr=int(sample_rate), target_sr=SAMPLE_RATE,
+                            res_type="soxr_hq").astype(np.float32, copy=False)
 
 
 def _check_length(samples: np.ndarray, name: str) -> np.ndarray:
@@ -127,68 +157,64 @@ def _check_length(samples: np.ndarray, name: str) -> np.ndarray:
     return samples
 
 
-def _fit_duration(samples: np.ndarray, duration: float, fit: str, name: str) -> np.ndarray:
-    """Apply the published design's duration check: ``duration`` must match within one 25-fps frame, unless
-    ``fit`` says to trim longer audio or zero-pad shorter audio to exactly ``duration`` seconds."""
-    real = samples.size / SAMPLE_RATE
-    if abs(real - duration) <= DURATION_TOLERANCE:
-        return samples
-    target = round(duration * SAMPLE_RATE)
-    if fit == "trim" and real > duration:
-        return samples[:target]
-    if fit == "pad" and real < duration:
-        return np.pad(samples, (0, target - samples.size))
+def _fit_to(signal: np.ndarray, rate: int, duration: float) -> np.ndarray:
+    """``signal`` ``[..., T]`` cut or zero-padded to ``round(duration · rate)`` samples."""
+    target = round(duration * rate)
+    if signal.shape[-1] >= target:
+        return signal[..., :target]
+    return np.pad(signal, [(0, 0)] * (signal.ndim - 1) + [(0, target - signal.shape[-1])])
+
+
+def _check_fit(fit: str, duration: float | None) -> None:
+    if fit not in FIT_MODES:
+        raise SonicAudioError(f"fit={fit!r} is not a duration mode: use one of {', '.join(FIT_MODES)}")
+    if duration is not None and not duration > 0:
+        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive: pass seconds > 0 or None")
+
+
+def _fitted_duration(real: float, duration: float | None, fit: str, name: str) -> float | None:
+    """The duration to cut or pad to, ``None`` to keep the audio as it is: the published design's check that
+    ``duration`` matches within one 25 fps frame, unless ``fit`` says to trim longer or pad shorter audio."""
+    if duration is None or abs(real - duration) <= DURATION_TOLERANCE:
+        return None
+    if (fit == "trim" and real > duration) or (fit == "pad" and real < duration):
+        return duration
     fix = "trim" if real > duration else "pad"
     raise SonicAudioError(f"audio {name} lasts {real:.3f} s but the requested duration is {duration:.3f} s "
                           f"(tolerance {DURATION_TOLERANCE:.2f} s): set the duration to {real:.2f} s, "
                           f"or pass fit={fix!r} to {fix} the audio")
 
 
-def load_audio(path: str | os.PathLike, duration: float | None = None, fit: str = "error") -> np.ndarray:
-    """Read an audio file as float32 mono 16 kHz samples (SPEC §4.1), optionally checked against ``duration``.
-
-    ``fit`` decides what a mismatch beyond one 25-fps frame (0.04 s) does: ``"error"`` raises, ``"trim"`` cuts
-    longer audio and ``"pad"`` zero-pads shorter audio to ``duration``.
-    """
-    if fit not in FIT_MODES:
-        raise SonicAudioError(f"fit={fit!r} is not a duration mode: use one of {', '.join(FIT_MODES)}")
-    if duration is not None and not duration > 0:
-        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive: pass seconds > 0 or None")
-    file = _existing_file(path)
-    samples = _check_length(_read_16k_mono(file), repr(file.name))
-    if duration is not None:
-        samples = _check_length(_fit_duration(samples, duration, fit, repr(file.name)), repr(file.name))
-    return samples
-
-
-def fit_samples(samples: np.ndarray, duration: float | None, fit: str = "error", name: str = "clip") -> np.ndarray:
-    """:func:`load_audio`'s duration check for 16 kHz samples already in memory (e.g. a ComfyUI AUDIO)."""
-    if fit not in FIT_MODES:
-        raise SonicAudioError(f"fit={fit!r} is not a duration mode: use one of {', '.join(FIT_MODES)}")
-    if duration is None:
-        return _check_length(samples, name)
-    if not duration > 0:
-        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive: pass seconds > 0 or None")
-    return _check_length(_fit_duration(samples, duration, fit, name), name)
-
-
-def waveform_to_16k_mono(waveform: torch.Tensor, sample_rate: int) -> np.ndarray:
-    """ComfyUI AUDIO ``waveform`` ``[C, T]`` or ``[1, C, T]`` at ``sample_rate`` -> float32 mono 16 kHz, mixed down and
-    resampled exactly as ``librosa.load`` does (channel mean, then soxr_hq)."""
-    import librosa
-
+def speech_from_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int, duration: float | None = None,
+                         fit: str = "error", name: str = "clip") -> Speech:
+    """A :class:`Speech` from a decoded waveform ``[channels, T]`` (or a ComfyUI AUDIO's ``[1, channels, T]``),
+    checked against ``duration`` (see :data:`FIT_MODES`); ``name`` names the input in errors."""
+    _check_fit(fit, duration)
+    if isinstance(waveform, torch.Tensor):
+        waveform = waveform.detach().to("cpu", torch.float32).numpy()
+    waveform = np.asarray(waveform, dtype=np.float32)
     if waveform.ndim == 3:
         if waveform.shape[0] != 1:
             raise SonicAudioError(f"AUDIO holds a batch of {waveform.shape[0]} clips: pass a single clip")
         waveform = waveform[0]
     if waveform.ndim != 2:
-        raise SonicAudioError(f"AUDIO waveform has shape {tuple(waveform.shape)}: expected [channels, samples] "
+        raise SonicAudioError(f"audio {name} has shape {tuple(waveform.shape)}: expected [channels, samples] "
                               "or [1, channels, samples]")
     if not sample_rate > 0:
-        raise SonicAudioError(f"AUDIO sample_rate {sample_rate!r} is not positive: pass the clip's rate in Hz")
-    mono = waveform.detach().to("cpu", torch.float32).mean(dim=0).numpy()
-    samples = librosa.resample(mono, orig_sr=int(sample_rate), target_sr=SAMPLE_RATE, res_type="soxr_hq")
-    return _check_length(samples.astype(np.float32, copy=False), "clip")
+        raise SonicAudioError(f"audio {name}: sample rate {sample_rate!r} is not positive; pass the clip's rate in Hz")
+    samples = _check_length(to_16k_mono(waveform, sample_rate), name)
+    target = _fitted_duration(samples.size / SAMPLE_RATE, duration, fit, name)
+    if target is not None:
+        samples = _check_length(_fit_to(samples, SAMPLE_RATE, target), name)
+        waveform = _fit_to(waveform, sample_rate, target)
+    return Speech(waveform, int(sample_rate), samples)
+
+
+def load_speech(path: str | os.PathLike, duration: float | None = None, fit: str = "error") -> Speech:
+    """Read a speech file once (see :func:`speech_from_waveform` for ``duration`` and ``fit``)."""
+    _check_fit(fit, duration)
+    waveform, rate = read_audio(path)
+    return speech_from_waveform(waveform, rate, duration, fit, repr(Path(path).name))
 
 
 def _mel_filters(n_mels: int) -> torch.Tensor:

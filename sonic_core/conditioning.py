@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import SonicAudioError
+from .timing import generated_frame_count
 from .models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
 
 WHISPER_FRAMES_PER_AUDIO_FRAME = 2  # whisper runs at 50 Hz, audio frames at 25 fps
@@ -48,15 +49,6 @@ class ImageConditioning:
     ref_latents: torch.Tensor
     cond_latents: torch.Tensor
     face_mask: torch.Tensor
-
-
-def generated_frame_count(audio_len: int, step: int) -> int:
-    """Video frames for ``audio_len`` 25 fps audio frames at one video frame per ``step`` audio frames."""
-    frames = audio_len // step
-    if frames < 1:
-        raise SonicAudioError(f"the audio has {audio_len} frames of 40 ms, fewer than the {step} one video frame "
-                              f"needs: use at least {step * 40} ms of speech")
-    return frames
 
 
 def whisper_features(encoder: Callable[[torch.Tensor], torch.Tensor],

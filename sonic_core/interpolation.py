@@ -167,6 +167,15 @@ class Rife2x:
         return last.float()
 
 
+def output_frame_count(generated: int, fps: float, rife: IFNet | None) -> int:
+    """How many frames :func:`retime_chunks` yields for ``generated`` frames at 12.5 fps."""
+    if fps == timing.GENERATED_FPS or generated < 2:
+        return generated
+    if rife is not None and fps == 2 * timing.GENERATED_FPS:
+        return 2 * generated - 1
+    return output_count(generated, timing.GENERATED_FPS, fps)
+
+
 def retime_chunks(chunks: Iterable[torch.Tensor], fps: float, rife: IFNet | None,
                   batch_size: int = 8) -> Iterator[torch.Tensor]:
     """A generation's 12.5 fps frame chunks ``[n, 3, H, W]`` in [0, 1] as chunks at ``fps``.

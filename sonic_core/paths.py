@@ -17,13 +17,15 @@ def config_file(explicit: str | os.PathLike | None, env_var: str,
     return Path(chosen).expanduser() if chosen else None
 
 
-def relative_name(name: str, what: str) -> str:
+def relative_name(name: str, what: str, fix: str = "name a file inside the folder") -> str:
     """``name`` normalised, when it is a relative path that stays inside its folder; else one line that names the
-    input (``what``) and the fix. Checked on the text, before any file system access."""
+    input (``what``) and the ``fix``. Checked on the text, before any file system access."""
     if not name or os.path.isabs(name) or name.startswith(("/", "\\")):
-        raise SonicInputError(f"{what} {name!r}: give a name relative to the folder, not an absolute path")
+        raise SonicInputError(f"{what} {name!r}: a relative name is needed, not an absolute path; {fix}")
+    if name.endswith(("/", "\\")):
+        raise SonicInputError(f"{what} {name!r} names a folder, not a file; {fix}")
     if ".." in Path(name.replace("\\", "/")).parts:
-        raise SonicInputError(f"{what} {name!r}: '..' is not allowed; name a file inside the folder")
+        raise SonicInputError(f"{what} {name!r}: '..' is not allowed; {fix}")
     return os.path.normpath(name)
 
 

@@ -6,6 +6,8 @@ frames (12.5 fps) and doubles the rate with RIFE (2N - 1 frames at 25 fps).
 
 from __future__ import annotations
 
+from .errors import SonicAudioError
+
 SAMPLE_RATE = 16_000
 AUDIO_FPS = 25
 SAMPLES_PER_AUDIO_FRAME = SAMPLE_RATE // AUDIO_FPS  # 640
@@ -35,3 +37,13 @@ def output_frames(duration: float, interpolate: bool = True) -> int:
     if not interpolate or n == 0:
         return n
     return 2 * n - 1
+
+
+def generated_frame_count(audio_len: int, step: int = AUDIO_FRAMES_PER_VIDEO_FRAME) -> int:
+    """Video frames for ``audio_len`` 25 fps audio frames at one video frame per ``step`` audio frames; one line
+    naming the fix when the audio is too short for a single frame."""
+    frames = audio_len // step
+    if frames < 1:
+        raise SonicAudioError(f"the audio has {audio_len} frames of 40 ms, fewer than the {step} one video frame "
+                              f"needs: use at least {step * 40} ms of speech")
+    return frames

@@ -88,3 +88,29 @@ def perturb_(module, seed: int, std: float = 0.05) -> None:
         for tensor in module.state_dict().values():
             if tensor.is_floating_point():
                 tensor.add_(torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype) * std)
+
+
+def write_official_layout(root: Path, models) -> None:
+    """``models`` (:class:`sonic_core.models.bundle.SonicModels`) saved the way the published files are: Sonic
+    .pth pickles under Sonic/, whisper-tiny as a WhisperForConditionalGeneration safetensors, SVD as a diffusers
+    folder with fp16 variants, RIFE with the DataParallel ``module.`` prefix."""
+    import torch
+    from safetensors.torch import save_file
+
+    (root / "Sonic").mkdir(parents=True)
+    for name in ("unet", "audio2token", "audio2bucket"):
+        torch.save(getattr(models, name).state_dict(), root / "Sonic" / f"{name}.pth")
+    (root / "whisper-tiny").mkdir()
+    whisper = {"model." + k: v.contiguous() for k, v in models.whisper.state_dict().items()}
+    whisper["model.decoder.embed_tokens.weight"] = torch.zeros(4, 2)
+    save_file(whisper, root / "whisper-tiny" / "model.safetensors")
+    svd = root / "stable-video-diffusion-img2vid-xt"
+    (svd / "vae").mkdir(parents=True)
+    (svd / "image_encoder").mkdir()
+    save_file({k: v.half().contiguous() for k, v in models.vae.state_dict().items()},
+              svd / "vae" / "diffusion_pytorch_model.fp16.safetensors")
+    clip = {k: v.half().contiguous() for k, v in models.image_encoder.state_dict().items()}
+    clip["vision_model.embeddings.position_ids"] = torch.arange(17)[None]
+    save_file(clip, svd / "image_encoder" / "model.fp16.safetensors")
+    (root / "RIFE").mkdir()
+    torch.save({"module." + k: v for k, v in models.rife.state_dict().items()}, root / "RIFE" / "flownet.pkl")

@@ -12,11 +12,21 @@ import soundfile
 import torch
 
 from conftest import REPO
-from sonic_core.audio import audio_duration, load_audio, log_mel_pieces, waveform_to_16k_mono
+from sonic_core import audio
+from sonic_core.audio import audio_duration, load_speech, log_mel_pieces, speech_from_waveform
 from sonic_core.errors import SonicAudioError
 
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
 SPEECH_SAMPLES = soundfile.info(SPEECH).frames  # a 16 kHz mono file: 6.594 s
+def load_audio(path, duration: float | None = None, fit: str = "error") -> np.ndarray:
+    """What the model hears of a file: its 16 kHz mono samples."""
+    return load_speech(path, duration, fit).samples
+
+
+def waveform_to_16k_mono(waveform, rate: int) -> np.ndarray:
+    return speech_from_waveform(waveform, rate).samples
+
+
 ENCODED_FORMATS = {"mp3": ["-c:a", "libmp3lame", "-b:a", "128k"], "flac": ["-c:a", "flac"],
                    "ogg": ["-c:a", "libvorbis", "-q:a", "5"], "m4a": ["-c:a", "aac", "-b:a", "128k"]}
 
@@ -175,3 +185,34 @@ def test_log_mel_rejects_empty_or_multichannel_input() -> None:
         log_mel_pieces(np.zeros(0, dtype=np.float32))
     with pytest.raises(SonicAudioError, match="non-empty mono"):
         log_mel_pieces(np.zeros((2, 16000), dtype=np.float32))
+
+
+def test_the_original_track_is_kept_at_its_rate_and_channels_and_fitted_like_the_model_audio(stereo_44k) -> None:
+    stereo, wav = stereo_44k
+    whole = load_speech(wav)
+    assert whole.sample_rate == 44100 and whole.waveform.shape == (2, stereo.shape[0])
+    np.testing.assert_array_equal(whole.waveform, stereo.T.astype(np.float32))
+    trimmed, padded = load_speech(wav, 3.0, "trim"), load_speech(wav, 8.0, "pad")
+    assert trimmed.waveform.shape == (2, 3 * 44100) and trimmed.samples.size == 3 * 16000
+    np.testing.assert_array_equal(trimmed.waveform, whole.waveform[:, :3 * 44100])
+    assert padded.waveform.shape == (2, 8 * 44100) and padded.samples.size == 8 * 16000
+    assert not padded.waveform[:, stereo.shape[0]:].any()
+    delayed = trimmed.delayed(0.5)
+    np.testing.assert_array_equal(delayed.waveform[:, 22050:], trimmed.waveform[:, :-22050])
+    np.testing.assert_array_equal(delayed.samples[8000:], trimmed.samples[:-8000])
+
+
+@pytest.mark.parametrize("suffix", ["wav", "m4a"])
+def test_a_file_is_decoded_once(stereo_44k, encoded, suffix, monkeypatch) -> None:
+    _, wav = stereo_44k
+    path = wav if suffix == "wav" else encoded[suffix]
+    opened: list[str] = []
+    real_open = audio.soundfile.SoundFile
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio.soundfile, "SoundFile", counting_open)
+    load_speech(path, 3.0, "trim")
+    assert len(opened) == (1 if suffix == "wav" else 2)  # m4a: one failed attempt, then the decoded wav once

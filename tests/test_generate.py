@@ -13,8 +13,9 @@ import pytest
 from conftest import REPO
 from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
 from sonic_core.errors import SonicInterrupted
-from sonic_core.face.detect import load_detector
+from sonic_core.inputs import prepare_inputs
 from sonic_core.pipeline import SonicPipeline
+from sonic_core.render import render_video
 from sonic_core.settings import SonicSettings
 from sonic_core.weights.tiny import tiny_models
 from sonic_core.video import probe
@@ -41,8 +42,8 @@ SETTINGS = SonicSettings(min_resolution=256, steps=2, duration=CLIP_SECONDS)
 def test_generate_writes_a_lip_synced_mp4(pipeline, tmp_path) -> None:
     out = tmp_path / "clip.mp4"
     progress: list[tuple[int, int]] = []
-    report = pipeline.generate(PORTRAIT, SPEECH, out, SETTINGS, load_detector(None), fit="trim",
-                               on_step=lambda done, total: progress.append((done, total)))
+    inputs = prepare_inputs(PORTRAIT, SPEECH, SETTINGS, fit="trim")
+    report = render_video(pipeline, inputs, out, SETTINGS, on_step=lambda done, total: progress.append((done, total)))
     assert report.frames_generated == 27 and report.frames_written == 2 * 27 - 1
     assert (report.width, report.height, report.fps) == (256, 256, 25.0)
     assert progress[-1] == (4, 4)  # 2 steps x 2 windows
@@ -64,8 +65,8 @@ def test_cancelled_generation_leaves_no_file(pipeline, tmp_path) -> None:
         return len(checks) == 3
 
     with pytest.raises(SonicInterrupted):
-        pipeline.generate(PORTRAIT, SPEECH, tmp_path / "clip.mp4", SETTINGS.replace(steps=1), load_detector(None),
-                          fit="trim", should_stop=stop_while_decoding)
+        render_video(pipeline, prepare_inputs(PORTRAIT, SPEECH, SETTINGS, fit="trim"), tmp_path / "clip.mp4",
+                     SETTINGS.replace(steps=1), should_stop=stop_while_decoding)
     assert len(checks) == 3 and list(tmp_path.iterdir()) == []
 
 
@@ -75,10 +76,13 @@ MEMORY_RUN = textwrap.dedent("""
     import json, sys
     import numpy as np, torch
     from PIL import Image
-    from sonic_core.face import FaceBox, Reference
-    from sonic_core.pipeline import GenerationInputs, SonicPipeline
+    from sonic_core.audio import Speech
+    from sonic_core.face.box import FaceBox
+    from sonic_core.face.crop import Reference
+    from sonic_core.inputs import PreparedInputs
+    from sonic_core.pipeline import SonicPipeline
+    from sonic_core.render import render_video
     from sonic_core.settings import SonicSettings
-    from sonic_core.audio import log_mel_pieces
     from sonic_core.weights.tiny import tiny_models
 
     seconds, out, width, height = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -89,9 +93,9 @@ MEMORY_RUN = textwrap.dedent("""
     reference = Reference(image=image, ref_image=torch.rand(3, height, width) * 2 - 1,
                           face_mask=torch.ones(1, height, width), face_box=box, crop_box=(0, 0, width, height),
                           mask_box=box, expand_ratio=0.5, clip_source=image)
-    inputs = GenerationInputs(samples, log_mel_pieces(samples), reference, (samples, 16000))
+    inputs = PreparedInputs(Speech(samples[None], 16000, samples), reference)
     settings = SonicSettings(steps=1, interpolate=False)
-    report = SonicPipeline(tiny_models()).render(inputs, out, settings, windows_per_call=8)
+    report = render_video(SonicPipeline(tiny_models()), inputs, out, settings, windows_per_call=8)
     print(json.dumps(report.to_dict()))
 """)
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import checkpoint_key_list
-from safetensors.torch import save_file
+from conftest import checkpoint_key_list, write_official_layout
 
 from sonic_core.errors import SonicWeightsError
 from sonic_core.weights.loader import ModelConfigs, load_sonic_models, required_components
@@ -37,29 +36,6 @@ def test_full_size_networks_match_the_published_key_lists(component):
     ours = {key: tuple(t.shape) for key, t in model.state_dict().items()}
     assert ours == published
     assert not [name for name, _ in model.named_buffers() if name not in ours], "unsaved buffers cannot be assigned"
-
-
-def write_official_layout(root: Path, models: SonicModels) -> None:
-    """``models`` saved the way the published files are: Sonic .pth pickles under Sonic/, whisper-tiny as a
-    WhisperForConditionalGeneration safetensors, SVD as a diffusers folder with fp16 variants, RIFE with the
-    DataParallel ``module.`` prefix."""
-    (root / "Sonic").mkdir(parents=True)
-    for name in ("unet", "audio2token", "audio2bucket"):
-        torch.save(getattr(models, name).state_dict(), root / "Sonic" / f"{name}.pth")
-    (root / "whisper-tiny").mkdir()
-    whisper = {"model." + k: v.contiguous() for k, v in models.whisper.state_dict().items()}
-    whisper["model.decoder.embed_tokens.weight"] = torch.zeros(4, 2)
-    save_file(whisper, root / "whisper-tiny" / "model.safetensors")
-    svd = root / "stable-video-diffusion-img2vid-xt"
-    (svd / "vae").mkdir(parents=True)
-    (svd / "image_encoder").mkdir()
-    save_file({k: v.half().contiguous() for k, v in models.vae.state_dict().items()},
-              svd / "vae" / "diffusion_pytorch_model.fp16.safetensors")
-    clip = {k: v.half().contiguous() for k, v in models.image_encoder.state_dict().items()}
-    clip["vision_model.embeddings.position_ids"] = torch.arange(17)[None]
-    save_file(clip, svd / "image_encoder" / "model.fp16.safetensors")
-    (root / "RIFE").mkdir()
-    torch.save({"module." + k: v for k, v in models.rife.state_dict().items()}, root / "RIFE" / "flownet.pkl")
 
 
 @pytest.fixture(scope="module")

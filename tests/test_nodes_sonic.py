@@ -97,16 +97,20 @@ def test_predata_crops_the_face_and_checks_the_duration(pack):
     audio = speech_audio(stereo_rate=44100)
     predata, preview, report = run(pack, "SonicPreData", image=portrait_image(), audio=audio, duration=2.0,
                                    min_resolution=256, expand_ratio="auto", fit="trim")
-    assert predata.reference.ref_image.shape == (3, 256, 256) and preview.shape == (1, 256, 256, 3)
-    assert len(predata.samples) == 2 * timing.SAMPLE_RATE and predata.audio is audio
+    reference, speech = predata.inputs.reference, predata.inputs.speech
+    assert reference.ref_image.shape == (3, 256, 256) and preview.shape == (1, 256, 256, 3)
+    assert len(speech.samples) == 2 * timing.SAMPLE_RATE
+    # the original track is kept at its own rate and channels, trimmed to the same duration
+    assert speech.sample_rate == 44100 and speech.waveform.shape == (2, 2 * 44100)
+    np.testing.assert_array_equal(speech.waveform, audio["waveform"][0, :, :2 * 44100].numpy())
     assert "face box" in report and "(auto)" in report and "25 generated frames" in report
-    crop = torch.from_numpy(np.asarray(predata.reference.image) / 255.0).float()
+    crop = torch.from_numpy(np.asarray(reference.image) / 255.0).float()
     redness = lambda pixel: float(pixel[0] - pixel[1])  # noqa: E731
     assert redness(preview[0, 128, 128]) > redness(crop[128, 128]) + 0.1  # the face mask is tinted red
     assert torch.allclose(preview[0, 2, 2], crop[2, 2], atol=1 / 255)  # outside the mask: the crop as it is
     fixed = run(pack, "SonicPreData", image=portrait_image(), audio=audio, duration=0.0, min_resolution=320,
                 expand_ratio="0.3", fit="error")
-    assert fixed[0].reference.expand_ratio == 0.3 and fixed[0].reference.ref_image.shape[1:] == (320, 320)
+    assert fixed[0].inputs.reference.expand_ratio == 0.3 and fixed[0].inputs.reference.ref_image.shape[1:] == (320, 320)
     with pytest.raises(SonicAudioError, match="fit='trim'"):
         run(pack, "SonicPreData", image=portrait_image(), audio=audio, duration=2.0, min_resolution=256,
             expand_ratio="auto", fit="error")
@@ -195,15 +199,16 @@ def test_motion_smooth_reduces_jitter_and_retimes(pack):
             strength="lots", target_fps=0.0, border="reflect")
 
 
-def test_fit_samples_is_load_audios_duration_check_for_samples_in_memory():
-    from sonic_core.audio import fit_samples
+def test_speech_from_waveform_is_load_speechs_duration_check_for_audio_in_memory():
+    from sonic_core.audio import speech_from_waveform
 
-    second = np.ones(16000, np.float32)
-    assert fit_samples(second, 1.03).size == 16000  # within one 25-fps frame: kept as it is
-    padded = fit_samples(second, 1.5, "pad")
-    assert padded.size == 24000 and not padded[16000:].any()
-    assert fit_samples(second, 0.5, "trim").size == 8000 and fit_samples(second, None).size == 16000
+    second = np.ones((1, 16000), np.float32)
+    assert speech_from_waveform(second, 16000, 1.03).samples.size == 16000  # within one 25-fps frame: kept
+    padded = speech_from_waveform(second, 16000, 1.5, "pad")
+    assert padded.samples.size == 24000 and not padded.samples[16000:].any() and padded.waveform.shape == (1, 24000)
+    trimmed = speech_from_waveform(second, 16000, 0.5, "trim")
+    assert trimmed.samples.size == 8000 and speech_from_waveform(second, 16000).samples.size == 16000
     with pytest.raises(SonicAudioError, match="fit='pad'"):
-        fit_samples(second, 1.5)
+        speech_from_waveform(second, 16000, 1.5)
     with pytest.raises(SonicAudioError, match="duration mode"):
-        fit_samples(second, 1.5, "stretch")
+        speech_from_waveform(second, 16000, 1.5, "stretch")

@@ -9,12 +9,14 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from sonic_core.audio import log_mel_pieces
+from sonic_core.audio import Speech
 from sonic_core.errors import SonicInputError
 from sonic_core.face.box import FaceBox
 from sonic_core.face.crop import Reference
-from sonic_core.pipeline import GenerationInputs, SonicPipeline
+from sonic_core.inputs import PreparedInputs
+from sonic_core.pipeline import SonicPipeline
 from sonic_core.post.chain import PostOptions
+from sonic_core.render import render_video
 from sonic_core.settings import SonicSettings
 from sonic_core.weights.tiny import tiny_models
 from sonic_core.video import probe
@@ -36,13 +38,16 @@ def test_render_with_post_processing_reports_and_keeps_lengths(tmp_path) -> None
     reference = Reference(image=image, ref_image=torch.zeros(3, height, width), face_mask=torch.ones(1, height, width),
                           face_box=box, crop_box=(0, 0, width, height), mask_box=box, expand_ratio=0.5,
                           clip_source=image)
-    inputs = GenerationInputs(samples, log_mel_pieces(samples), reference, (samples, 16000))
+    inputs = PreparedInputs(Speech(samples[None], 16000, samples), reference)
     out = tmp_path / "post.mp4"
-    report = SonicPipeline(tiny_models()).render(inputs, out, SonicSettings(steps=1, interpolate=False),
-                                                 post=PostOptions(lipsync="correct", smooth="bezier"))
+    report = render_video(SonicPipeline(tiny_models()), inputs, out, SonicSettings(steps=1, interpolate=False),
+                          post=PostOptions(lipsync="correct", smooth="bezier"))
     assert set(report.post) == {"lipsync", "smooth"}
-    # the untrained model draws no face: the offset is never applied on a guess, and the report says why
-    assert not report.post["lipsync"]["applied"] and "face" in report.post["lipsync"]["reason"]
+    # both steps track the face the generation found (no detection on the generated frames)
+    assert tuple(report.post["lipsync"]["face_box"]) == box.xywh
+    assert tuple(report.post["smooth"]["face_box"]) == box.xywh
+    # the untrained model's mouth does not follow the speech: the offset is never applied on a guess
+    assert not report.post["lipsync"]["applied"] and "not applied" in report.post["lipsync"]["reason"]
     assert report.post["smooth"]["frames_out"] == report.frames_generated == report.frames_written == 25
     info = probe(out)
     assert abs(info["video"]["duration"] - 25 / 12.5) < 0.05 and abs(info["audio"]["duration"] - 2.0) < 0.05

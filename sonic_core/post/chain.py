@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
+from ..audio import Speech
 from ..errors import SonicInputError
+from ..face.box import FaceBox
 from .lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, align
 from .smooth import METHODS, smooth_motion
 
@@ -41,17 +42,20 @@ class PostOptions:
         return self.lipsync != "off" or self.smooth != "off"
 
 
-def apply_post(frames: torch.Tensor, samples: np.ndarray, fps: float, options: PostOptions,
-               face_box: Any = None, sample_rate: int = 16_000) -> tuple[torch.Tensor, np.ndarray, dict]:
-    """Run the chosen steps on frames ``[F, 3, H, W]`` in [0, 1] and mono ``samples``; returns the frames, the
-    (possibly shifted, same length) samples and a report ``{"lipsync": ..., "smooth": ...}`` of what was done."""
+def apply_post(frames: torch.Tensor, speech: Speech, fps: float, options: PostOptions,
+               face_box: FaceBox | None = None) -> tuple[torch.Tensor, Speech, dict[str, Any]]:
+    """Run the chosen steps on frames ``[F, 3, H, W]`` in [0, 1] and their speech; returns the frames, the speech
+    (delayed when Lip-Sync Align corrected it; both its forms, lengths kept) and a report ``{"lipsync": ...,
+    "smooth": ...}`` of what was done. ``face_box`` is the face in the frames' pixels (the generation knows it);
+    without it each step finds the face itself."""
     report: dict[str, Any] = {}
     if options.lipsync != "off":
-        frames, samples, sync = align(frames, samples, fps, options.lipsync, face_box=face_box,
-                                      max_offset=options.max_offset, min_confidence=options.min_confidence,
-                                      sample_rate=sample_rate)
+        frames, _, sync = align(frames, speech.samples, fps, options.lipsync, face_box=face_box,
+                                max_offset=options.max_offset, min_confidence=options.min_confidence)
+        if sync.applied:
+            speech = speech.delayed(sync.offset_s)
         report["lipsync"] = sync.to_dict()
     if options.smooth != "off":
         frames, smooth = smooth_motion(frames, fps, options.smooth, options.smooth_strength, face_box=face_box)
         report["smooth"] = smooth.to_dict()
-    return frames, samples, report
+    return frames, speech, report

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import SonicAudioError, SonicInputError
+from ..audio import shift_audio
 from ..face.box import FaceBox, as_face_box, clip_region
 from ..face.detect import detect_face_box
 from ..frames import check_fps, check_frames, to_gray, to_gray_uint8
@@ -210,19 +211,6 @@ def _measure(frames: torch.Tensor, audio: Any, fps: float, face_box: Any, max_of
     usable = estimate.problem is None and estimate.confidence >= min_confidence
     return LipSyncReport(offset_s, estimate.offset_frames, estimate.confidence, False, reason,
                          estimate.peak_correlation, estimate.peak_to_sidelobe, usable=usable, **common)
-
-
-def shift_audio(audio: np.ndarray, samples: int) -> np.ndarray:
-    """Delay (``samples > 0``) or advance (``< 0``) a waveform, keeping its length: zeros fill the gap."""
-    shifted = np.zeros_like(audio)
-    count = len(audio)
-    if abs(samples) >= count:
-        return shifted
-    if samples >= 0:
-        shifted[samples:] = audio[:count - samples]
-    else:
-        shifted[:count + samples] = audio[-samples:]
-    return shifted
 
 
 def align(frames: torch.Tensor, audio: Any, fps: float = 25.0, mode: AlignMode = "measure", face_box: Any = None,

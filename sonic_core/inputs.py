@@ -1,0 +1,74 @@
+"""Step 0 of a generation: the portrait and the speech, prepared once and checked before any network weights are
+read (MODEL.md §3, §4.1). The speech is decoded once (:class:`~sonic_core.audio.Speech`: the original track for the
+video, 16 kHz mono for the model); the portrait is opened, its face detected, cropped, masked and resized
+(:class:`~sonic_core.face.crop.Reference`). The face detector's file is read only after the audio and the image
+have passed their checks, so a bad input costs no model load.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from . import timing
+from .audio import Speech, load_speech
+from .errors import SonicInputError
+from .face.box import Detector
+from .face.crop import Reference, prepare_reference
+from .face.detect import load_detector
+from .settings import SonicSettings
+
+
+@dataclass
+class PreparedInputs:
+    """What a generation conditions on: the ``speech``, the prepared portrait (``reference``, with the face box
+    that later steps reuse) and the seconds spent preparing them (``audio``, ``face``)."""
+
+    speech: Speech
+    reference: Reference
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def audio_frames(self) -> int:
+        """25 fps audio frames of the speech (MODEL.md §4.3)."""
+        return timing.audio_frames(len(self.speech.samples))
+
+    @property
+    def num_frames(self) -> int:
+        """Video frames the sampler generates (12.5 fps)."""
+        return timing.generated_frame_count(self.audio_frames)
+
+
+def open_portrait(image: str | os.PathLike | Image.Image, what: str = "--image") -> Image.Image:
+    """The portrait as an RGB PIL image; one line naming ``what`` when the file is missing or not an image."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except FileNotFoundError:
+        raise SonicInputError(f"{what} {str(image)!r} does not exist: pass a portrait file") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SonicInputError(f"{what} {str(image)!r} is not a readable image ({type(exc).__name__}): "
+                              "use a JPEG or PNG portrait") from None
+
+
+def prepare_inputs(image: str | os.PathLike | Image.Image, audio: str | os.PathLike | Speech,
+                   settings: SonicSettings, *, fit: str = "error", detector: Detector | None = None,
+                   yoloface: str | Path | None = None, device: str = "cpu") -> PreparedInputs:
+    """Read and check the speech (against ``settings.duration``; ``fit`` trims or pads), open the portrait, then
+    detect, crop, mask and resize its face. ``detector`` is used when given; otherwise the face detector is loaded
+    from ``yoloface`` (OpenCV's Haar cascade when that file is absent) once the inputs have passed their checks."""
+    started = time.perf_counter()
+    speech = audio if isinstance(audio, Speech) else load_speech(audio, settings.duration, fit)
+    timing.generated_frame_count(timing.audio_frames(len(speech.samples)))  # refuse audio too short for a frame
+    portrait = open_portrait(image)
+    read = time.perf_counter()
+    detector = detector or load_detector(yoloface, device)
+    reference = prepare_reference(portrait, detector, settings.min_resolution, settings.expand_ratio,
+                                  settings.face_area)
+    return PreparedInputs(speech, reference, {"audio": read - started, "face": time.perf_counter() - read})

@@ -1,0 +1,93 @@
+"""One generation written to a video file: the pipeline's frame chunks, optionally post-processed, encoded with
+the speech (the user's own track, at its own rate and channels) into an MP4 that appears only when complete.
+
+Without post-processing, host memory stays flat in audio length (frames stream from the decoder through RIFE into
+the encoder). Lip-Sync Align and Motion Smooth need the whole clip, so a run with them holds its frames.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .inputs import PreparedInputs
+from .pipeline import SonicPipeline, StageClock
+from .post.chain import PostOptions, apply_post
+from .sampling import ProgressCallback, StopCheck
+from .settings import SonicSettings
+from .video import VideoWriter
+
+
+@dataclass
+class GenerationReport:
+    """What :func:`render_video` did: frame counts, size, rate, seconds per stage, peak memory, post results."""
+
+    output: str
+    frames_generated: int
+    frames_written: int
+    width: int
+    height: int
+    fps: float
+    audio_seconds: float
+    face_box: tuple[float, float, float, float]  # (x1, y1, width, height) in the original portrait
+    expand_ratio: float
+    seconds: dict[str, float] = field(default_factory=dict)
+    peak_host_mb: float = 0.0
+    peak_device_mb: float | None = None
+    post: dict[str, Any] = field(default_factory=dict)  # what post-processing measured and applied
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def peak_host_mb() -> float:
+    """Peak resident memory of this process in MiB.
+
+    Linux's ``VmHWM`` where available: ``ru_maxrss`` carries the parent's peak over fork+exec, so a small job
+    started from a big process (a test runner, a ComfyUI worker) would report the parent's figure.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
+
+def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.PathLike, settings: SonicSettings,
+                 *, post: PostOptions | None = None, windows_per_call: int = 1,
+                 on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> GenerationReport:
+    """Generate from prepared inputs and write ``out`` (h264 + aac). The file is written under a temporary name and
+    renamed when complete, so an error or a cancellation leaves nothing behind."""
+    clock = StageClock(inputs.seconds)
+    if pipeline.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(pipeline.device)
+    height, width = inputs.reference.ref_image.shape[-2:]
+    fps = pipeline.output_fps(settings)
+    chunks = pipeline(inputs, settings, windows_per_call=windows_per_call, on_step=on_step,
+                      should_stop=should_stop, clock=clock)
+    speech, post_report = inputs.speech, {}
+    if post is not None and post.active:
+        frames = torch.cat([chunk.cpu() for chunk in chunks])
+        tick = time.perf_counter()
+        frames, speech, post_report = apply_post(frames, speech, fps, post, inputs.reference.frame_box)
+        clock.add("post", tick)
+        chunks = iter([frames])
+    with VideoWriter(out, width, height, fps, audio=(speech.waveform, speech.sample_rate), crf=settings.crf,
+                     frames=pipeline.output_frames(inputs, settings)) as writer:
+        for chunk in chunks:
+            tick = time.perf_counter()
+            writer.write(chunk.cpu())
+            clock.add("encode", tick)
+    peak_device = torch.cuda.max_memory_allocated(pipeline.device) / 2**20 if pipeline.device.type == "cuda" else None
+    reference = inputs.reference
+    return GenerationReport(str(Path(out)), inputs.num_frames, writer.frames_written, width, height, fps,
+                            inputs.speech.seconds, reference.face_box.xywh, reference.expand_ratio, clock.seconds,
+                            peak_host_mb(), peak_device, post_report)
