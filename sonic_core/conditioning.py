@@ -1,7 +1,7 @@
-"""Audio and image conditioning of the Sonic sampler (SPEC §4.2–§4.3, §5, §7.2), batched over frames.
+"""Audio and image conditioning of the Sonic sampler (MODEL.md §4.2–§4.3, §5, §7.2), batched over frames.
 
 Audio: whisper runs once per 3000-frame log-mel piece and one pass gives both feature sets (every hidden state for
-audio2token, the last one for audio2bucket, SPEC §10.1). The features are cut to ``2·audio_len`` rows, zero-padded
+audio2token, the last one for audio2bucket, MODEL.md §10.1). The features are cut to ``2·audio_len`` rows, zero-padded
 and sliced into one window per generated frame with ``unfold`` (views, no per-frame loop); the adapters run on
 chunks of frames. The unconditional tokens are audio2token of an all-zero window, computed once (§10.4).
 
@@ -114,7 +114,7 @@ def encode_audio(hidden: torch.Tensor, last: torch.Tensor, audio_len: int, step:
 @torch.no_grad()
 def encode_image(vae, image_embeds: torch.Tensor, ref_image: torch.Tensor, face_mask: torch.Tensor,
                  noise_aug_strength: float, image_noise: torch.Tensor) -> ImageConditioning:
-    """Latents of the reference image ``[3, H, W]`` in [-1, 1] with the VAE's dtype and device (SPEC §7.2).
+    """Latents of the reference image ``[3, H, W]`` in [-1, 1] with the VAE's dtype and device (MODEL.md §7.2).
 
     ``ref_latents = scaling_factor · mode(ref)``; ``cond_latents = mode(ref + noise_aug_strength · image_noise)``,
     unscaled, which is the same encode when the strength is 0. ``face_mask`` ``[C, H, W]``: channel 0 is used.

@@ -107,7 +107,7 @@ def i2i_start_index(steps: int, strength: float) -> int:
 
 
 def window_indices(num_frames: int, window: int, overlap: int, shift: int) -> torch.Tensor:
-    """Frame indices ``[windows, window]`` of one step's sliding windows (SPEC §7.4).
+    """Frame indices ``[windows, window]`` of one step's sliding windows (MODEL.md §7.4).
 
     Windows start at ``range(0, num_frames, window − overlap)`` minus ``shift`` and cover ``window`` consecutive
     frames modulo ``num_frames`` (so short clips wrap and repeat frames inside one window).

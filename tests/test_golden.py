@@ -36,11 +36,7 @@ def _tolerance() -> float:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()  # fixtures are a few MB
 
 
 def _pairs(calls: list[dict], run: Callable[[dict], dict[str, torch.Tensor]], outputs: dict) -> Outputs:

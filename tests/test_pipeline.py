@@ -1,4 +1,4 @@
-"""Sampler windows, guidance, micro-conditions and the denoising loop on the tiny UNet (SPEC §7, §13).
+"""Sampler windows, guidance, micro-conditions and the denoising loop on the tiny UNet (MODEL.md §7, §13).
 
 Bit-level parity of the whole flow with the official pipeline is the ``sonic_pipeline`` golden kind; these tests pin
 the schedule facts and the loop's contracts (batching, progress, cancellation, seeding).

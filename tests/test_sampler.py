@@ -1,4 +1,4 @@
-"""Schedule functions against the numbers SPEC §7.1/§13 derives for SVD-xt, plus their edge cases.
+"""Schedule functions against the numbers MODEL.md §7.1/§13 derives for SVD-xt, plus their edge cases.
 (Bit-level parity with diffusers' scheduler is the ``scheduler`` golden fixture.)"""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m sonic_core bench``: our lean paths against the naive official-style ones (SPEC §10), side by side.
+"""``python -m sonic_core bench``: our lean paths against the naive official-style ones (MODEL.md §10), side by side.
 
 Every comparison runs both paths on the embedded tiny model, in one process, on the same inputs, and reports the
 two medians and their ratio (naive / lean; above 1 means the lean path is faster). The paths compared:
@@ -152,7 +152,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def add_bench_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``bench`` on the CLI's subparsers."""
-    bench = subparsers.add_parser("bench", help="side-by-side timings of our lean paths vs the naive ones (SPEC §10)")
+    bench = subparsers.add_parser("bench", help="side-by-side timings of our lean paths vs the naive ones (MODEL.md §10)")
     bench.add_argument("--repeats", type=int, default=REPEATS, help=f"timed runs per path (default {REPEATS})")
     bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     bench.set_defaults(run=cmd_bench)

@@ -1,4 +1,4 @@
-"""Reference-image preparation (SPEC §3.1–3.3): face detection, the square crop around the face, the face mask and the
+"""Reference-image preparation (MODEL.md §3.1–3.3): face detection, the square crop around the face, the face mask and the
 working-size resize.
 
 Official order, kept here: detect on the original → square crop with the expand ratio → detect again on the crop for
@@ -36,7 +36,7 @@ class Reference:
     crop_box: tuple[int, int, int, int]  # (x1, y1, x2, y2) of the square crop in the original image
     mask_box: FaceBox           # the face found again in the crop, before the resize
     expand_ratio: float         # the ratio used (the auto choice when "auto" was asked)
-    clip_source: Image.Image    # the image CLIP preprocessing starts from (the resized image, SPEC §3.4)
+    clip_source: Image.Image    # the image CLIP preprocessing starts from (the resized image, MODEL.md §3.4)
 
     @property
     def frame_box(self) -> FaceBox:
@@ -53,7 +53,7 @@ def _slide(centre: float, target: float, limit: float) -> float:
 
 
 def square_crop_box(box: FaceBox, width: int, height: int, expand_ratio: float) -> tuple[int, int, int, int]:
-    """Integer square (x1, y1, x2, y2) around the face (SPEC §3.2): expand by ``expand_ratio`` of the face size on
+    """Integer square (x1, y1, x2, y2) around the face (MODEL.md §3.2): expand by ``expand_ratio`` of the face size on
     every side, clamp to the image, take the shorter side, slide along the longer axis toward the face centre by at
     most half the excess, round with Python's half-to-even ``round``."""
     ex1, ey1 = max(box.x1 - expand_ratio * box.width, 0), max(box.y1 - expand_ratio * box.height, 0)
@@ -84,7 +84,7 @@ def auto_expand_ratio(box: FaceBox, width: int, height: int) -> float:
 
 
 def face_mask(box: FaceBox, width: int, height: int, area: float = 1.1) -> np.ndarray:
-    """Binary uint8 [H, W] mask (0/255) of the face box enlarged by ``area`` about its floored centre (SPEC §3.3)."""
+    """Binary uint8 [H, W] mask (0/255) of the face box enlarged by ``area`` about its floored centre (MODEL.md §3.3)."""
     mask_w, mask_h = box.width * area, box.height * area
     cx, cy = math.floor((box.x1 + box.x2) / 2), math.floor((box.y1 + box.y2) / 2)
     x1, y1 = max(cx - math.floor(mask_w / 2), 0), max(cy - math.floor(mask_h / 2), 0)
@@ -112,7 +112,7 @@ def resolve_expand_ratio(expand_ratio: float | str, box: FaceBox, width: int, he
 
 def prepare_reference(image: Image.Image, detector: Detector, min_resolution: int = 512,
                       expand_ratio: float | Literal["auto"] = "auto", face_area: float = 1.1) -> Reference:
-    """Crop, mask and resize a portrait the way the official preprocessing does (SPEC §3.2–3.3)."""
+    """Crop, mask and resize a portrait the way the official preprocessing does (MODEL.md §3.2–3.3)."""
     original = ImageOps.exif_transpose(image).convert("RGB")
     face = select_face(detect_faces(np.asarray(original), detector))
     ratio = resolve_expand_ratio(expand_ratio, face, *original.size)

@@ -1,5 +1,5 @@
 """Fallback face detector whose weights ship inside ``opencv-python-headless<5``: OpenCV's frontal-face Haar cascade,
-with its box mapped to approximate the official YOLOv5-face box semantics (SPEC §3.1).
+with its box mapped to approximate the official YOLOv5-face box semantics (MODEL.md §3.1).
 
 The Haar box is a tight square from the eyebrows to the upper lip/chin; YOLOv5-face is trained on WIDER FACE, whose
 boxes run from the hairline to below the chin and are narrower than tall. The mapping keeps the centre x, scales the

@@ -1,4 +1,4 @@
-"""The official face detector: a TorchScript YOLOv5m-face (``yoloface_v5m.pt``) behind the I/O contract of SPEC §3.1,
+"""The official face detector: a TorchScript YOLOv5m-face (``yoloface_v5m.pt``) behind the I/O contract of MODEL.md §3.1,
 with the resize, the ``grids`` input, the row decoding and a pure-torch NMS (no torchvision) written here.
 
 A detector is any callable ``detector(image_rgb: uint8 [H, W, 3]) -> float64 [K, 5]`` returning rows
@@ -85,7 +85,7 @@ class YoloFaceDetector:
     """Runs ``yoloface_v5m.pt`` (TorchScript: ``forward(img [1, 3, H1, W1] RGB in [0, 1], grids) -> [1, A, 16]``).
 
     ``torch.jit.load`` runs serialized TorchScript graphs, not arbitrary pickled Python; still, load only the
-    official file (SPEC §1.3).
+    official file (MODEL.md §1.3).
     """
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu") -> None:
