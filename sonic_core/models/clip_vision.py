@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from ..configs import bundled_config
 from ..errors import SonicInputError
 from .config_fields import FromConfigDict
 from .loading import load_strict
 from .self_attention import SelfAttention, activation
 
-VIT_H14_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "clip_vit_h14_vision_config.json"
+VIT_H14_CONFIG = "clip_vit_h14_vision_config.json"  # bundled in sonic_core/configs
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 STRAY_KEYS = ("vision_model.embeddings.position_ids",)  # a buffer older transformers saved with the weights
@@ -48,7 +48,7 @@ class CLIPVisionConfig(FromConfigDict):
     @classmethod
     def vit_h14(cls) -> CLIPVisionConfig:
         """SVD's ``image_encoder/config.json``: ViT-H/14, width 1280, 32 layers, 1024-d projection."""
-        return cls.from_json(VIT_H14_CONFIG)
+        return cls.from_dict(bundled_config(VIT_H14_CONFIG))
 
     @property
     def num_patches(self) -> int:

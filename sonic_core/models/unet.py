@@ -7,20 +7,19 @@ error on foreign files).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..configs import bundled_config
 from ..errors import SonicWeightsError
 from .attention import SiteContext, TransformerSpatioTemporalModel
 from .layers import Downsample2D, SpatioTemporalResBlock, TimestepEmbedding, Upsample2D, timestep_embedding
 from .loading import load_strict
 
-SVD_UNET_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "svd_unet_config.json"
+SVD_UNET_CONFIG = "svd_unet_config.json"  # bundled in sonic_core/configs
 
 # GroupNorm epsilons of the resnets, as in SVD: 1e-6 next to attention and in the up path, 1e-5 elsewhere.
 EPS_ATTN_DOWN, EPS_PLAIN_DOWN, EPS_MID, EPS_UP = 1e-6, 1e-5, 1e-5, 1e-6
@@ -177,7 +176,7 @@ class SonicUNet(nn.Module):
     @classmethod
     def svd(cls, **overrides) -> SonicUNet:
         """The full-size Sonic UNet (SVD-xt config)."""
-        return cls.from_config(json.loads(SVD_UNET_CONFIG.read_text()), **overrides)
+        return cls.from_config(bundled_config(SVD_UNET_CONFIG), **overrides)
 
     @property
     def ip_scale(self) -> float:

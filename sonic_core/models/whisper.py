@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..configs import bundled_config
 from ..errors import SonicAudioError, SonicWeightsError
 from .config_fields import FromConfigDict
 from .loading import load_strict
 from .self_attention import SelfAttention, activation
 
-WHISPER_TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "whisper_tiny_config.json"
+WHISPER_TINY_CONFIG = "whisper_tiny_config.json"  # bundled in sonic_core/configs
 ENCODER_PREFIX = "encoder."
 FULL_MODEL_PREFIX = "model.encoder."  # WhisperForConditionalGeneration's model.safetensors
 LOAD_FIX = "use model.safetensors of openai/whisper-tiny (or a WhisperModel 'encoder.*' state dict)"
@@ -42,7 +43,7 @@ class WhisperEncoderConfig(FromConfigDict):
     @classmethod
     def tiny(cls) -> WhisperEncoderConfig:
         """openai/whisper-tiny: 80 mel bins, width 384, 4 layers of 6 heads."""
-        return cls.from_json(WHISPER_TINY_CONFIG)
+        return cls.from_dict(bundled_config(WHISPER_TINY_CONFIG))
 
     @property
     def input_frames(self) -> int:

@@ -8,7 +8,6 @@ by default (bundled in ``sonic_core/configs/``), or any other set of the same fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..configs import bundled_config
+from ..device import parse_dtype
 from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
 from ..models.bundle import SonicModels
-from ..device import parse_dtype
 from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from ..models.rife import IFNet
 from ..models.unet import SonicUNet
@@ -27,13 +27,8 @@ from ..models.vae import TemporalVAE
 from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
 from . import WeightFiles, build_and_load, load_svd_parts, read_rife, read_state_dict, read_whisper_encoder
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REQUIRED = ("unet", "audio2token", "audio2bucket", "whisper", "svd")
 UNET_FIX = "use Sonic/unet.pth from LeonJoe13/Sonic (run `python -m sonic_core fetch-weights`)"
-
-
-def _bundled(name: str) -> dict[str, Any]:
-    return json.loads((CONFIGS / name).read_text())
 
 
 @dataclass(frozen=True)
@@ -52,9 +47,9 @@ class ModelConfigs:
     @classmethod
     def official(cls) -> ModelConfigs:
         """The published Sonic / SVD-xt / ViT-H/14 / whisper-tiny configs."""
-        adapters = _bundled("sonic_adapters_config.json")
-        return cls(unet=_bundled("svd_unet_config.json"), vae=_bundled("svd_vae_config.json"),
-                   clip=_bundled("clip_vit_h14_vision_config.json"), whisper=_bundled("whisper_tiny_config.json"),
+        adapters = bundled_config("sonic_adapters_config.json")
+        return cls(unet=bundled_config("svd_unet_config.json"), vae=bundled_config("svd_vae_config.json"),
+                   clip=bundled_config("clip_vit_h14_vision_config.json"), whisper=bundled_config("whisper_tiny_config.json"),
                    audio2token=adapters["audio2token"], audio2bucket=adapters["audio2bucket"])
 
     @classmethod
