@@ -100,7 +100,7 @@ def demo_rife_path() -> Path | None:
 
 
 def _demo_models(dtype: torch.dtype) -> SonicModels:
-    from sonic_core.models.rife import load_rife
+    from sonic_core.weights.loader import load_rife
     from sonic_core.weights.tiny import tiny_models
 
     rife_path = demo_rife_path()

@@ -8,7 +8,8 @@ import torch
 
 from sonic_core.errors import SonicWeightsError
 from sonic_core.models import attention
-from sonic_core.models.unet import SonicUNet, load_unet_state_dict
+from sonic_core.models.unet import SonicUNet
+from sonic_core.weights.components import load_unet_state_dict
 
 TINY = dict(block_out_channels=(32, 32), down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
             up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), num_attention_heads=(2, 2),

@@ -287,7 +287,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     rife = None
     if settings.interpolate:
-        from ..models.rife import load_rife
+        from ..weights.loader import load_rife
 
         weights = assets_dir() / RIFE_WEIGHTS
         if not weights.is_file():

@@ -6,7 +6,6 @@ post-LayerNorm class token. State-dict keys equal ``clip_vision.tsv`` (``vision_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,13 +16,11 @@ from torch import nn
 from ..configs import bundled_config
 from ..errors import SonicInputError
 from .config_fields import FromConfigDict
-from .loading import load_strict
 from .self_attention import SelfAttention, activation
 
 VIT_H14_CONFIG = "clip_vit_h14_vision_config.json"  # bundled in sonic_core/configs
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-STRAY_KEYS = ("vision_model.embeddings.position_ids",)  # a buffer older transformers saved with the weights
 
 
 @dataclass(frozen=True)
@@ -141,15 +138,6 @@ class CLIPVisionModelWithProjection(nn.Module):
             raise SonicInputError(f"CLIP pixel_values have shape {tuple(pixel_values.shape)}: expected "
                                   f"[B, {c}, {s}, {s}] (use preprocess_clip_image(image, size={s}))")
         return self.visual_projection(self.vision_model(pixel_values))
-
-
-def load_clip_vision(model: CLIPVisionModelWithProjection, state_dict: Mapping[str, torch.Tensor],
-                     source: str = "image_encoder/model.fp16.safetensors") -> None:
-    """Strictly load a transformers ``CLIPVisionModelWithProjection`` checkpoint (any float dtype), ignoring the
-    ``position_ids`` buffer that files saved by older transformers carry."""
-    weights = {k: v for k, v in state_dict.items() if k not in STRAY_KEYS}
-    load_strict(model, weights, source,
-                "use image_encoder/ of stabilityai/stable-video-diffusion-img2vid-xt (ViT-H/14 with projection)")
 
 
 def preprocess_clip_image(image: Image.Image, size: int = 224) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """The Sonic UNet: SVD's spatio-temporal UNet with an audio branch in every cross-attention (SPEC §6).
 
 Config-driven (the constructor takes the diffusers-style ``unet/config.json`` kwargs); ``state_dict()`` keys equal
-those of ``Sonic/unet.pth``, so loading is a strict ``load_state_dict`` (use :func:`load_unet_state_dict` for a clear
-error on foreign files).
+those of ``Sonic/unet.pth``, so loading is a strict ``load_state_dict`` (:mod:`sonic_core.weights` reads and checks
+the file).
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import bundled_config
-from ..errors import SonicWeightsError
 from .attention import SiteContext, TransformerSpatioTemporalModel
 from .layers import Downsample2D, SpatioTemporalResBlock, TimestepEmbedding, Upsample2D, timestep_embedding
-from .loading import load_strict
 
 SVD_UNET_CONFIG = "svd_unet_config.json"  # bundled in sonic_core/configs
 
@@ -218,11 +216,3 @@ class SonicUNet(nn.Module):
             del skips[-n:]
         x = self.conv_out(F.silu(self.conv_norm_out(x)))
         return x.reshape(b, f, *x.shape[1:])
-
-
-def load_unet_state_dict(model: SonicUNet, state_dict: Mapping[str, torch.Tensor], source: str = "unet.pth") -> None:
-    """Strictly load a Sonic UNet checkpoint, with one-line errors that name the file and the fix."""
-    if any(".to_k_ip.1." in key or ".to_v_ip.1." in key for key in state_dict):
-        raise SonicWeightsError(f"{source} has a second IP adapter (to_k_ip.1.*): it is not a Sonic UNet; "
-                                "use Sonic/unet.pth from LeonJoe13/Sonic")
-    load_strict(model, state_dict, source, "use Sonic/unet.pth from LeonJoe13/Sonic with the SVD-xt unet config")

@@ -8,24 +8,17 @@ output, the last one after the final LayerNorm. That last entry *is* the encoder
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..configs import bundled_config
-from ..errors import SonicAudioError, SonicWeightsError
+from ..errors import SonicAudioError
 from .config_fields import FromConfigDict
-from .loading import load_strict
 from .self_attention import SelfAttention, activation
 
 WHISPER_TINY_CONFIG = "whisper_tiny_config.json"  # bundled in sonic_core/configs
-ENCODER_PREFIX = "encoder."
-FULL_MODEL_PREFIX = "model.encoder."  # WhisperForConditionalGeneration's model.safetensors
-LOAD_FIX = "use model.safetensors of openai/whisper-tiny (or a WhisperModel 'encoder.*' state dict)"
 
 
 @dataclass(frozen=True)
@@ -106,37 +99,3 @@ class WhisperEncoder(nn.Module):
             raise SonicAudioError(f"whisper input has shape {tuple(mel.shape)}: expected [B, {want[0]}, {want[1]}] "
                                   "(one 30 s piece from sonic_core.audio.log_mel_pieces)")
         return self.encoder(mel)
-
-
-def _encoder_names(keys: Iterable[str]) -> dict[str, str]:
-    """Our ``encoder.*`` name -> the checkpoint's name, for a WhisperForConditionalGeneration (``model.encoder.*``),
-    WhisperModel or bare encoder state dict; decoder and head tensors are left out."""
-    keys = list(keys)
-    prefix = "model." if any(k.startswith(FULL_MODEL_PREFIX) for k in keys) else ""
-    return {k.removeprefix(prefix): k for k in keys if k.startswith(prefix + ENCODER_PREFIX)}
-
-
-def whisper_encoder_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The encoder tensors of a whisper state dict, named ``encoder.*`` (see :func:`_encoder_names`)."""
-    return {ours: tensors[theirs] for ours, theirs in _encoder_names(tensors).items()}
-
-
-def read_whisper_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read only the encoder tensors of a whisper ``.safetensors`` file (the decoder is never materialised)."""
-    from safetensors import SafetensorError, safe_open
-
-    file = Path(path)
-    if not file.is_file():
-        raise SonicWeightsError(f"whisper weights {str(file)!r} do not exist: {LOAD_FIX}")
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            return {ours: handle.get_tensor(theirs) for ours, theirs in _encoder_names(handle.keys()).items()}
-    except (SafetensorError, OSError) as exc:
-        raise SonicWeightsError(f"cannot read whisper weights {file.name!r} ({type(exc).__name__}): "
-                                f"{LOAD_FIX}") from None
-
-
-def load_whisper_encoder(model: WhisperEncoder, tensors: Mapping[str, torch.Tensor],
-                         source: str = "whisper-tiny/model.safetensors") -> None:
-    """Strictly load the encoder part of a whisper checkpoint mapping (see :func:`whisper_encoder_weights`)."""
-    load_strict(model, whisper_encoder_weights(tensors), source, LOAD_FIX)
