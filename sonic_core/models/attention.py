@@ -12,18 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AlphaBlender, TimestepEmbedding, timestep_embedding
-
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[G, M, C] -> [G, heads, M, C/heads]``."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head scaled-dot-product attention on ``[G, M, C]`` queries and ``[G, T, C]`` keys/values."""
-    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads))
-    return out.transpose(1, 2).flatten(2)
+from .layers import AlphaBlender, TimestepEmbedding, multi_head_attention, timestep_embedding
 
 
 class GEGLU(nn.Module):
@@ -52,7 +41,9 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Plain multi-head self-attention (``attn1``): bias-free Q/K/V, output projection with bias."""
+    """The UNet's multi-head self-attention (``attn1``), diffusers layout: bias-free ``to_q``/``to_k``/``to_v`` from
+    ``dim`` to ``heads · head_dim``, output projection ``to_out.0`` with bias (whisper and CLIP use
+    :class:`~.transformer_encoder.TransformerSelfAttention`, whose keys and biases differ)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int) -> None:
         super().__init__()
@@ -64,7 +55,7 @@ class SelfAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_out[0](_attend(self.to_q(x), self.to_k(x), self.to_v(x), self.heads))
+        return self.to_out[0](multi_head_attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads))
 
 
 class AudioProjections(nn.Module):
@@ -101,9 +92,9 @@ class AudioCrossAttention(nn.Module):
         if clip.shape[1] == 1:
             out = self.to_v(clip).expand_as(q)
         else:
-            out = _attend(q, self.to_k(clip), self.to_v(clip), self.heads)
+            out = multi_head_attention(q, self.to_k(clip), self.to_v(clip), self.heads)
         proc = self.processor
-        audio_out = _attend(q, proc.to_k_ip[0](audio), proc.to_v_ip[0](audio), self.heads)
+        audio_out = multi_head_attention(q, proc.to_k_ip[0](audio), proc.to_v_ip[0](audio), self.heads)
         if mask is not None:
             audio_out = audio_out * mask
         return self.to_out[0](out + self.ip_scale * audio_out)

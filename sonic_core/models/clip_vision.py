@@ -16,7 +16,7 @@ from torch import nn
 from ..configs import bundled_config
 from ..errors import SonicInputError
 from .config_fields import FromConfigDict
-from .self_attention import SelfAttention, activation
+from .transformer_encoder import TransformerSelfAttention, activation
 
 VIT_H14_CONFIG = "clip_vit_h14_vision_config.json"  # bundled in sonic_core/configs
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -86,7 +86,7 @@ class CLIPEncoderLayer(nn.Module):
 
     def __init__(self, config: CLIPVisionConfig) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(config.hidden_size, config.num_attention_heads)
+        self.self_attn = TransformerSelfAttention(config.hidden_size, config.num_attention_heads)
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = CLIPMLP(config)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)

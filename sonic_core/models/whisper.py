@@ -16,7 +16,7 @@ from torch import nn
 from ..configs import bundled_config
 from ..errors import SonicAudioError
 from .config_fields import FromConfigDict
-from .self_attention import SelfAttention, activation
+from .transformer_encoder import TransformerSelfAttention, activation
 
 WHISPER_TINY_CONFIG = "whisper_tiny_config.json"  # bundled in sonic_core/configs
 
@@ -49,7 +49,7 @@ class WhisperEncoderLayer(nn.Module):
 
     def __init__(self, config: WhisperEncoderConfig) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(config.d_model, config.encoder_attention_heads, key_bias=False)
+        self.self_attn = TransformerSelfAttention(config.d_model, config.encoder_attention_heads, key_bias=False)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
         self.act = activation(config.activation_function)
         self.fc1 = nn.Linear(config.d_model, config.encoder_ffn_dim)
