@@ -1,4 +1,4 @@
-"""Attention and transformer blocks of the Sonic UNet (SPEC §6.3–§6.5), diffusers-compatible state-dict names.
+"""Attention and transformer blocks of the Sonic UNet (MODEL.md §6.3–§6.5), with diffusers' state-dict names.
 
 Every cross-attention (``attn2``) carries the audio branch of Sonic: besides the CLIP image context (one token per
 frame) it attends over the audio tokens with its own projections ``processor.to_k_ip.0`` / ``processor.to_v_ip.0``
@@ -122,8 +122,8 @@ class BasicTransformerBlock(nn.Module):
 class TemporalBasicTransformerBlock(nn.Module):
     """Temporal block: each spatial position attends over the frames of its clip.
 
-    Input and output ``[B·F, S, C]``; the contexts are the frame means per batch element, ``[B, T, D]`` (SPEC §6.5),
-    and the audio branch is never masked here.
+    Input and output ``[B·F, S, C]``; the contexts are the frame means per batch element, ``[B, T, D]``
+    (MODEL.md §6.5), and the audio branch is never masked here.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int) -> None:
@@ -197,7 +197,7 @@ def mask_grid(height: int, width: int, num_queries: int) -> tuple[int, int]:
 
 
 def downsample_mask(mask: torch.Tensor, num_queries: int) -> torch.Tensor:
-    """Resize a ``[1, H, W]`` face mask to ``num_queries`` tokens -> ``[1, num_queries, 1]`` (SPEC §6.4).
+    """Resize a ``[1, H, W]`` face mask to ``num_queries`` tokens -> ``[1, num_queries, 1]`` (MODEL.md §6.4).
 
     Bicubic resize to :func:`mask_grid` (align_corners False, no antialias), flattened row-major, zero-padded or
     truncated when the grid is not exactly ``num_queries`` cells.

@@ -1,7 +1,8 @@
 """The CLIP vision tower with projection (``CLIPVisionModelWithProjection`` behaviour): image -> ``image_embeds``.
 
-Sonic uses SVD's ViT-H/14 encoder for one embedding per portrait (SPEC §3.4): the projected, *not* L2-normalised,
-post-LayerNorm class token. State-dict keys equal ``clip_vision.tsv`` (``vision_model.*`` + ``visual_projection``).
+Sonic uses SVD's ViT-H/14 encoder for one embedding per portrait (MODEL.md §3.4): the projected, *not*
+L2-normalised, post-LayerNorm class token. State-dict keys equal ``clip_vision.tsv`` (``vision_model.*`` +
+``visual_projection``).
 """
 
 from __future__ import annotations
@@ -141,8 +142,8 @@ class CLIPVisionModelWithProjection(nn.Module):
 
 
 def preprocess_clip_image(image: Image.Image, size: int = 224) -> torch.Tensor:
-    """SPEC §3.4: squash (aspect ignored) to ``size``×``size`` with PIL LANCZOS, scale to [0, 1], normalise with the
-    CLIP mean/std. Returns ``[3, size, size]`` float32."""
+    """MODEL.md §3.4: squash (aspect ignored) to ``size``×``size`` with PIL LANCZOS, scale to [0, 1], normalise with
+    the CLIP mean/std. Returns ``[3, size, size]`` float32."""
     squashed = image.convert("RGB").resize((size, size), Image.LANCZOS)
     pixels = (np.asarray(squashed, dtype=np.float64) / 255.0).astype(np.float32)
     pixels = (pixels - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)

@@ -1,9 +1,9 @@
-"""RIFE ×2 frame interpolation: the IFNet of the HDv3 family (SPEC §8.2) with state-dict keys equal to
+"""RIFE ×2 frame interpolation: the IFNet of the HDv3 family (MODEL.md §8.2) with state-dict keys equal to
 ``rife_ifnet_official_module.tsv`` (less the published ``module.`` prefix) and a batched midpoint. The whole-clip
 ``interpolate_x2`` and the streaming ``Rife2x`` are in :mod:`sonic_core.interpolation`; ``load_rife`` is in
 :mod:`sonic_core.weights.loader`.
 
-Lean where the official code is not (SPEC §10 item 12): pairs are batched, the two directions of every block run as
+Lean where the official code is not (MODEL.md §10.12): pairs are batched, the two directions of every block run as
 one batch, and only the final blend is computed (the official forward also blends after each of the first two
 levels and throws those images away).
 """

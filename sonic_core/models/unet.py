@@ -1,4 +1,4 @@
-"""The Sonic UNet: SVD's spatio-temporal UNet with an audio branch in every cross-attention (SPEC §6).
+"""The Sonic UNet: SVD's spatio-temporal UNet with an audio branch in every cross-attention (MODEL.md §6).
 
 Config-driven (the constructor takes the diffusers-style ``unet/config.json`` kwargs); ``state_dict()`` keys equal
 those of ``Sonic/unet.pth``, so loading is a strict ``load_state_dict`` (:mod:`sonic_core.weights` reads and checks

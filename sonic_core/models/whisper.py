@@ -1,5 +1,5 @@
 """The whisper encoder (transformers ``WhisperEncoder`` behaviour) that turns 30 s of log-mel features into Sonic's
-audio features (SPEC §4.2).
+audio features (MODEL.md §4.2).
 
 One forward pass returns every hidden state stacked on a layer axis: the conv stem + positions, then each layer's
 output, the last one after the final LayerNorm. That last entry *is* the encoder's last hidden state, so the

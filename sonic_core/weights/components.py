@@ -129,7 +129,8 @@ def read_whisper_encoder(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 def load_whisper_encoder(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
                          source: str = "whisper-tiny/model.safetensors") -> None:
-    """Strictly load the encoder part of a whisper checkpoint into ``model`` (see :func:`whisper_encoder_state_dict`)."""
+    """Strictly load the encoder part of a whisper checkpoint into ``model``
+    (see :func:`whisper_encoder_state_dict`)."""
     load_strict(model, whisper_encoder_state_dict(state_dict, source), source, WHISPER_FIX)
 
 

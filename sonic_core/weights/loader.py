@@ -1,9 +1,9 @@
 """Assembling :class:`SonicModels` from the official weight files (the layout :func:`locate_weights` finds).
 
 Every network is built on the meta device and its file's tensors are assigned to it (:func:`build_and_load`), so
-the weights are held once, in the precision SPEC §2 gives them: UNet, VAE and CLIP in the requested dtype; whisper,
-the audio adapters and RIFE in float32. The network shapes come from :class:`ModelConfigs`: the published configs
-by default (bundled in ``sonic_core/configs/``), or any other set of the same form, such as the tiny model's.
+the weights are held once, in the precision MODEL.md §2 gives them: UNet, VAE and CLIP in the requested dtype;
+whisper, the audio adapters and RIFE in float32. The network shapes come from :class:`ModelConfigs`: the published
+configs by default (bundled in ``sonic_core/configs/``), or any other set of the same form, such as the tiny model's.
 """
 
 from __future__ import annotations
