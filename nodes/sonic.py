@@ -24,13 +24,12 @@ from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.face.crop import Reference
 from sonic_core.inputs import PreparedInputs, prepare_inputs
 from sonic_core.models.bundle import SonicModels
-from sonic_core.models.rife import load_rife
 from sonic_core.pipeline import SonicPipeline
 from sonic_core.sampling import SamplerOptions, calls_per_step
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
 from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
-from sonic_core.weights.loader import load_sonic_models
+from sonic_core.weights.loader import load_rife, load_sonic_models
 from sonic_core.weights.tiny import tiny_models
 
 from .comfy_compat import (ManagedModel, ProgressBar, offload_device, sonic_model_dirs, throw_if_interrupted,

@@ -14,19 +14,18 @@ broadcast, never repeated over all ``N`` frames.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from . import timing
+from .configs import bundled_config
 from .conditioning import AudioConditioning, ImageConditioning
 from .errors import SonicInputError, SonicInterrupted
 from .settings import SonicSettings
 
-SVD_SCHEDULER_CONFIG = Path(__file__).resolve().parent / "configs" / "svd_scheduler_config.json"
+SVD_SCHEDULER_CONFIG = "svd_scheduler_config.json"
 KARRAS_RHO = 7.0
 
 ProgressCallback = Callable[[int, int], None]
@@ -56,7 +55,7 @@ class Schedule:
     @classmethod
     def svd(cls) -> Schedule:
         """The schedule of the bundled SVD-xt ``scheduler_config.json``."""
-        return cls.from_config(json.loads(SVD_SCHEDULER_CONFIG.read_text()))
+        return cls.from_config(bundled_config(SVD_SCHEDULER_CONFIG))
 
 
 def karras_sigmas(steps: int, schedule: Schedule) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 
 from sonic_core.errors import SonicWeightsError
 from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
-from sonic_core.models.loading import load_strict
+from sonic_core.weights.reading import load_strict
 
 TOKEN_ARGS = dict(seq_len=10, blocks=5, channels=8, intermediate_dim=16, output_dim=12, context_tokens=4)
 BUCKET_ARGS = dict(seq_len=50, blocks=1, channels=8, clip_channels=6, intermediate_dim=16)

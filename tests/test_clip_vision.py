@@ -9,7 +9,8 @@ from PIL import Image
 
 from conftest import REPO, checkpoint_key_list, max_rel, perturb_, state_dict_rows
 from sonic_core.errors import SonicInputError, SonicWeightsError
-from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection, load_clip_vision, preprocess_clip_image
+from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection, preprocess_clip_image
+from sonic_core.weights.components import load_clip_vision
 
 TOLERANCE = 1e-4
 TINY_CONFIGS = {

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from conftest import golden_dir, golden_manifest, max_rel
-from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection, load_clip_vision
-from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder
+from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
+from sonic_core.weights.components import load_clip_vision, load_whisper_encoder
 
 PIPELINES = [fx for fx in golden_manifest() if fx["kind"] == "sonic_pipeline"]
 

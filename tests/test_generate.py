@@ -28,7 +28,7 @@ CLIP_SECONDS = 2.2
 
 @pytest.fixture(scope="module")
 def pipeline() -> SonicPipeline:
-    from sonic_core.models.rife import load_rife
+    from sonic_core.weights.loader import load_rife
 
     weights = assets_dir() / RIFE_WEIGHTS
     if not weights.is_file():

@@ -23,10 +23,11 @@ from sonic_core.models.attention import downsample_mask, mask_grid
 from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
 from sonic_core.models.bundle import SonicModels
 from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-from sonic_core.models.unet import SonicUNet, load_unet_state_dict
+from sonic_core.models.unet import SonicUNet
 from sonic_core.models.vae import TemporalVAE
 from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
 from sonic_core.pipeline import SonicPipeline
+from sonic_core.weights.components import load_unet_state_dict
 
 Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # output name -> (got, want)
 

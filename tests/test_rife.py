@@ -11,7 +11,9 @@ from PIL import Image
 from conftest import REPO
 from sonic_core.weights.layout import RIFE_DEMO_FRAMES, RIFE_WEIGHTS, assets_dir
 from sonic_core.errors import SonicInputError, SonicWeightsError
-from sonic_core.models.rife import IFNet, load_rife, load_rife_state_dict
+from sonic_core.models.rife import IFNet
+from sonic_core.weights.components import load_rife_state_dict
+from sonic_core.weights.loader import load_rife
 from sonic_core.interpolation import Rife2x, interpolate_x2
 
 KEYS = REPO.parent / "shared" / "sonic" / "keys" / "rife_ifnet_official_module.tsv"

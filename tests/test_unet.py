@@ -8,7 +8,9 @@ import torch
 
 from sonic_core.errors import SonicWeightsError
 from sonic_core.models import attention
-from sonic_core.models.unet import SonicUNet, load_unet_state_dict
+from sonic_core.models.layers import multi_head_attention
+from sonic_core.models.unet import SonicUNet
+from sonic_core.weights.components import load_unet_state_dict
 
 TINY = dict(block_out_channels=(32, 32), down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
             up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"), num_attention_heads=(2, 2),
@@ -78,8 +80,8 @@ def test_clip_branch_equals_full_attention() -> None:
     with torch.no_grad():
         got = attn(x, clip, audio)
         q = attn.to_q(x)
-        full = attention._attend(q, attn.to_k(clip), attn.to_v(clip), 2)
-        ip = attention._attend(q, attn.processor.to_k_ip[0](audio), attn.processor.to_v_ip[0](audio), 2)
+        full = multi_head_attention(q, attn.to_k(clip), attn.to_v(clip), 2)
+        ip = multi_head_attention(q, attn.processor.to_k_ip[0](audio), attn.processor.to_v_ip[0](audio), 2)
         want = attn.to_out[0](full + ip)
     assert torch.allclose(got, want, atol=1e-6, rtol=0)
 

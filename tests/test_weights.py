@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from sonic_core.errors import SonicDependencyError, SonicWeightsError
+from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
 from sonic_core.models.audio_adapters import AudioProjModel
 from sonic_core.models.vae import TemporalVAE, VAEConfig
-from sonic_core.weights import HUB_FILES, build_and_load, dtype_from_name, fetch_weights, load_svd_parts, locate_weights, read_rife, read_state_dict, read_whisper_encoder, rife_state_dict, whisper_encoder_state_dict
+from sonic_core.weights import HUB_FILES, build_and_load, fetch_weights, load_svd_parts, locate_weights, read_rife, read_state_dict, read_unet, read_whisper_encoder, rife_state_dict, whisper_encoder_state_dict
 from sonic_core.weights.svd_single_file import CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, from_stability, to_stability
 from sonic_core.cli.fetch_weights import add_fetch_weights_parser
 
@@ -168,12 +168,6 @@ def test_legacy_pickle_and_safetensors_subset(tmp_path):
         read_state_dict(tmp_path / "a.safetensors", keys=["norm.weight", "proj9.weight"])
 
 
-def test_dtype_from_name():
-    assert [dtype_from_name(n) for n in ("fp32", "fp16", "bf16")] == [torch.float32, torch.float16, torch.bfloat16]
-    with pytest.raises(SonicWeightsError, match="fp64"):
-        dtype_from_name("fp64")
-
-
 # -------------------------------------------------------------------------------------------------- build_and_load
 
 def test_build_and_load_assigns_the_mmapped_tensors(tmp_path):
@@ -195,13 +189,15 @@ def test_build_and_load_assigns_the_mmapped_tensors(tmp_path):
 def test_build_and_load_casts_floating_tensors(tmp_path, name):
     sd = {k: v.half() for k, v in tiny_adapter_state(2).items()}
     save_file(sd, tmp_path / "a.safetensors")
-    dtype = dtype_from_name(name)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
     model = build_and_load(lambda: AudioProjModel(**TINY_ADAPTER), read_state_dict(tmp_path / "a.safetensors"),
-                           dtype=dtype, source="a.safetensors")
+                           dtype=name, source="a.safetensors")
     assert {p.dtype for p in model.parameters()} == {dtype}
     assert all(torch.equal(model.state_dict()[k], v.to(dtype)) for k, v in sd.items())
     kept = build_and_load(lambda: AudioProjModel(**TINY_ADAPTER), sd, source="a.safetensors")
     assert {p.dtype for p in kept.parameters()} == {torch.float16}  # no dtype asked: the file's dtype
+    with pytest.raises(SonicInputError, match="fp64"):
+        build_and_load(lambda: AudioProjModel(**TINY_ADAPTER), sd, dtype="fp64", source="a.safetensors")
 
 
 def test_build_and_load_wrong_keys_and_shapes():
@@ -437,7 +433,16 @@ def test_single_file_errors(tmp_path):
         load_svd_parts(tmp_path / "nothing.safetensors")
 
 
-# -------------------------------------------------------------------------------------------------- whisper, RIFE
+# -------------------------------------------------------------------------------------------- UNet, whisper, RIFE
+
+def test_a_unet_file_with_a_second_ip_adapter_is_refused_by_name(tmp_path):
+    adapter = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.processor.to_k_ip."
+    torch.save({adapter + "0.weight": torch.zeros(2, 2)}, tmp_path / "unet.pth")
+    assert list(read_unet(tmp_path / "unet.pth")) == [adapter + "0.weight"]
+    torch.save({adapter + "0.weight": torch.zeros(2, 2), adapter + "1.weight": torch.zeros(2, 2)}, tmp_path / "ip.pth")
+    with pytest.raises(SonicWeightsError, match=r"ip\.pth has a second IP adapter .*it is not a Sonic UNet; use Sonic/"):
+        read_unet(tmp_path / "ip.pth")
+
 
 def test_whisper_encoder_from_the_hf_checkpoint_names(tmp_path):
     encoder = tsv_shapes("whisper_tiny_encoder")

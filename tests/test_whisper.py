@@ -8,7 +8,8 @@ import torch
 
 from conftest import checkpoint_key_list, max_rel, perturb_, state_dict_rows
 from sonic_core.errors import SonicAudioError, SonicWeightsError
-from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig, load_whisper_encoder, read_whisper_encoder_weights
+from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
+from sonic_core.weights.components import load_whisper_encoder, read_whisper_encoder
 
 TOLERANCE = 1e-4
 DECODER = dict(vocab_size=64, decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=16, max_target_positions=16,
@@ -72,7 +73,7 @@ def test_reads_only_the_encoder_of_a_conditional_generation_safetensors(tmp_path
     ref = reference(config, seed=5, kind="WhisperForConditionalGeneration")
     file = tmp_path / "model.safetensors"
     save_file({k: v.clone().contiguous() for k, v in ref.state_dict().items()}, str(file))
-    weights = read_whisper_encoder_weights(file)
+    weights = read_whisper_encoder(file)
     assert set(weights) == set(WhisperEncoder(WhisperEncoderConfig.from_dict(config)).state_dict())
     ours = WhisperEncoder(WhisperEncoderConfig.from_dict(config)).eval()
     load_whisper_encoder(ours, weights, str(file))
@@ -92,12 +93,12 @@ def test_loader_accepts_prefixed_dicts_and_rejects_wrong_ones(tmp_path) -> None:
     assert torch.equal(target.encoder.conv1.weight, source["encoder.conv1.weight"])
     with pytest.raises(SonicWeightsError, match="1 of the wrong shape .*embed_positions"):
         load_whisper_encoder(target, {**source, "encoder.embed_positions.weight": torch.zeros(1500, 8)}, "w.pt")
-    with pytest.raises(SonicWeightsError, match="do not exist"):
-        read_whisper_encoder_weights(tmp_path / "missing.safetensors")
+    with pytest.raises(SonicWeightsError, match="missing.safetensors not found; use model.safetensors of openai/"):
+        read_whisper_encoder(tmp_path / "missing.safetensors")
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
-    with pytest.raises(SonicWeightsError, match="cannot read whisper weights 'broken.safetensors'"):
-        read_whisper_encoder_weights(broken)
+    with pytest.raises(SonicWeightsError, match="broken.safetensors is not a complete safetensors file"):
+        read_whisper_encoder(broken)
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 2999), (1, 8, 6000), (1, 7, 3000), (8, 3000)])

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from ..errors import SonicDependencyError
 from ..inputs import prepare_inputs
-from ..models.rife import load_rife
 from ..pipeline import SonicPipeline
 from ..weights.layout import RIFE_WEIGHTS, assets_dir
+from ..weights.loader import load_rife
 from ..weights.tiny import tiny_models
 from .generate import add_run_options, render_and_report, run_settings
 from .options import check_output_path

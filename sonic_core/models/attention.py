@@ -1,4 +1,4 @@
-"""Attention and transformer blocks of the Sonic UNet (SPEC §6.3–§6.5), diffusers-compatible state-dict names.
+"""Attention and transformer blocks of the Sonic UNet (MODEL.md §6.3–§6.5), with diffusers' state-dict names.
 
 Every cross-attention (``attn2``) carries the audio branch of Sonic: besides the CLIP image context (one token per
 frame) it attends over the audio tokens with its own projections ``processor.to_k_ip.0`` / ``processor.to_v_ip.0``
@@ -12,18 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import AlphaBlender, TimestepEmbedding, timestep_embedding
-
-
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[G, M, C] -> [G, heads, M, C/heads]``."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-
-
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
-    """Multi-head scaled-dot-product attention on ``[G, M, C]`` queries and ``[G, T, C]`` keys/values."""
-    out = F.scaled_dot_product_attention(_split_heads(q, heads), _split_heads(k, heads), _split_heads(v, heads))
-    return out.transpose(1, 2).flatten(2)
+from .layers import AlphaBlender, TimestepEmbedding, multi_head_attention, timestep_embedding
 
 
 class GEGLU(nn.Module):
@@ -52,7 +41,9 @@ class FeedForward(nn.Module):
 
 
 class SelfAttention(nn.Module):
-    """Plain multi-head self-attention (``attn1``): bias-free Q/K/V, output projection with bias."""
+    """The UNet's multi-head self-attention (``attn1``), diffusers layout: bias-free ``to_q``/``to_k``/``to_v`` from
+    ``dim`` to ``heads · head_dim``, output projection ``to_out.0`` with bias (whisper and CLIP use
+    :class:`~.transformer_encoder.TransformerSelfAttention`, whose keys and biases differ)."""
 
     def __init__(self, dim: int, heads: int, head_dim: int) -> None:
         super().__init__()
@@ -64,7 +55,7 @@ class SelfAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_out[0](_attend(self.to_q(x), self.to_k(x), self.to_v(x), self.heads))
+        return self.to_out[0](multi_head_attention(self.to_q(x), self.to_k(x), self.to_v(x), self.heads))
 
 
 class AudioProjections(nn.Module):
@@ -101,9 +92,9 @@ class AudioCrossAttention(nn.Module):
         if clip.shape[1] == 1:
             out = self.to_v(clip).expand_as(q)
         else:
-            out = _attend(q, self.to_k(clip), self.to_v(clip), self.heads)
+            out = multi_head_attention(q, self.to_k(clip), self.to_v(clip), self.heads)
         proc = self.processor
-        audio_out = _attend(q, proc.to_k_ip[0](audio), proc.to_v_ip[0](audio), self.heads)
+        audio_out = multi_head_attention(q, proc.to_k_ip[0](audio), proc.to_v_ip[0](audio), self.heads)
         if mask is not None:
             audio_out = audio_out * mask
         return self.to_out[0](out + self.ip_scale * audio_out)
@@ -131,8 +122,8 @@ class BasicTransformerBlock(nn.Module):
 class TemporalBasicTransformerBlock(nn.Module):
     """Temporal block: each spatial position attends over the frames of its clip.
 
-    Input and output ``[B·F, S, C]``; the contexts are the frame means per batch element, ``[B, T, D]`` (SPEC §6.5),
-    and the audio branch is never masked here.
+    Input and output ``[B·F, S, C]``; the contexts are the frame means per batch element, ``[B, T, D]``
+    (MODEL.md §6.5), and the audio branch is never masked here.
     """
 
     def __init__(self, dim: int, heads: int, head_dim: int, context_dim: int) -> None:
@@ -206,7 +197,7 @@ def mask_grid(height: int, width: int, num_queries: int) -> tuple[int, int]:
 
 
 def downsample_mask(mask: torch.Tensor, num_queries: int) -> torch.Tensor:
-    """Resize a ``[1, H, W]`` face mask to ``num_queries`` tokens -> ``[1, num_queries, 1]`` (SPEC §6.4).
+    """Resize a ``[1, H, W]`` face mask to ``num_queries`` tokens -> ``[1, num_queries, 1]`` (MODEL.md §6.4).
 
     Bicubic resize to :func:`mask_grid` (align_corners False, no antialias), flattened row-major, zero-padded or
     truncated when the grid is not exactly ``num_queries`` cells.

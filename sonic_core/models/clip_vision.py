@@ -1,29 +1,27 @@
 """The CLIP vision tower with projection (``CLIPVisionModelWithProjection`` behaviour): image -> ``image_embeds``.
 
-Sonic uses SVD's ViT-H/14 encoder for one embedding per portrait (SPEC §3.4): the projected, *not* L2-normalised,
-post-LayerNorm class token. State-dict keys equal ``clip_vision.tsv`` (``vision_model.*`` + ``visual_projection``).
+Sonic uses SVD's ViT-H/14 encoder for one embedding per portrait (MODEL.md §3.4): the projected, *not*
+L2-normalised, post-LayerNorm class token. State-dict keys equal ``clip_vision.tsv`` (``vision_model.*`` +
+``visual_projection``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
+from ..configs import bundled_config
 from ..errors import SonicInputError
 from .config_fields import FromConfigDict
-from .loading import load_strict
-from .self_attention import SelfAttention, activation
+from .transformer_encoder import TransformerSelfAttention, activation
 
-VIT_H14_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "clip_vit_h14_vision_config.json"
+VIT_H14_CONFIG = "clip_vit_h14_vision_config.json"  # bundled in sonic_core/configs
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-STRAY_KEYS = ("vision_model.embeddings.position_ids",)  # a buffer older transformers saved with the weights
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,7 @@ class CLIPVisionConfig(FromConfigDict):
     @classmethod
     def vit_h14(cls) -> CLIPVisionConfig:
         """SVD's ``image_encoder/config.json``: ViT-H/14, width 1280, 32 layers, 1024-d projection."""
-        return cls.from_json(VIT_H14_CONFIG)
+        return cls.from_dict(bundled_config(VIT_H14_CONFIG))
 
     @property
     def num_patches(self) -> int:
@@ -89,7 +87,7 @@ class CLIPEncoderLayer(nn.Module):
 
     def __init__(self, config: CLIPVisionConfig) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(config.hidden_size, config.num_attention_heads)
+        self.self_attn = TransformerSelfAttention(config.hidden_size, config.num_attention_heads)
         self.layer_norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = CLIPMLP(config)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -143,18 +141,9 @@ class CLIPVisionModelWithProjection(nn.Module):
         return self.visual_projection(self.vision_model(pixel_values))
 
 
-def load_clip_vision(model: CLIPVisionModelWithProjection, state_dict: Mapping[str, torch.Tensor],
-                     source: str = "image_encoder/model.fp16.safetensors") -> None:
-    """Strictly load a transformers ``CLIPVisionModelWithProjection`` checkpoint (any float dtype), ignoring the
-    ``position_ids`` buffer that files saved by older transformers carry."""
-    weights = {k: v for k, v in state_dict.items() if k not in STRAY_KEYS}
-    load_strict(model, weights, source,
-                "use image_encoder/ of stabilityai/stable-video-diffusion-img2vid-xt (ViT-H/14 with projection)")
-
-
 def preprocess_clip_image(image: Image.Image, size: int = 224) -> torch.Tensor:
-    """SPEC §3.4: squash (aspect ignored) to ``size``×``size`` with PIL LANCZOS, scale to [0, 1], normalise with the
-    CLIP mean/std. Returns ``[3, size, size]`` float32."""
+    """MODEL.md §3.4: squash (aspect ignored) to ``size``×``size`` with PIL LANCZOS, scale to [0, 1], normalise with
+    the CLIP mean/std. Returns ``[3, size, size]`` float32."""
     squashed = image.convert("RGB").resize((size, size), Image.LANCZOS)
     pixels = (np.asarray(squashed, dtype=np.float64) / 255.0).astype(np.float32)
     pixels = (pixels - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)

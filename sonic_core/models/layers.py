@@ -1,4 +1,5 @@
-"""Building blocks shared by the Sonic UNet and the SVD temporal VAE.
+"""Building blocks shared by the Sonic UNet and the SVD temporal VAE, and the multi-head attention arithmetic that
+every attention module of the package (UNet, whisper, CLIP) calls.
 
 Sub-module names follow the published checkpoints (diffusers naming), so a model assembled from these blocks has the
 same state-dict keys as the official files. Video tensors move between two layouts:
@@ -18,6 +19,18 @@ import torch.nn.functional as F
 from torch import nn
 
 GROUPS = 32
+
+
+def multi_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """Unmasked scaled-dot-product attention with ``heads`` heads (softmax scale ``head_dim ** -0.5``).
+
+    ``q`` is ``[G, M, C]``, ``k`` and ``v`` are ``[G, T, C]`` (already projected); the channels are split into
+    ``heads`` contiguous groups, and the heads' outputs are concatenated back: ``[G, M, C]``.
+    """
+    def split(x: torch.Tensor) -> torch.Tensor:  # [G, L, C] -> [G, heads, L, C/heads]
+        return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+    return F.scaled_dot_product_attention(split(q), split(k), split(v)).transpose(1, 2).flatten(2)
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True,

@@ -1,30 +1,26 @@
-"""RIFE ×2 frame interpolation: the IFNet of the HDv3 family (SPEC §8.2) with state-dict keys equal to
-``rife_ifnet_official_module.tsv``, a batched midpoint, a whole-clip ``interpolate_x2`` and a streaming ``Rife2x``.
+"""RIFE ×2 frame interpolation: the IFNet of the HDv3 family (MODEL.md §8.2) with state-dict keys equal to
+``rife_ifnet_official_module.tsv`` (less the published ``module.`` prefix) and a batched midpoint. The whole-clip
+``interpolate_x2`` and the streaming ``Rife2x`` are in :mod:`sonic_core.interpolation`; ``load_rife`` is in
+:mod:`sonic_core.weights.loader`.
 
-Lean where the official code is not (SPEC §10 item 12): pairs are batched, the two directions of every block run as
+Lean where the official code is not (MODEL.md §10.12): pairs are batched, the two directions of every block run as
 one batch, and only the final blend is computed (the official forward also blends after each of the first two
 levels and throws those images away).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SonicInputError, SonicWeightsError
-from .loading import load_strict
+from ..errors import SonicInputError
 
 CHANNELS = 90
 BLOCK_IN_PLANES = 3 + 3 + 1 + 4  # two warped images, the mask logit, the 4-channel flow
 TEACHER_IN_PLANES = BLOCK_IN_PLANES + 3  # training-only block; its weights are in the file (strict load)
 SCALES = (4, 2, 1)  # coarse-to-fine pyramid of the three inference blocks (RIFE "scale 1.0")
 SIZE_MULTIPLE = 16  # the scale-4 level works at 1/4 size and halves twice more inside conv0
-WEIGHTS_PREFIX = "module."  # flownet.pkl was saved from a DataParallel wrapper
-WEIGHTS_FIX = "use the RIFE HDv3 flownet.pkl (models/sonic/RIFE/flownet.pkl; scripts/fetch_assets.py fetches one)"
 
 
 def conv_prelu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Sequential:
@@ -129,28 +125,3 @@ class IFNet(nn.Module):
             warped_a, warped_b = self.warp(a, flow[:, :2]), self.warp(b, flow[:, 2:])
         weight = torch.sigmoid(mask)
         return (warped_a * weight + warped_b * (1 - weight)).clamp(0, 1)
-
-
-def load_rife_state_dict(model: IFNet, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strictly load a flownet state dict whose keys carry the ``module.`` prefix (as published) or not."""
-    stripped = {k.removeprefix(WEIGHTS_PREFIX): v for k, v in state_dict.items()}
-    if len(stripped) != len(state_dict):
-        raise SonicWeightsError(f"{source} holds the same RIFE key with and without '{WEIGHTS_PREFIX}'; {WEIGHTS_FIX}")
-    load_strict(model, stripped, source, WEIGHTS_FIX)
-
-
-def load_rife(path: str | Path, device: torch.device | str = "cpu") -> IFNet:
-    """Read ``flownet.pkl`` with ``weights_only=True`` (never executing pickled code) into an fp32 :class:`IFNet`."""
-    path = Path(path)
-    if not path.is_file():
-        raise SonicWeightsError(f"RIFE weights not found at {path}; {WEIGHTS_FIX}")
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated, foreign or unsafe pickles
-        raise SonicWeightsError(f"{path} is not a readable RIFE weights file ({type(exc).__name__}); "
-                                f"{WEIGHTS_FIX}") from None
-    if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise SonicWeightsError(f"{path} does not hold a state dict of tensors; {WEIGHTS_FIX}")
-    model = IFNet()
-    load_rife_state_dict(model, state_dict, str(path))
-    return model.to(device=device, dtype=torch.float32).eval().requires_grad_(False)

