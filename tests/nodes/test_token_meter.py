@@ -1,0 +1,50 @@
+"""The Sonic Token Meter node in plain Python (stub folder_paths): prices the prompt it is part of."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+
+import pytest
+
+from sonic_testing import REPO, load_pack
+from sonic_core.audio import audio_duration
+from sonic_core.errors import SonicInputError
+from sonic_core.tokens import estimate_tokens
+
+from sonic_testing import basic_prompt
+
+cost = importlib.import_module(f"{load_pack().__name__}.nodes.cost")
+SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
+
+
+@pytest.fixture
+def comfy_root(tmp_path, monkeypatch):
+    (tmp_path / "input").mkdir()
+    shutil.copy(SPEECH, tmp_path / "input" / "speech.wav")
+    monkeypatch.setenv("SONIC_COMFY_ROOT", str(tmp_path))
+    return tmp_path
+
+
+def test_token_meter_prices_the_whole_prompt(comfy_root):
+    prompt = basic_prompt(steps=25) | {"9": {"class_type": "SonicTokenMeter", "inputs": {"tier": "pro"}}}
+    output = cost.SonicTokenMeter().execute(tier="pro", prompt=prompt)
+    tokens, report = output["result"]
+    assert tokens == estimate_tokens(audio_duration(SPEECH), 512, 25)
+    assert report.startswith(f"{tokens} tokens (1 Sonic Sampler), tier pro: allowed")
+    (shown,) = output["ui"][cost.UI_KEY]
+    assert shown["total_tokens"] == tokens and shown["summary"] == report and shown["jobs"][0]["node_id"] == "5"
+
+
+def test_tier_choices_are_the_configured_tiers():
+    (choices, options) = cost.SonicTokenMeter.INPUT_TYPES()["required"]["tier"]
+    assert choices == ["api", "pro", "standard"] and options["default"] == "standard"
+
+
+def test_audio_outside_comfyuis_folders_is_refused(comfy_root):
+    assert cost.input_audio_seconds("speech.wav") == pytest.approx(audio_duration(SPEECH))
+    assert cost.input_audio_seconds("speech.wav [input]") == pytest.approx(audio_duration(SPEECH))
+    with pytest.raises(SonicInputError, match="outside ComfyUI's input, output and temp folders"):
+        cost.input_audio_seconds(f"../{comfy_root.name}-elsewhere/x.wav")
+    with pytest.raises(SonicInputError, match="outside"):
+        cost.input_audio_seconds(str(SPEECH))
