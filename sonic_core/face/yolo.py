@@ -7,14 +7,13 @@ A detector is any callable ``detector(image_rgb: uint8 [H, W, 3]) -> float64 [K,
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-from ..errors import SonicWeightsError
+from ..weights.components import load_yoloface
 from .box import check_rgb_image
 
 INPUT_SHORT_SIDE = 416
@@ -23,7 +22,6 @@ STRIDES = (8, 16, 32)
 OBJECTNESS_THRESHOLD = 0.5
 SCORE_THRESHOLD = 0.5
 NMS_IOU = 0.45
-WEIGHTS_FIX = "use the official Sonic yoloface_v5m.pt (models/sonic/yoloface_v5m.pt)"
 
 
 def input_size(height: int, width: int) -> tuple[int, int]:
@@ -82,23 +80,11 @@ def decode(rows: torch.Tensor) -> torch.Tensor:
 
 
 class YoloFaceDetector:
-    """Runs ``yoloface_v5m.pt`` (TorchScript: ``forward(img [1, 3, H1, W1] RGB in [0, 1], grids) -> [1, A, 16]``).
-
-    ``torch.jit.load`` runs serialized TorchScript graphs, not arbitrary pickled Python; still, load only the
-    official file (MODEL.md §1.3).
-    """
+    """Runs ``yoloface_v5m.pt`` (TorchScript: ``forward(img [1, 3, H1, W1] RGB in [0, 1], grids) -> [1, A, 16]``),
+    read by :func:`sonic_core.weights.components.load_yoloface`."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu") -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise SonicWeightsError(f"face detector not found at {path}; {WEIGHTS_FIX}")
-        try:
-            with warnings.catch_warnings():  # torch ≥ 2.9 deprecates TorchScript; the official file is one
-                warnings.simplefilter("ignore", DeprecationWarning)
-                self.model = torch.jit.load(str(path), map_location=device).eval()
-        except Exception as exc:  # torch raises RuntimeError/ValueError variants for foreign or truncated files
-            raise SonicWeightsError(f"{path} is not a TorchScript face detector ({type(exc).__name__}); "
-                                    f"{WEIGHTS_FIX}") from None
+        self.model = load_yoloface(path, device)
         self.device = torch.device(device)
         self._grids: tuple[tuple[int, int], list[torch.Tensor]] | None = None
 

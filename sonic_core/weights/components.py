@@ -9,6 +9,8 @@ checks and the fix its errors suggest.
   ``model.decoder.*``, ``proj_out.*``); we keep the encoder as ``encoder.*`` (a ``WhisperModel`` or bare encoder
   state dict, ``encoder.*``, is taken as is). The decoder is never read from a safetensors file.
 * RIFE: ``flownet.pkl`` was saved from a ``DataParallel`` wrapper (``module.`` prefix); the prefix is stripped.
+* Face detector (``yoloface_v5m.pt``): a TorchScript archive, loaded with ``torch.jit.load`` (which runs serialized
+  TorchScript graphs, not pickled Python); load only the official file (MODEL.md §1.3).
 
 Per component: ``*_state_dict`` maps a published state dict to ours (checked), ``read_*`` reads a file into ours,
 and ``load_*`` strictly loads a published state dict into a module that is already built (the loader builds its
@@ -18,6 +20,7 @@ modules on the meta device instead, :func:`~.reading.build_and_load`).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -42,6 +45,7 @@ WHISPER_FILE = "model.safetensors"
 WHISPER_PREFIXES = ("model.encoder.", "encoder.")  # WhisperForConditionalGeneration first, then WhisperModel
 WHISPER_ENCODER = "encoder."
 RIFE_PREFIX = "module."
+YOLOFACE_FIX = "use the official Sonic yoloface_v5m.pt (models/sonic/yoloface_v5m.pt)"
 
 
 # ------------------------------------------------------------------------------------------------------------ UNet
@@ -153,3 +157,17 @@ def load_rife_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor
                          source: str = "flownet.pkl") -> None:
     """Strictly load a flownet state dict whose keys carry the ``module.`` prefix (as published) or not."""
     load_strict(model, rife_state_dict(state_dict, source), source, RIFE_FIX)
+
+
+def load_yoloface(path: str | os.PathLike, device: torch.device | str = "cpu") -> torch.jit.ScriptModule:
+    """The TorchScript face detector ``yoloface_v5m.pt`` on ``device``, in eval mode; one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SonicWeightsError(f"face detector not found at {path}; {YOLOFACE_FIX}")
+    try:
+        with warnings.catch_warnings():  # torch ≥ 2.9 deprecates TorchScript; the official file is one
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # torch raises RuntimeError/ValueError variants for foreign or truncated files
+        raise SonicWeightsError(f"{path} is not a TorchScript face detector ({type(exc).__name__}); "
+                                f"{YOLOFACE_FIX}") from None
