@@ -21,7 +21,7 @@ from ..node_ids import CORE_LOAD_AUDIO, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
 from ..settings import SonicSettings
 from ..timing import generated_frames
 from .cost import Prediction, predict
-from .tiers import Tier, load_tiers, price
+from .tiers import Tier, price, resolve_tier
 
 PRIMITIVES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                         "PrimitiveBoolean"})
@@ -224,16 +224,6 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
 
 def _text_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) and value and value != "auto" else default
-
-
-def resolve_tier(tier: Tier | str, tiers: Mapping[str, Tier] | None = None) -> Tier:
-    """A :class:`Tier`, looking a name up in ``tiers`` (default: :func:`load_tiers`)."""
-    if isinstance(tier, Tier):
-        return tier
-    known = tiers if tiers is not None else load_tiers()
-    if tier not in known:
-        raise SonicInputError(f"unknown tier {tier!r}: choose one of {sorted(known)}")
-    return known[tier]
 
 
 def price_graph(prompt: Mapping[str, Any], *, tier: Tier | str, tiers: Mapping[str, Tier] | None = None,
