@@ -10,10 +10,12 @@
 3. Unless ``--no-sonic``: the full-size UNet and temporal VAE (published architectures, random weights) for a
    single window forward / decode chunk at small latent sizes, to calibrate the ``sonic`` CPU throughputs.
 
-Each stage's coefficients (``seconds = calls · per_call_s + work / throughput``, non-negative least squares) are
-fitted on the FIT points only; the HELD-OUT points are predicted and compared. Writes
-``bench/results/cost_model_cpu.json`` and ``.csv`` and updates the CPU profiles of
-``sonic_core/metering/cost_coefficients.json`` (other profiles are kept).
+The work of the pipeline and RIFE points comes from the shipped network counts
+(``sonic_core/metering/network_counts.json``, made by ``bench/network_counts.py``); the single full-size calls of 3,
+whose shapes are not the pipeline's, are counted with that script's meta-device counter. Each stage's coefficients
+(``seconds = calls · per_call_s + work / throughput``, non-negative least squares) are fitted on the FIT points only;
+the HELD-OUT points are predicted and compared. Writes ``bench/results/cost_model_cpu.json`` and ``.csv`` and updates
+the CPU profiles of ``sonic_core/metering/cost_coefficients.json`` (other profiles are kept).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Count the work of one call of every network and ship it as data: ``sonic_core/metering/network_counts.json``.
 
-    python bench/network_counts.py        # count, fit, check on held-out sizes, write the file (~5 min, 2 cores)
+    python bench/network_counts.py        # count, fit, check on held-out sizes, write the file (~2 min, 2 cores)
 
 The cost model (``sonic_core/metering/cost.py``) prices a job with arithmetic on that file alone: it never imports
 torch nor builds a network. This script is where the networks are built (on the meta device: no memory, no
@@ -267,13 +267,6 @@ def fit(samples: np.ndarray, axes: tuple[tuple[int, ...], tuple[int, ...], tuple
     return coefficients // divisor
 
 
-def evaluate(coefficients: np.ndarray, m: int, n: int, f: int) -> np.ndarray | int:
-    """The polynomial(s) of :func:`fit` at one point (exact integers)."""
-    powers = np.array([[[m ** i * n ** j * f ** k for k in range(coefficients.shape[-1])]
-                        for j in range(coefficients.shape[-2])] for i in range(coefficients.shape[-3])], dtype=object)
-    return (coefficients * powers).sum(axis=(-3, -2, -1))
-
-
 def undominated(shifted: np.ndarray) -> list[int]:
     """Indices of the rows not below another row coefficient-wise (one of equal rows), largest sums first.
 
@@ -284,7 +277,8 @@ def undominated(shifted: np.ndarray) -> list[int]:
     if max((abs(v) for v in flat.flat), default=0) >= 2**62:
         raise NotPolynomial("activation coefficients beyond int64")
     rows = flat.astype(np.int64)
-    order = np.argsort(-rows.astype(float).sum(axis=1), kind="stable")
+    sums = [sum(int(v) for v in row) for row in flat]  # exact: a row above another has the larger sum
+    order = sorted(range(len(sums)), key=lambda index: -sums[index])
     kept: list[int] = []
     for index in order:
         if kept and np.all(rows[kept] >= rows[index], axis=1).any():
@@ -303,8 +297,9 @@ def polynomial_terms(coefficients: np.ndarray) -> list[list[int]]:
     return [[int(c), i, j, k] for (i, j, k), c in np.ndenumerate(coefficients) if c]
 
 
-def fit_call(nets: dict[str, torch.nn.Module], network: str) -> dict[str, Any]:
-    """Count ``network`` over its fit grid and solve its FLOPs and activation polynomials."""
+def fit_call(nets: dict[str, torch.nn.Module], network: str) -> tuple[dict[str, Any], int]:
+    """Count ``network`` over its fit grid and solve its FLOPs and activation polynomials; also returns the number
+    of allocations of one call."""
     axes = _grid(VARIABLES[network])
     shape = tuple(len(a) for a in axes)
     flops = np.empty(shape, dtype=object)
@@ -322,11 +317,12 @@ def fit_call(nets: dict[str, torch.nn.Module], network: str) -> dict[str, Any]:
     shifted_axes = tuple(tuple(p - 1 for p in a) for a in axes)
     kept = undominated(fit(live, shifted_axes))
     peaks = fit(live[kept], axes)
-    return {"flops": polynomial_terms(fit(flops, axes)),
-            "activation_bytes": [polynomial_terms(p) for p in peaks], "allocations": events}
+    return {"flops": polynomial_terms(fit(flops, axes)), "activation_bytes": [polynomial_terms(p) for p in peaks]}, \
+        events
 
 
 def polynomial_value(terms: list[list[int]], m: int, n: int, f: int) -> int:
+    """The value of :func:`polynomial_terms`' polynomial at (m, n, f)."""
     return sum(c * m ** i * n ** j * f ** k for c, i, j, k in terms)
 
 
@@ -350,12 +346,12 @@ def count_model(model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     calls, checks = {}, []
     for network in cost.NETWORK_CALLS:
         started = time.perf_counter()
-        calls[network] = fit_call(nets, network)
-        checks += [{"model": model, **row} for row in check_call(nets, network, calls[network])]
-        wrong = [row for row in checks if row["network"] == network and (row["flops_error"] or row["activation_error"])]
+        calls[network], allocations = fit_call(nets, network)
+        rows = [{"model": model, **row} for row in check_call(nets, network, calls[network])]
+        checks += rows
+        wrong = [row for row in rows if row["flops_error"] or row["activation_error"]]
         print(f"  {model:5s} {network:13s} {len(calls[network]['activation_bytes']):3d} activation polynomials of "
-              f"{calls[network].pop('allocations')} allocations, {'MISMATCH' if wrong else 'exact'} on "
-              f"{sum(row['network'] == network for row in checks)} held-out points "
+              f"{allocations} allocations, {'MISMATCH' if wrong else 'exact'} on {len(rows)} held-out points "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     vae = nets["vae"].config
     entry = {"latent_channels": vae.latent_channels, "latent_downscale": vae.downscale,
@@ -388,7 +384,8 @@ def main() -> int:
             models[model], rows = count_model(model)
             checks += rows
     except NotPolynomial as exc:
-        print(f"error: {exc}; the counts cannot be shipped as polynomials: change the fit in {COMMAND}")
+        print(f"error: {exc}: the counts are not polynomials of degree <= 2 in height/64, width/64 and frames per "
+              "call, so nothing was written (see this script's docstring for what it assumes)")
         return 1
     wrong = [row for row in checks if row["flops_error"] or row["activation_error"]]
     if wrong:
@@ -398,9 +395,9 @@ def main() -> int:
         "about": "FLOPs and peak live activation bytes (float32) of one call of each network, as polynomials in "
                  "m = height/64, n = width/64 and f = frames per call (the UNet window, the VAE decode chunk): "
                  "a polynomial is a list of [coefficient, i, j, k] terms, coefficient * m^i * n^j * f^k; the "
-                 "activation peak is the largest of its polynomials. checked_exactly_at lists the [height, width, frames] "
-                 "where live counts were compared with the polynomials (all equal). Written by the command below: "
-                 "do not edit.",
+                 "activation peak is the largest of its polynomials. checked_exactly_at lists the [height, width, "
+                 "frames] where live counts were compared with the polynomials (all equal). Written by the command "
+                 "below: do not edit.",
         "command": COMMAND,
         "fingerprint": code_fingerprint(),
         "fingerprinted": list(FINGERPRINTED),
