@@ -10,10 +10,12 @@
 3. Unless ``--no-sonic``: the full-size UNet and temporal VAE (published architectures, random weights) for a
    single window forward / decode chunk at small latent sizes, to calibrate the ``sonic`` CPU throughputs.
 
-Each stage's coefficients (``seconds = calls · per_call_s + work / throughput``, non-negative least squares) are
-fitted on the FIT points only; the HELD-OUT points are predicted and compared. Writes
-``bench/results/cost_model_cpu.json`` and ``.csv`` and updates the CPU profiles of
-``sonic_core/metering/cost_coefficients.json`` (other profiles are kept).
+The work of the pipeline and RIFE points comes from the shipped network counts
+(``sonic_core/metering/network_counts.json``, made by ``bench/network_counts.py``); the single full-size calls of 3,
+whose shapes are not the pipeline's, are counted with that script's meta-device counter. Each stage's coefficients
+(``seconds = calls · per_call_s + work / throughput``, non-negative least squares) are fitted on the FIT points only;
+the HELD-OUT points are predicted and compared. Writes ``bench/results/cost_model_cpu.json`` and ``.csv`` and updates
+the CPU profiles of ``sonic_core/metering/cost_coefficients.json`` (other profiles are kept).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sonic_core.metering import cost
-from sonic_core import timing  # noqa: E402
+from bench.network_counts import count_cost, meta_networks  # noqa: E402
+from sonic_core.metering import cost  # noqa: E402
+from sonic_core.paths import config_file  # noqa: E402
 
 RESULTS = Path(os.environ.get("SONIC_BENCH_RESULTS", ROOT / "bench" / "results"))
 PORTRAIT = ROOT / "sonic_core" / "assets" / "portrait.jpg"
@@ -147,7 +150,7 @@ def measure_sonic(unet_grid: list[tuple], vae_grid: list[tuple]) -> list[dict]:
 
     torch.set_flush_denormal(True)  # random weights must not send activations into slow denormals
     points = []
-    meta = cost._meta_networks("sonic")  # shape-only twins, for counting FLOPs
+    meta = meta_networks("sonic")  # shape-only twins, for counting FLOPs
     meta_unet, meta_vae = meta["unet"], meta["vae"]
     with torch.device("meta"):
         unet = SonicUNet.svd()
@@ -158,7 +161,7 @@ def measure_sonic(unet_grid: list[tuple], vae_grid: list[tuple]) -> list[dict]:
                 return (torch.randn(1, frames, 8, side, side), torch.tensor(1.0), torch.randn(frames, 1, 1024),
                         torch.randn(frames, 32, 1024), torch.randn(1, 3), torch.rand(1, 1, side * 8, side * 8))
         meta_inputs = inputs("meta")
-        flops = cost.count_cost(lambda: meta_unet(*meta_inputs)).flops
+        flops = count_cost(lambda: meta_unet(*meta_inputs)).flops
         real = inputs("cpu")
         seconds = _timed(lambda: unet(*real))
         points.append({"kind": "sonic_unet", "role": role, "latent": side, "frames": frames, "calls": 1,
@@ -170,8 +173,8 @@ def measure_sonic(unet_grid: list[tuple], vae_grid: list[tuple]) -> list[dict]:
         vae = TemporalVAE()
     vae = _random_init(vae)
     for side, frames, role in vae_grid:
-        flops = cost.count_cost(lambda: meta_vae.decode(torch.empty(frames, 4, side, side, device="meta"),
-                                                        frames)).flops
+        flops = count_cost(lambda: meta_vae.decode(torch.empty(frames, 4, side, side, device="meta"),
+                                                   frames)).flops
         latents = torch.randn(frames, 4, side, side)
         seconds = _timed(lambda: vae.decode(latents, frames))
         points.append({"kind": "sonic_vae", "role": role, "latent": side, "frames": frames, "calls": 1,
@@ -275,7 +278,8 @@ def main() -> int:
                         help="internal: run one grid point and print its report as JSON")
     parser.add_argument("--quick", action="store_true", help="a smaller grid (a smoke run, ~2 minutes)")
     parser.add_argument("--no-sonic", action="store_true", help="skip the full-size UNet/VAE calibration")
-    parser.add_argument("--no-update", action="store_true", help="do not rewrite sonic_core/metering/cost_coefficients.json")
+    parser.add_argument("--no-update", action="store_true",
+                        help="do not rewrite sonic_core/metering/cost_coefficients.json")
     parser.add_argument("--reuse-sonic", metavar="RAW",
                         help="take the full-size UNet/VAE measurements from an earlier raw file instead of measuring")
     parser.add_argument("--refit", metavar="RAW",
@@ -396,7 +400,7 @@ def analyse(raw: dict, update: bool) -> int:
                              f"{r['error']:.4f}", r.get("measured_peak_bytes", ""), r.get("predicted_peak_bytes", ""),
                              f"{r['peak_error']:.4f}" if "peak_error" in r else "", r.get("loadavg", "")])
     if update:
-        target = Path(os.environ.get(cost.COEFFICIENTS_ENV) or cost.COEFFICIENTS_FILE)
+        target = config_file(None, cost.COEFFICIENTS_ENV, cost.COEFFICIENTS_FILE)
         data = json.loads(target.read_text()) if target.exists() else {}
         profiles = data.setdefault("profiles", {})
         profiles["cpu/fp32/tiny"] = profile_entry(stages, base, scale, {**info, "residuals": residuals})

@@ -5,149 +5,144 @@ The model follows the pipeline's real work, stage by stage (the stage names of :
     seconds = Σ_stage (calls_stage · per_call_s + work_stage / throughput_stage)
     peak    = base + weights + clip latents + activation_scale · max_network(activation peak of one call)
 
-``work`` is counted, not guessed: the FLOPs of one UNet window call, one VAE decode chunk, one RIFE pair, one
-whisper piece, CLIP and the audio adapters come from :class:`torch.utils.flop_counter.FlopCounterMode` on the
-*meta* device (no memory, no arithmetic), and the same pass records the peak of live activation bytes. Counts are
-cached per (model, frame size). Weights bytes are exact (parameter counts of the config-built networks, whose
-keys are the published checkpoints'). Throughputs, per-call overheads, the activation scale and the base memory
-are coefficients fitted by ``bench/cost_bench.py`` and stored as data in ``cost_coefficients.json`` (one profile
-per device / dtype / model, with the machine, torch version, date and fit residuals). Profiles marked
-``"calibrated": false`` come from documented peak throughput times a stated efficiency, not from measurements.
+Pricing is arithmetic on data, nothing else: no torch, no network is built. ``work`` is counted, not guessed: the
+FLOPs of one UNet window call, one VAE decode chunk, one RIFE pair, one whisper piece, CLIP and the audio adapters,
+and the peak of live activation bytes of each call, were counted on the meta device by ``bench/network_counts.py``
+and are shipped in ``network_counts.json`` as exact integer polynomials in the frame size (in 64-pixel tiles) and
+the frames per call, with the exact element counts of every network's weights. Throughputs, per-call overheads, the
+activation scale and the base memory are coefficients fitted by ``bench/cost_bench.py`` and stored in
+``cost_coefficients.json`` (one profile per device / dtype / model, with the machine, torch version, date and fit
+residuals). Profiles marked ``"calibrated": false`` come from documented peak throughput times a stated
+efficiency, not from measurements.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
-
-import torch
-import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
-from torch.utils.flop_counter import FlopCounterMode
+from typing import Any, Mapping
 
 from .. import timing
 from ..errors import SonicInputError
+from ..paths import config_file
 
 COEFFICIENTS_FILE = Path(__file__).with_name("cost_coefficients.json")
 COEFFICIENTS_ENV = "SONIC_COST_COEFFICIENTS"
-COUNTS_CACHE_ENV = "SONIC_COST_CACHE"
-DEFAULT_COUNTS_CACHE = "~/.cache/sonic/cost_counts.json"
+NETWORK_COUNTS_FILE = Path(__file__).with_name("network_counts.json")
+NETWORK_COUNTS_COMMAND = "python bench/network_counts.py"
 STAGES = ("audio", "face", "conditioning", "sampling", "decode", "interpolate", "encode")
 MODELS = ("sonic", "tiny")
+NETWORK_CALLS = ("unet", "vae_decode", "vae_encode", "rife", "whisper", "image_encoder", "adapters")
+WEIGHTS = ("unet", "vae", "image_encoder", "whisper", "audio2token", "audio2bucket", "rife")
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2}
-LOW_PRECISION = ("unet", "vae", "image_encoder")  # run in the pipeline dtype; the rest stay float32 (SPEC §2)
+LOW_PRECISION = ("unet", "vae", "image_encoder")  # run in the pipeline dtype; the rest stay float32 (MODEL.md §2)
+TILE_PIXELS = 64  # frame sizes are multiples of 64 px; the counts are polynomials in 64-pixel tiles
 CFG_SLOTS = 3
 WHISPER_PIECE_SECONDS = 30
 
 
 @dataclass(frozen=True)
 class NetworkCost:
-    """FLOPs and peak live activation bytes (float32) of one call of a network, counted on the meta device."""
+    """FLOPs and peak live activation bytes (float32) of one call of a network."""
 
     flops: int
     activation_bytes: int
 
 
-class _LiveBytes(TorchDispatchMode):
-    """Tracks the bytes of tensors allocated under it that are still alive, and their peak.
-
-    Every freshly allocated output gets a token whose finalizer subtracts its bytes; an output that aliases an input
-    (a view, an in-place op) shares the input's token, so storage stays counted while any view of it lives.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-
-    def _release(self, nbytes: int) -> None:
-        self.live -= nbytes
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        aliases = any(r.alias_info is not None for r in func._schema.returns)
-        source = next((a for a in tree_leaves(args) if isinstance(a, torch.Tensor) and hasattr(a, "_sonic_live")),
-                      None)
-        for tensor in tree_leaves(out):
-            if not isinstance(tensor, torch.Tensor) or hasattr(tensor, "_sonic_live"):
-                continue
-            if aliases:
-                if source is not None:
-                    tensor._sonic_live = source._sonic_live
-                continue
-            token = _Token()
-            nbytes = tensor.untyped_storage().nbytes()
-            weakref.finalize(token, self._release, nbytes)
-            tensor._sonic_live = token
-            self.live += nbytes
-            self.peak = max(self.peak, self.live)
-        return out
+Polynomial = tuple[tuple[int, int, int, int], ...]  # (coefficient, i, j, k): coefficient · m^i · n^j · f^k
 
 
-class _Token:
-    """An object whose lifetime is that of one allocation (shared by the tensors that view it)."""
+def _value(polynomial: Polynomial, m: int, n: int, f: int) -> int:
+    return sum(c * m ** i * n ** j * f ** k for c, i, j, k in polynomial)
 
 
-def count_cost(run: Callable[[], Any]) -> NetworkCost:
-    """FLOPs and peak live bytes of ``run()`` (which must build its inputs on the meta device inside).
+@dataclass(frozen=True)
+class CallCounts:
+    """One network call's FLOPs and live-activation totals as polynomials in m = height/64, n = width/64 and
+    f = frames per call (the UNet window, the VAE decode chunk); the activation peak is the largest total."""
 
-    On the meta device ``scaled_dot_product_attention`` would run its math fallback and materialise the attention
-    matrix, which the fused kernels used on CPU and GPU never do. While counting, it is replaced by a shape-only
-    stand-in that allocates what a fused kernel keeps (the output and one log-sum-exp per query) and adds the
-    fused kernel's FLOPs: ``2·L_q·L_k·(d_qk + d_v)`` per batch and head.
-    """
-    counter, live = FlopCounterMode(display=False), _LiveBytes()
-    attention_flops = [0]
-    real_attention = F.scaled_dot_product_attention
+    flops: Polynomial
+    activation_bytes: tuple[Polynomial, ...]
 
-    def fused_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        batch = math.prod(q.shape[:-2])
-        attention_flops[0] += 2 * batch * q.shape[-2] * k.shape[-2] * (q.shape[-1] + v.shape[-1])
-        q.new_empty(q.shape[:-1])  # the log-sum-exp, freed at once (the kernel's scratch)
-        return q.new_empty((*q.shape[:-1], v.shape[-1]))
+    def at(self, m: int, n: int, f: int) -> NetworkCost:
+        return NetworkCost(_value(self.flops, m, n, f), max(_value(p, m, n, f) for p in self.activation_bytes))
 
-    F.scaled_dot_product_attention = fused_attention
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """The shipped counts of one model: its calls, its weights' element counts and its latent shape."""
+
+    calls: dict[str, CallCounts]
+    weights_elements: dict[str, int]
+    latent_channels: int
+    latent_downscale: int
+
+
+def _counts_error(source: str, problem: str) -> SonicInputError:
+    return SonicInputError(f"network counts file {source}: {problem}: regenerate it with {NETWORK_COUNTS_COMMAND}")
+
+
+def _polynomial(source: str, where: str, terms: Any) -> Polynomial:
+    if not isinstance(terms, list) or not all(
+            isinstance(t, list) and len(t) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in t)
+            and min(t[1:]) >= 0 for t in terms):
+        raise _counts_error(source, f"{where} must be a list of [coefficient, i, j, k] integer terms")
+    return tuple(tuple(t) for t in terms)
+
+
+def _whole(source: str, where: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _counts_error(source, f"{where} = {value!r} must be a positive integer")
+    return value
+
+
+def parse_network_counts(data: Any, source: str = "network counts") -> dict[str, ModelCounts]:
+    """Validate a parsed counts file; every problem is a one-line :class:`SonicInputError`."""
+    models = data.get("models") if isinstance(data, Mapping) else None
+    if not isinstance(models, Mapping) or any(not isinstance(models.get(m), Mapping) for m in MODELS):
+        raise _counts_error(source, f"'models' must hold {', '.join(MODELS)}")
+    parsed = {}
+    for model in MODELS:
+        body = models[model]
+        calls = body.get("calls")
+        weights = body.get("weights_elements")
+        if not isinstance(calls, Mapping) or any(not isinstance(calls.get(c), Mapping) for c in NETWORK_CALLS):
+            raise _counts_error(source, f"{model}.calls must hold {', '.join(NETWORK_CALLS)}")
+        if not isinstance(weights, Mapping) or set(weights) != set(WEIGHTS):
+            raise _counts_error(source, f"{model}.weights_elements must hold exactly {', '.join(WEIGHTS)}")
+        counts = {}
+        for name in NETWORK_CALLS:
+            peaks = calls[name].get("activation_bytes")
+            if not isinstance(peaks, list) or not peaks:
+                raise _counts_error(source, f"{model}.calls.{name}.activation_bytes must be a non-empty list")
+            counts[name] = CallCounts(
+                _polynomial(source, f"{model}.calls.{name}.flops", calls[name].get("flops")),
+                tuple(_polynomial(source, f"{model}.calls.{name}.activation_bytes", p) for p in peaks))
+        parsed[model] = ModelCounts(
+            counts, {name: _whole(source, f"{model}.weights_elements.{name}", weights[name]) for name in WEIGHTS},
+            _whole(source, f"{model}.latent_channels", body.get("latent_channels")),
+            _whole(source, f"{model}.latent_downscale", body.get("latent_downscale")))
+    return parsed
+
+
+def load_network_counts(path: str | os.PathLike = NETWORK_COUNTS_FILE) -> dict[str, ModelCounts]:
+    """The counts of every model from ``path`` (default: the shipped ``network_counts.json``)."""
     try:
-        with torch.no_grad(), counter, live:
-            run()
-    finally:
-        F.scaled_dot_product_attention = real_attention
-    return NetworkCost(int(counter.get_total_flops()) + attention_flops[0], int(live.peak))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _counts_error(str(path), "it does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _counts_error(str(path), f"it is not valid JSON ({exc})") from None
+    return parse_network_counts(data, str(path))
 
 
-@lru_cache(maxsize=2)
-def _meta_networks(model: str) -> dict[str, torch.nn.Module]:
-    """Every network of ``model`` built on the meta device (float32), keyed as :class:`SonicModels` fields."""
-    from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
-    from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
-    from ..models.rife import IFNet
-    from ..models.unet import SonicUNet
-    from ..models.vae import TemporalVAE
-    from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
-
-    with torch.device("meta"):
-        if model == "sonic":
-            nets = {"unet": SonicUNet.svd(), "vae": TemporalVAE(),
-                    "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.vit_h14()),
-                    "whisper": WhisperEncoder(WhisperEncoderConfig.tiny()),
-                    "audio2token": AudioProjModel(), "audio2bucket": Audio2BucketModel()}
-        else:
-            from ..weights import tiny
-            nets = {"unet": tiny.tiny_unet(), "vae": TemporalVAE(tiny.TINY_VAE),
-                    "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(tiny.TINY_CLIP)),
-                    "whisper": WhisperEncoder(WhisperEncoderConfig.from_dict(tiny.TINY_WHISPER)),
-                    "audio2token": AudioProjModel(**tiny.TINY_AUDIO2TOKEN),
-                    "audio2bucket": Audio2BucketModel(**tiny.TINY_AUDIO2BUCKET)}
-        nets["rife"] = IFNet()  # the same network for both: the real RIFE weights are small
-    return {name: net.eval() for name, net in nets.items()}
+@lru_cache(maxsize=1)
+def _shipped_counts() -> dict[str, ModelCounts]:
+    return load_network_counts()
 
 
 def _check_model(model: str) -> str:
@@ -160,91 +155,26 @@ def weights_bytes(model: str = "sonic", dtype: str = "fp16") -> int:
     """Exact bytes of every network's state dict (the checkpoints' tensors): UNet, VAE and CLIP in ``dtype``, the
     rest in float32."""
     low = BYTES_PER_ELEMENT[_check_dtype(dtype)]
-    total = 0
-    for name, net in _meta_networks(_check_model(model)).items():
-        per = low if name in LOW_PRECISION else 4
-        total += per * sum(t.numel() for t in net.state_dict().values())
-    return total
+    elements = _shipped_counts()[_check_model(model)].weights_elements
+    return sum((low if name in LOW_PRECISION else 4) * count for name, count in elements.items())
 
 
-def _code_fingerprint() -> str:
-    """Digest of everything that shapes the counts (network code, configs, the tiny configs, torch's version)."""
-    digest = hashlib.sha256(torch.__version__.encode())
-    package = Path(__file__).resolve().parents[1]
-    for path in sorted([*package.glob("models/*.py"), *package.glob("configs/*.json"), package / "weights" / "tiny.py",
-                        Path(__file__).resolve()]):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+def _tiles(name: str, pixels: int) -> int:
+    if isinstance(pixels, bool) or not isinstance(pixels, int) or pixels <= 0 or pixels % TILE_PIXELS:
+        raise SonicInputError(f"{name}={pixels!r} must be a positive multiple of {TILE_PIXELS} (the pipeline's "
+                              "frame sizes)")
+    return pixels // TILE_PIXELS
 
 
-def _counts_cache_file() -> Path:
-    return Path(os.environ.get(COUNTS_CACHE_ENV) or DEFAULT_COUNTS_CACHE).expanduser()
-
-
-@lru_cache(maxsize=64)
 def network_costs(model: str, height: int, width: int, frames_per_window: int = 25,
                   decode_chunk_size: int = 8) -> dict[str, NetworkCost]:
     """Cost of one call of each network for ``height × width`` frames: ``unet`` (one window, CFG batch of 3),
     ``vae_decode`` (one chunk), ``vae_encode`` (the reference), ``rife`` (one pair), ``whisper`` (one 30 s piece),
-    ``image_encoder`` (one image) and ``adapters`` (audio2token + audio2bucket of one frame).
-
-    Counting the full-size networks takes seconds, so counts are also kept in a JSON file
-    (``$SONIC_COST_CACHE``, default ``~/.cache/sonic/cost_counts.json``) keyed by a digest of the network code.
-    """
-    key = f"{_code_fingerprint()}:{model}:{height}x{width}:{frames_per_window}:{decode_chunk_size}"
-    cache_file = _counts_cache_file()
-    try:
-        cached = json.loads(cache_file.read_text()).get(key)
-    except (OSError, ValueError, AttributeError):
-        cached = None
-    if isinstance(cached, dict):
-        return {name: NetworkCost(int(v[0]), int(v[1])) for name, v in cached.items()}
-    costs = _count_network_costs(_check_model(model), height, width, frames_per_window, decode_chunk_size)
-    try:
-        try:
-            table = json.loads(cache_file.read_text())
-        except (OSError, ValueError):
-            table = {}
-        table = table if isinstance(table, dict) else {}
-        table[key] = {name: [c.flops, c.activation_bytes] for name, c in costs.items()}
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        scratch = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-        scratch.write_text(json.dumps(table))
-        scratch.replace(cache_file)
-    except OSError:
-        pass  # a read-only home only costs the recount next time
-    return costs
-
-
-def _count_network_costs(model: str, height: int, width: int, frames_per_window: int,
-                         decode_chunk_size: int) -> dict[str, NetworkCost]:
-    nets = _meta_networks(model)
-    unet, vae, clip = nets["unet"], nets["vae"], nets["image_encoder"]
-    down = vae.config.downscale
-    h, w, c = height // down, width // down, vae.config.latent_channels
-    token, bucket = nets["audio2token"], nets["audio2bucket"]
-    whisper = nets["whisper"].config
-    token_window = (token.proj1.in_features // (whisper.encoder_layers + 1) // whisper.d_model,
-                    whisper.encoder_layers + 1, whisper.d_model)
-    clip_dim = clip.config.projection_dim
-    bucket_window = ((bucket.proj1.in_features - clip_dim) // whisper.d_model, 1, whisper.d_model)
-    f, b = frames_per_window, CFG_SLOTS
-
-    def meta(*shape: int) -> torch.Tensor:
-        return torch.empty(shape, device="meta")
-
-    runs = {
-        "unet": lambda: unet(meta(b, f, unet.conv_in.in_channels, h, w), meta(), meta(b * f, 1, clip_dim),
-                             meta(b * f, token.context_tokens, token.output_dim), meta(b, 3),
-                             meta(1, 1, height, width)),
-        "vae_decode": lambda: vae.decode(meta(decode_chunk_size, c, h, w), decode_chunk_size),
-        "vae_encode": lambda: vae.encode_mode(meta(1, 3, height, width)),
-        "rife": lambda: nets["rife"].midpoint(meta(1, 3, height, width), meta(1, 3, height, width)),
-        "whisper": lambda: nets["whisper"](meta(1, whisper.num_mel_bins, 2 * whisper.max_source_positions)),
-        "image_encoder": lambda: clip(meta(1, 3, clip.config.image_size, clip.config.image_size)),
-        "adapters": lambda: (token(meta(1, 1, *token_window)), bucket(meta(1, 1, *bucket_window), meta(1, clip_dim))),
-    }
-    return {name: count_cost(run) for name, run in runs.items()}
+    ``image_encoder`` (one image) and ``adapters`` (audio2token + audio2bucket of one frame)."""
+    calls = _shipped_counts()[_check_model(model)].calls
+    m, n = _tiles("height", height), _tiles("width", width)
+    frames = {"unet": frames_per_window, "vae_decode": decode_chunk_size}
+    return {name: counts.at(m, n, frames.get(name, 1)) for name, counts in calls.items()}
 
 
 @dataclass(frozen=True)
@@ -293,12 +223,17 @@ def workload(frames: int, resolution: int, steps: int, *, width: int | None = No
              model: str = "sonic", dtype: str = "fp16", frames_per_window: int = 25, overlap: int = 0,
              decode_chunk_size: int = 8, interpolate: bool = True) -> Workload:
     """The work of generating ``frames`` frames (12.5 fps) at ``resolution`` (short side) with ``steps`` steps."""
-    for name, value in (("frames", frames), ("steps", steps)):
+    for name, value in (("frames", frames), ("steps", steps), ("frames_per_window", frames_per_window),
+                        ("decode_chunk_size", decode_chunk_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise SonicInputError(f"{name}={value!r} must be a whole number of at least 1")
+    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 0 <= overlap < frames_per_window:
+        raise SonicInputError(f"overlap={overlap!r} must be a whole number from 0 to frames_per_window - 1 "
+                              f"({frames_per_window - 1})")
     width, height = frame_size(resolution, width, height)
     low = BYTES_PER_ELEMENT[_check_dtype(dtype)]
-    costs = network_costs(_check_model(model), height, width, frames_per_window, decode_chunk_size)
+    counts = _shipped_counts()[_check_model(model)]
+    costs = network_costs(model, height, width, frames_per_window, decode_chunk_size)
     windows = math.ceil(frames / (frames_per_window - overlap))
     unet_calls = steps * windows
     audio_seconds = frames * timing.AUDIO_FRAMES_PER_VIDEO_FRAME / timing.AUDIO_FPS
@@ -317,9 +252,8 @@ def workload(frames: int, resolution: int, steps: int, *, width: int | None = No
         "interpolate": StageWork(math.ceil(pairs / decode_chunk_size), float(pairs * costs["rife"].flops)),
         "encode": StageWork(1, float(out_frames * width * height)),
     }
-    nets = _meta_networks(model)
-    down = nets["vae"].config.downscale
-    latent_elements = frames * nets["vae"].config.latent_channels * (height // down) * (width // down)
+    down = counts.latent_downscale
+    latent_elements = frames * counts.latent_channels * (height // down) * (width // down)
     latent_bytes = latent_elements * (3 * low + 4)  # latents, the window sums, the float32 start noise
     scale = {"unet": low / 4, "vae_decode": low / 4, "vae_encode": low / 4, "image_encoder": low / 4}
     activation = max(int(cost.activation_bytes * scale.get(name, 1.0)) for name, cost in costs.items())
@@ -412,7 +346,7 @@ def parse_coefficients(data: Mapping[str, Any], source: str = "coefficients") ->
 
 def load_coefficients(path: str | os.PathLike | None = None) -> CostCoefficients:
     """Coefficients from ``path``, else ``$SONIC_COST_COEFFICIENTS``, else the bundled file."""
-    chosen = Path(path or os.environ.get(COEFFICIENTS_ENV) or COEFFICIENTS_FILE)
+    chosen = config_file(path, COEFFICIENTS_ENV, COEFFICIENTS_FILE)
     try:
         data = json.loads(chosen.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -423,7 +357,7 @@ def load_coefficients(path: str | os.PathLike | None = None) -> CostCoefficients
 
 
 @lru_cache(maxsize=4)
-def _default_coefficients(path: str) -> CostCoefficients:
+def _cached_coefficients(path: str) -> CostCoefficients:
     return load_coefficients(path)
 
 
@@ -456,7 +390,7 @@ def predict(frames: int, resolution: int, steps: int, device: str = "cuda", dtyp
     profile (``a10g``, ``l4``, ``a100``, ``h100``). Raises :class:`SonicInputError` for bad numbers or a device,
     dtype and model with no profile.
     """
-    coefficients = coefficients or _default_coefficients(os.environ.get(COEFFICIENTS_ENV) or str(COEFFICIENTS_FILE))
+    coefficients = coefficients or _cached_coefficients(str(config_file(None, COEFFICIENTS_ENV, COEFFICIENTS_FILE)))
     profile = coefficients.profile(device, _check_dtype(dtype), _check_model(model))
     load = workload(frames, resolution, steps, width=width, height=height, model=model, dtype=dtype,
                     interpolate=interpolate)

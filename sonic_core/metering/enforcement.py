@@ -30,14 +30,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import BudgetExceeded, SonicError, SonicInputError
-from .tiers import Tier, load_tiers
+from ..paths import config_file
 from .graph_pricing import AudioDuration, GraphCost, GraphCostError, price_graph
 from .ledger import Ledger, open_ledger
 from .metrics import SonicMetrics
+from .tiers import Tier, load_tiers
 
 try:
     import tomllib
@@ -93,10 +93,9 @@ _CONFIG_KEYS = {"enforce": bool, "ledger": str, "default_key": str, "default_tie
 
 def load_config(path: str | os.PathLike | None = None) -> MeteringConfig:
     """The config at ``path``, else at ``$SONIC_METERING``; no file at all means "not enforced"."""
-    chosen = path or os.environ.get(METERING_ENV)
-    if not chosen:
+    file = config_file(path, METERING_ENV)
+    if file is None:
         return MeteringConfig()
-    file = Path(chosen).expanduser()
     try:
         table = tomllib.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -14,16 +14,14 @@ applies to the prompt's total as well as to every sampler; resolution and step c
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from ..errors import SonicError, SonicInputError
 from ..node_ids import CORE_LOAD_AUDIO, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
 from ..settings import SonicSettings
 from ..timing import generated_frames
-from .tiers import Tier, load_tiers, price
-
-if TYPE_CHECKING:
-    from .cost import Prediction
+from .cost import Prediction, predict
+from .tiers import Tier, price, resolve_tier
 
 PRIMITIVES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                         "PrimitiveBoolean"})
@@ -188,12 +186,11 @@ def _job_duration(graph: _Graph, predata_id: str) -> float:
     return seconds
 
 
-def predict(frames: int, resolution: int, steps: int, device: str, dtype: str) -> Prediction | None:
-    """:func:`sonic_core.metering.cost.predict` for one job, or ``None`` when the cost model has no profile for ``device``."""
-    from . import cost  # counting FLOPs needs torch; pricing a graph without predictions does not
-
+def predict_or_none(frames: int, resolution: int, steps: int, device: str, dtype: str) -> Prediction | None:
+    """:func:`sonic_core.metering.cost.predict` for one job, or ``None`` when the cost model has no profile for
+    ``device``."""
     try:
-        return cost.predict(frames, resolution, steps, device, dtype)
+        return predict(frames, resolution, steps, device, dtype)
     except SonicError:
         return None
 
@@ -216,7 +213,7 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
     except SonicInputError as exc:
         raise GraphCostError(f"{SAMPLER} node {node_id}: {exc}") from None
     frames = generated_frames(duration)
-    prediction = predict(frames, settings.min_resolution, settings.steps, device, dtype)
+    prediction = predict_or_none(frames, settings.min_resolution, settings.steps, device, dtype)
     return JobCost(node_id=node_id, tokens=verdict.tokens, duration=duration, resolution=settings.min_resolution,
                    steps=settings.steps, dynamic_scale=settings.dynamic_scale, motion_scale=settings.motion_scale,
                    frames=frames, allowed=verdict.allowed,
@@ -227,16 +224,6 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
 
 def _text_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) and value and value != "auto" else default
-
-
-def resolve_tier(tier: Tier | str, tiers: Mapping[str, Tier] | None = None) -> Tier:
-    """A :class:`Tier`, looking a name up in ``tiers`` (default: :func:`load_tiers`)."""
-    if isinstance(tier, Tier):
-        return tier
-    known = tiers if tiers is not None else load_tiers()
-    if tier not in known:
-        raise SonicInputError(f"unknown tier {tier!r}: choose one of {sorted(known)}")
-    return known[tier]
 
 
 def price_graph(prompt: Mapping[str, Any], *, tier: Tier | str, tiers: Mapping[str, Tier] | None = None,

@@ -72,6 +72,16 @@ def load_tiers(path: str | os.PathLike | None = None) -> dict[str, Tier]:
     return parse_tiers(table, str(chosen))
 
 
+def resolve_tier(tier: Tier | str, tiers: Mapping[str, Tier] | None = None) -> Tier:
+    """A :class:`Tier`, looking a name up in ``tiers`` (default: :func:`load_tiers`)."""
+    if isinstance(tier, Tier):
+        return tier
+    known = tiers if tiers is not None else load_tiers()
+    if tier not in known:
+        raise SonicInputError(f"unknown tier {tier!r}: choose one of {sorted(known)}")
+    return known[tier]
+
+
 @dataclass(frozen=True)
 class PriceVerdict:
     """The cost of a job and whether a tier accepts it (``reason`` says why not)."""
@@ -94,11 +104,7 @@ def price(settings: SonicSettings, tier: Tier | str, duration: float | None = No
     ``duration`` defaults to ``settings.duration``; ``tier`` is a :class:`Tier` or a name looked up in ``tiers``
     (default: :func:`load_tiers`).
     """
-    if isinstance(tier, str):
-        known = tiers if tiers is not None else load_tiers()
-        if tier not in known:
-            raise SonicInputError(f"unknown tier {tier!r}: choose one of {sorted(known)}")
-        tier = known[tier]
+    tier = resolve_tier(tier, tiers)
     seconds = duration if duration is not None else settings.duration
     if seconds is None:
         raise SonicInputError("duration is not set: pass the audio length in seconds to price a job")

@@ -1,13 +1,24 @@
-"""The set of networks one Sonic generation needs, whether they hold real weights or the embedded tiny ones."""
+"""The set of networks one Sonic generation needs (:class:`SonicModels`), whether they hold real weights or the
+embedded tiny ones, and the configs that shape them (:class:`ModelConfigs`: the published ones, or another set of
+the same form such as the tiny model's)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..configs import bundled_config
 from ..device import parse_dtype
+from .audio_adapters import Audio2BucketModel, AudioProjModel
+from .clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+from .rife import IFNet
+from .unet import SonicUNet
+from .vae import TemporalVAE
+from .whisper import WhisperEncoder, WhisperEncoderConfig
 
 
 @dataclass
@@ -36,3 +47,38 @@ class SonicModels:
             if module is not None:
                 module.to(device=device, dtype=dtype if f.name in low_precision else torch.float32).eval()
         return self
+
+
+@dataclass(frozen=True)
+class ModelConfigs:
+    """The constructor configs of the networks: ``unet`` (diffusers UNet config), ``vae`` (diffusers VAE config),
+    ``clip`` (transformers CLIPVisionConfig fields), ``whisper`` (WhisperConfig encoder fields), ``audio2token`` and
+    ``audio2bucket`` (the adapters' constructor arguments)."""
+
+    unet: Mapping[str, Any]
+    vae: Mapping[str, Any]
+    clip: Mapping[str, Any]
+    whisper: Mapping[str, Any]
+    audio2token: Mapping[str, Any]
+    audio2bucket: Mapping[str, Any]
+
+    @classmethod
+    def official(cls) -> ModelConfigs:
+        """The published Sonic / SVD-xt / ViT-H/14 / whisper-tiny configs."""
+        adapters = bundled_config("sonic_adapters_config.json")
+        return cls(unet=bundled_config("svd_unet_config.json"), vae=bundled_config("svd_vae_config.json"),
+                   clip=bundled_config("clip_vit_h14_vision_config.json"),
+                   whisper=bundled_config("whisper_tiny_config.json"),
+                   audio2token=adapters["audio2token"], audio2bucket=adapters["audio2bucket"])
+
+    def factories(self) -> dict[str, Callable[[], nn.Module]]:
+        """A constructor per :class:`SonicModels` field (``rife`` has one fixed architecture)."""
+        return {
+            "unet": lambda: SonicUNet.from_config(self.unet),
+            "vae": lambda: TemporalVAE(dict(self.vae)),
+            "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(self.clip)),
+            "whisper": lambda: WhisperEncoder(WhisperEncoderConfig.from_dict(self.whisper)),
+            "audio2token": lambda: AudioProjModel(**self.audio2token),
+            "audio2bucket": lambda: Audio2BucketModel(**self.audio2bucket),
+            "rife": IFNet,
+        }

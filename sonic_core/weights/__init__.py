@@ -10,7 +10,7 @@ Every read of a checkpoint and every strict load into a network goes through thi
 * :mod:`.svd_single_file` — Stability ``svd_xt*.safetensors`` names -> ours (data-driven rename rules).
 * :mod:`.components` — each published checkpoint -> our module's state dict: the UNet check, :func:`load_svd_parts`,
   the whisper encoder and RIFE key mappings; ``read_*`` from files, ``load_*`` into built modules.
-* :mod:`.loader` — :class:`~.loader.ModelConfigs`, :func:`~.loader.load_sonic_models`, :func:`~.loader.load_rife`.
+* :mod:`.loader` — :func:`~.loader.load_sonic_models`, :func:`~.loader.load_rife`.
 * :mod:`.tiny` — the embedded tiny model (random weights from a seed, no files).
 * :mod:`.hub` — :func:`fetch_weights` (``python -m sonic_core fetch-weights``).
 """

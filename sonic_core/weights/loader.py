@@ -9,72 +9,21 @@ configs by default (bundled in ``sonic_core/configs/``), or any other set of the
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from ..configs import bundled_config
 from ..device import parse_dtype
-from ..models.audio_adapters import Audio2BucketModel, AudioProjModel
-from ..models.bundle import SonicModels
-from ..models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
+from ..models.bundle import ModelConfigs, SonicModels
 from ..models.rife import IFNet
-from ..models.unet import SonicUNet
-from ..models.vae import TemporalVAE
-from ..models.whisper import WhisperEncoder, WhisperEncoderConfig
 from .components import (CLIP_FIX, RIFE_FIX, UNET_FIX, WHISPER_FIX, load_svd_parts, read_rife, read_unet,
                          read_whisper_encoder)
 from .layout import WeightFiles
 from .reading import build_and_load, read_state_dict
 
 REQUIRED = ("unet", "audio2token", "audio2bucket", "whisper", "svd")
-
-
-@dataclass(frozen=True)
-class ModelConfigs:
-    """The constructor configs of the networks: ``unet`` (diffusers UNet config), ``vae`` (diffusers VAE config),
-    ``clip`` (transformers CLIPVisionConfig fields), ``whisper`` (WhisperConfig encoder fields), ``audio2token`` and
-    ``audio2bucket`` (the adapters' constructor arguments)."""
-
-    unet: Mapping[str, Any]
-    vae: Mapping[str, Any]
-    clip: Mapping[str, Any]
-    whisper: Mapping[str, Any]
-    audio2token: Mapping[str, Any]
-    audio2bucket: Mapping[str, Any]
-
-    @classmethod
-    def official(cls) -> ModelConfigs:
-        """The published Sonic / SVD-xt / ViT-H/14 / whisper-tiny configs."""
-        adapters = bundled_config("sonic_adapters_config.json")
-        return cls(unet=bundled_config("svd_unet_config.json"), vae=bundled_config("svd_vae_config.json"),
-                   clip=bundled_config("clip_vit_h14_vision_config.json"),
-                   whisper=bundled_config("whisper_tiny_config.json"),
-                   audio2token=adapters["audio2token"], audio2bucket=adapters["audio2bucket"])
-
-    @classmethod
-    def tiny(cls) -> ModelConfigs:
-        """The embedded tiny model's configs (:mod:`sonic_core.weights.tiny`)."""
-        from . import tiny
-
-        return cls(unet=tiny.TINY_UNET, vae=tiny.TINY_VAE, clip=tiny.TINY_CLIP, whisper=tiny.TINY_WHISPER,
-                   audio2token=tiny.TINY_AUDIO2TOKEN, audio2bucket=tiny.TINY_AUDIO2BUCKET)
-
-    def factories(self) -> dict[str, Callable[[], nn.Module]]:
-        """A constructor per :class:`SonicModels` field (``rife`` has one fixed architecture)."""
-        return {
-            "unet": lambda: SonicUNet.from_config(self.unet),
-            "vae": lambda: TemporalVAE(dict(self.vae)),
-            "image_encoder": lambda: CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(self.clip)),
-            "whisper": lambda: WhisperEncoder(WhisperEncoderConfig.from_dict(self.whisper)),
-            "audio2token": lambda: AudioProjModel(**self.audio2token),
-            "audio2bucket": lambda: Audio2BucketModel(**self.audio2bucket),
-            "rife": IFNet,
-        }
 
 
 def required_components(interpolate: bool) -> tuple[str, ...]:

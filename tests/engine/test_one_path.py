@@ -17,8 +17,8 @@ from sonic_core import audio
 from sonic_core.cli import main
 from sonic_core.models.rife import IFNet
 from sonic_core.video import probe
-from sonic_core.weights.loader import ModelConfigs
-from sonic_core.weights.tiny import tiny_models
+from sonic_core.models.bundle import ModelConfigs
+from sonic_core.weights.tiny import TINY_CONFIGS, tiny_models
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
@@ -53,7 +53,7 @@ def stereo_speech(tmp_path_factory):
 
 def test_generate_walks_the_pipeline_once_reads_the_audio_once_and_keeps_the_track(
         tiny_weights, stereo_speech, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ModelConfigs, "official", classmethod(lambda cls: cls.tiny()))  # the tiny networks' shapes
+    monkeypatch.setattr(ModelConfigs, "official", classmethod(lambda cls: TINY_CONFIGS))  # the tiny networks' shapes
     opened: list[str] = []
     real_open = audio.soundfile.SoundFile
     monkeypatch.setattr(audio.soundfile, "SoundFile", lambda file, *a, **k: opened.append(str(file)) or

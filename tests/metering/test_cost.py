@@ -1,18 +1,24 @@
-"""The cost model: exact work counts on the meta device, the pipeline's call structure, the coefficients file and
-the estimate CLI's prediction fields. Prediction *error* is measured by ``bench/cost_bench.py`` (recorded in
+"""The cost model: the shipped network counts (against live counts on the meta device and the network code they
+were counted from), pricing without torch, the pipeline's call structure, the coefficients file and the estimate
+CLI's prediction fields. Prediction *error* is measured by ``bench/cost_bench.py`` (recorded in
 ``bench/results/``), never asserted here: timings depend on the machine."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sonic_testing import checkpoint_key_list
+from sonic_testing import REPO, basic_prompt, checkpoint_key_list
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import network_counts
 from sonic_core.metering import cost
 from sonic_core.cli import main
 from sonic_core.errors import SonicInputError
@@ -20,16 +26,11 @@ from sonic_core.errors import SonicInputError
 UNIT = cost.Profile("unit", True, {s: cost.StageCoefficients(0.0, 1.0) for s in cost.STAGES}, 0, 1.0)
 
 
-@pytest.fixture(autouse=True)
-def counts_cache(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(cost.COUNTS_CACHE_ENV, str(tmp_path / "counts.json"))
-
-
 def test_flops_of_linear_and_conv_match_a_hand_count() -> None:
     with torch.device("meta"):
         linear, conv = torch.nn.Linear(8, 16), torch.nn.Conv2d(3, 5, 3, padding=1)
-    assert cost.count_cost(lambda: linear(torch.empty(4, 8, device="meta"))).flops == 2 * 4 * 8 * 16
-    conv_flops = cost.count_cost(lambda: conv(torch.empty(2, 3, 10, 10, device="meta"))).flops
+    assert network_counts.count_cost(lambda: linear(torch.empty(4, 8, device="meta"))).flops == 2 * 4 * 8 * 16
+    conv_flops = network_counts.count_cost(lambda: conv(torch.empty(2, 3, 10, 10, device="meta"))).flops
     assert conv_flops == 2 * (2 * 10 * 10) * 5 * (3 * 3 * 3)
 
 
@@ -37,8 +38,8 @@ def test_attention_stand_in_counts_like_the_real_kernel_without_the_score_matrix
     shapes = [(2, 3, 50, 4), (2, 3, 70, 4), (2, 3, 70, 6)]
     with FlopCounterMode(display=False) as real:
         F.scaled_dot_product_attention(*(torch.randn(s) for s in shapes))
-    counted = cost.count_cost(lambda: F.scaled_dot_product_attention(*(torch.empty(s, device="meta")
-                                                                        for s in shapes)))
+    counted = network_counts.count_cost(lambda: F.scaled_dot_product_attention(*(torch.empty(s, device="meta")
+                                                                                  for s in shapes)))
     assert counted.flops == real.get_total_flops() == 2 * 6 * 50 * 70 * (4 + 6)
     inputs = 4 * sum(math.prod(s) for s in shapes)
     assert counted.activation_bytes == inputs + 4 * 2 * 3 * 50 * 6  # the output; never the 50×70 scores
@@ -53,7 +54,98 @@ def test_live_bytes_follow_views_and_frees() -> None:
         c = b * 2  # +4000
         return c + b  # +4000
 
-    assert cost.count_cost(run).activation_bytes == 12000
+    counted = network_counts.count_cost(run)
+    assert counted.activation_bytes == 12000
+    assert counted.live_after_allocations == (4000, 8000, 8000, 12000)
+
+
+def test_fit_recovers_integer_polynomials_and_refuses_others() -> None:
+    axes = ((4, 6, 9), (4, 5, 8), (2, 8, 25))
+    grid = [[[7 + 3 * m * n * f + 2 * m * m * n * n * f + m * n * f * f for f in axes[2]] for n in axes[1]]
+            for m in axes[0]]
+    samples = np.array(grid, dtype=object)
+    coefficients = network_counts.fit(samples, axes)
+    terms = sorted(network_counts.polynomial_terms(coefficients))
+    assert terms == [[1, 1, 1, 2], [2, 2, 2, 1], [3, 1, 1, 1], [7, 0, 0, 0]]
+    samples[0, 0, 0] += 1  # no longer a polynomial of degree <= 2 with integer coefficients
+    with pytest.raises(network_counts.NotPolynomial):
+        network_counts.fit(samples, axes)
+
+
+def test_undominated_keeps_every_polynomial_that_can_be_the_largest() -> None:
+    rows = np.array([[5, 1], [4, 2], [3, 1], [5, 1], [0, 3]], dtype=object)
+    assert sorted(network_counts.undominated(rows)) == [0, 1, 4]  # [3, 1] is below [5, 1]; one of the equal rows
+
+
+@pytest.mark.parametrize("model", cost.MODELS)
+def test_shipped_counts_are_the_live_counts(model) -> None:
+    """Count every network on the meta device and compare with the shipped polynomials: at 256² (a fit point) and
+    at 704 × 384 (fitted at neither 11 tiles high nor a 25-frame window with a 6-tile width: held out), with the
+    pipeline's 25-frame windows and 8-frame decode chunks."""
+    nets = network_counts.meta_networks(model)
+    shipped = cost.load_network_counts()[model]
+    assert network_counts.weights_elements(nets) == shipped.weights_elements
+    for height, width in ((256, 256), (704, 384)):
+        expected = cost.network_costs(model, height, width)
+        for name in cost.NETWORK_CALLS:
+            live = network_counts.count_call(nets, name, height, width, {"unet": 25, "vae_decode": 8}.get(name, 1))
+            assert (live.flops, live.activation_bytes) == (expected[name].flops, expected[name].activation_bytes), \
+                f"{model} {name} at {height}x{width}: live counts differ from the shipped ones: run " \
+                f"{network_counts.COMMAND}"
+
+
+def test_shipped_counts_were_counted_from_this_network_code() -> None:
+    shipped = json.loads(cost.NETWORK_COUNTS_FILE.read_text())
+    assert shipped["fingerprint"] == network_counts.code_fingerprint(), \
+        f"the network code or configs changed since sonic_core/metering/network_counts.json was counted: run " \
+        f"{network_counts.COMMAND} and commit the file"
+
+
+NO_TORCH_CHECK = """
+import json, pkgutil, sys
+import sonic_core.metering
+from sonic_core.metering import cost
+from sonic_core.metering.graph_pricing import price_graph
+for module in pkgutil.walk_packages(sonic_core.metering.__path__, "sonic_core.metering."):
+    __import__(module.name)
+priced = price_graph(json.loads(sys.stdin.read()), tier="api", audio_duration=lambda name: 6.6, device="cpu",
+                     dtype="fp32")
+predicted = cost.predict(125, 512, 25, "cuda", "fp16", model="sonic")
+heavy = sorted(name for name in sys.modules if name.split(".")[0] == "torch" or name.startswith("sonic_core.models"))
+print(json.dumps({"seconds": priced.predicted_seconds, "peak": predicted.peak_bytes, "heavy": heavy}))
+"""
+
+
+def test_pricing_a_graph_imports_no_torch_and_builds_no_network() -> None:
+    done = subprocess.run([sys.executable, "-c", NO_TORCH_CHECK], input=json.dumps(basic_prompt()), cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(done.stdout)
+    assert report["seconds"] > 0 and report["peak"] > 0
+    assert report["heavy"] == [], f"pricing imported {report['heavy'][:5]}: sonic_core/metering must not import " \
+                                  "torch or the networks (the counts are data: bench/network_counts.py)"
+
+
+def _valid_counts() -> dict:
+    return json.loads(cost.NETWORK_COUNTS_FILE.read_text())
+
+
+@pytest.mark.parametrize("break_it, words", [
+    (lambda d: d["models"].pop("tiny"), "'models' must hold sonic, tiny"),
+    (lambda d: d["models"]["sonic"]["calls"].pop("rife"), "sonic.calls must hold"),
+    (lambda d: d["models"]["sonic"]["calls"]["unet"]["flops"].append([1.5, 0, 0, 0]), "sonic.calls.unet.flops"),
+    (lambda d: d["models"]["tiny"]["calls"]["vae_decode"].update(activation_bytes=[]), "must be a non-empty list"),
+    (lambda d: d["models"]["tiny"]["weights_elements"].pop("vae"), "weights_elements must hold exactly"),
+    (lambda d: d["models"]["tiny"].update(latent_downscale=0), "latent_downscale = 0"),
+])
+def test_broken_network_counts_are_refused_in_one_line(break_it, words, tmp_path) -> None:
+    data = copy.deepcopy(_valid_counts())
+    break_it(data)
+    path = tmp_path / "network_counts.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(SonicInputError, match=words) as refused:
+        cost.load_network_counts(path)
+    assert str(path) in str(refused.value) and network_counts.COMMAND in str(refused.value)
+    assert "\n" not in str(refused.value)
 
 
 def test_weights_bytes_are_the_published_checkpoints() -> None:
@@ -111,6 +203,13 @@ def test_bad_inputs_have_one_line_errors() -> None:
             cost.workload(*args, model="tiny")
     with pytest.raises(SonicInputError, match="both width and height"):
         cost.workload(25, 256, 2, width=320, model="tiny")
+    for kwargs, words in (({"overlap": 25}, r"overlap=25 must be .* \(24\)"),
+                          ({"frames_per_window": 0}, "frames_per_window=0"),
+                          ({"decode_chunk_size": 2.5}, "decode_chunk_size=2.5")):
+        with pytest.raises(SonicInputError, match=words):
+            cost.workload(25, 256, 2, model="tiny", **kwargs)
+    with pytest.raises(SonicInputError, match="width=100 must be a positive multiple of 64"):
+        cost.network_costs("tiny", 256, 100)
 
 
 def test_shipped_coefficients_load_and_validate() -> None:
@@ -163,12 +262,11 @@ def test_estimate_cli_says_when_it_cannot_predict(capsys) -> None:
     assert report["predicted_seconds"] is None and "no cost profile" in report["prediction"]["unavailable"]
 
 
-@pytest.mark.slow
 def test_default_estimate_is_the_full_model_on_an_a10g_class_gpu(capsys) -> None:
     assert main(["estimate", "--duration", "10", "--resolution", "512", "--steps", "25", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["prediction"]["profile"] == "a10g/fp16/sonic" and report["prediction"]["calibrated"] is False
     assert report["predicted_peak_bytes"] > cost.weights_bytes("sonic", "fp16")
     load = cost.workload(125, 512, 25)
-    assert load.unet_calls == 125  # SPEC §7.6: 5 windows × 25 steps
+    assert load.unet_calls == 125  # MODEL.md §7.6: 5 windows × 25 steps
     assert report["predicted_seconds"] > load.stages["sampling"].work / 125e12  # never above the GPU's peak

@@ -12,10 +12,11 @@ import torch
 from sonic_testing import checkpoint_key_list, write_official_layout
 
 from sonic_core.errors import SonicWeightsError
-from sonic_core.weights.loader import ModelConfigs, load_sonic_models, required_components
+from sonic_core.models.bundle import ModelConfigs
+from sonic_core.weights.loader import load_sonic_models, required_components
 from sonic_core.models.bundle import SonicModels
 from sonic_core.models.rife import IFNet
-from sonic_core.weights.tiny import tiny_models
+from sonic_core.weights.tiny import TINY_CONFIGS, tiny_models
 from sonic_core.weights import locate_weights
 
 KEY_LISTS = {"unet": "unet", "vae": "vae_temporal", "image_encoder": "clip_vision",
@@ -49,7 +50,7 @@ def saved(tmp_path_factory) -> tuple[Path, SonicModels]:
 
 def test_official_layout_loads_strictly_with_spec_precisions(saved):
     root, source = saved
-    loaded = load_sonic_models(locate_weights(root), dtype="fp16", configs=ModelConfigs.tiny())
+    loaded = load_sonic_models(locate_weights(root), dtype="fp16", configs=TINY_CONFIGS)
     for name in ("unet", "vae", "image_encoder"):
         for key, tensor in getattr(loaded, name).state_dict().items():
             assert tensor.dtype == torch.float16, (name, key)
@@ -66,10 +67,10 @@ def test_without_interpolation_rife_is_neither_needed_nor_loaded(saved):
     root, _ = saved
     files = dataclasses.replace(locate_weights(root), rife=None)
     assert required_components(interpolate=False) == tuple(c for c in required_components(True) if c != "rife")
-    loaded = load_sonic_models(files, dtype="fp32", interpolate=False, configs=ModelConfigs.tiny())
+    loaded = load_sonic_models(files, dtype="fp32", interpolate=False, configs=TINY_CONFIGS)
     assert loaded.rife is None
     with pytest.raises(SonicWeightsError, match=r"missing Sonic weights: rife -> "):
-        load_sonic_models(files, dtype="fp32", configs=ModelConfigs.tiny())
+        load_sonic_models(files, dtype="fp32", configs=TINY_CONFIGS)
 
 
 def test_missing_files_are_one_line_naming_each_component(tmp_path):
@@ -87,4 +88,4 @@ def test_a_checkpoint_of_the_wrong_architecture_names_the_file(saved, tmp_path):
     write_official_layout(bad, source)
     torch.save(source.audio2bucket.state_dict(), bad / "Sonic" / "audio2token.pth")
     with pytest.raises(SonicWeightsError, match=r"audio2token\.pth does not match AudioProjModel"):
-        load_sonic_models(locate_weights(bad), dtype="fp32", configs=ModelConfigs.tiny())
+        load_sonic_models(locate_weights(bad), dtype="fp32", configs=TINY_CONFIGS)
