@@ -176,6 +176,13 @@ def throw_if_interrupted() -> None:
         _model_management.throw_exception_if_processing_interrupted()
 
 
+def cancel_check() -> bool:
+    """The engine's stop check inside a node: raises ComfyUI's interrupt (a cancel, not an error) when Cancel was
+    pressed, so the engine's long loops stop between units of work."""
+    throw_if_interrupted()
+    return False
+
+
 def interrupt_exception_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the user cancelled": ComfyUI's (when present) and the engine's SonicInterrupted."""
     comfy_type = getattr(_model_management, "InterruptProcessingException", None)

@@ -18,6 +18,7 @@ from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, 
 from sonic_core.post.smooth import METHODS, smooth_motion
 from sonic_core.settings import AUTO
 
+from .comfy_compat import cancel_check
 from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
 ALIGN_MODES = ("measure", "correct")
@@ -57,7 +58,7 @@ def motion_smooth(images: Any, fps: float = 25.0, method: str = "bezier", streng
         model.load()
     frames, report = smooth_motion(image_to_frames(images), fps, method, auto_or_number(strength, "strength"),
                                    target_fps=target_fps or None, interpolator=rife.midpoint if rife else None,
-                                   border=border)
+                                   border=border, should_stop=cancel_check)
     line = (f"{report.reason}; jitter {report.jitter_before:.2f} -> {report.jitter_after:.2f} px, "
             f"largest correction {report.max_correction_px:.1f} px, {report.frames_in} frames at {report.fps_in:g} "
             f"fps -> {report.frames_out} at {report.fps_out:g} fps")

@@ -32,8 +32,8 @@ from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
 from sonic_core.weights.loader import load_rife, load_sonic_models
 from sonic_core.weights.tiny import tiny_models
 
-from .comfy_compat import (ManagedModel, ProgressBar, offload_device, sonic_model_dirs, throw_if_interrupted,
-                           torch_device)
+from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, offload_device, sonic_model_dirs,
+                           throw_if_interrupted, torch_device)
 from .post import image_to_frames
 from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
@@ -242,12 +242,6 @@ SONIC_PREDATA = NodeSpec(
 
 # --- Sonic Sampler ----------------------------------------------------------------------------------------------
 
-def _check_interrupt() -> bool:
-    """The pipeline's stop check: raises ComfyUI's interrupt (a cancel, not an error) when Cancel was pressed."""
-    throw_if_interrupted()
-    return False
-
-
 def speech_audio(speech: Any, seconds: float) -> dict[str, Any]:
     """The speech as a ComfyUI AUDIO (its own rate and channels) cut to ``seconds``, the video's length."""
     waveform = torch.from_numpy(speech.waveform[:, :int(round(seconds * speech.sample_rate))].copy())
@@ -267,7 +261,7 @@ def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_
     inputs = predata.inputs
     progress = ProgressBar(settings.steps * calls_per_step(inputs.num_frames, SamplerOptions.from_settings(settings)))
     chunks = pipeline(inputs, settings, on_step=lambda done, total: progress.update_absolute(done, total),
-                      should_stop=_check_interrupt)
+                      should_stop=cancel_check)
     frames = torch.cat([chunk.cpu() for chunk in chunks])
     throw_if_interrupted()
     return NodeResult((frames.permute(0, 2, 3, 1).contiguous(), settings.fps,

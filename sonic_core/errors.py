@@ -7,6 +7,8 @@ nodes, a queue worker) can catch one type and show its one-line message. Input e
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class SonicError(Exception):
     """Base class of every error the engine raises on purpose."""
@@ -43,3 +45,13 @@ class BudgetExceeded(SonicError):
 
 class SonicInterrupted(SonicError):
     """The user cancelled a running job; nothing was written and nothing is charged."""
+
+
+StopCheck = Callable[[], bool]  # asked between units of long work; True means the user cancelled
+ProgressCallback = Callable[[int, int], None]  # (done, total) after each unit of long work
+
+
+def stop_if_asked(should_stop: StopCheck | None, what: str = "generation") -> None:
+    """Raise :class:`SonicInterrupted` when ``should_stop`` says the user cancelled (a cancel, not an error)."""
+    if should_stop is not None and should_stop():
+        raise SonicInterrupted(f"{what} cancelled by the user: nothing was written")

@@ -22,16 +22,13 @@ from . import conditioning, sampling, timing
 from .audio import log_mel_pieces
 from .conditioning import AudioConditioning, ImageConditioning
 from .device import parse_dtype
-from .errors import SonicInterrupted
+from .errors import ProgressCallback, StopCheck, stop_if_asked
 from .inputs import PreparedInputs
 from .interpolation import output_frame_count, retime_chunks
 from .models.bundle import SonicModels
 from .models.clip_vision import preprocess_clip_image
-from .sampling import ProgressCallback, SamplerOptions, StopCheck, sample_latents
+from .sampling import SamplerOptions, sample_latents
 from .settings import SonicSettings
-
-INTERRUPTED = "generation cancelled by the user: nothing was written"
-
 
 def draw_noise(seed: int, image_shape: tuple[int, ...],
                latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,8 +116,7 @@ class SonicPipeline:
     @staticmethod
     def _checked(chunks: Iterator[torch.Tensor], should_stop: StopCheck | None) -> Iterator[torch.Tensor]:
         for chunk in chunks:
-            if should_stop is not None and should_stop():
-                raise SonicInterrupted(INTERRUPTED)
+            stop_if_asked(should_stop)
             yield chunk
 
     def condition(self, inputs: PreparedInputs,

@@ -16,10 +16,10 @@ from typing import Any
 
 import torch
 
+from .errors import ProgressCallback, StopCheck
 from .inputs import PreparedInputs
 from .pipeline import SonicPipeline, StageClock
 from .post.chain import PostOptions, apply_post
-from .sampling import ProgressCallback, StopCheck
 from .settings import SonicSettings
 from .video import VideoWriter
 

@@ -14,7 +14,7 @@ broadcast, never repeated over all ``N`` frames.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -22,14 +22,12 @@ import torch
 from . import timing
 from .configs import bundled_config
 from .conditioning import AudioConditioning, ImageConditioning
-from .errors import SonicInputError, SonicInterrupted
+from .errors import ProgressCallback, SonicInputError, StopCheck, stop_if_asked
 from .settings import SonicSettings
 
 SVD_SCHEDULER_CONFIG = "svd_scheduler_config.json"
 KARRAS_RHO = 7.0
 
-ProgressCallback = Callable[[int, int], None]
-StopCheck = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -237,8 +235,7 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
         summed = torch.zeros_like(latents)
         counts = latents.new_zeros(n)
         for first in range(0, windows.shape[0], options.windows_per_call):
-            if should_stop is not None and should_stop():
-                raise SonicInterrupted("generation cancelled by the user: nothing was written")
+            stop_if_asked(should_stop)
             group = windows[first:first + options.windows_per_call]
             sample, clip_ctx, audio_ctx = cfg_batch(latents, group, sigma, cond_tokens, uncond_tokens,
                                                      image_slots, clip_slots)

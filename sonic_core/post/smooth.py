@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..errors import SonicDependencyError, SonicInputError
+from ..errors import SonicDependencyError, SonicInputError, StopCheck, stop_if_asked
 from ..face.box import FaceBox, as_face_box, clip_region
 from ..face.detect import detect_face_box
 from .filters import bezier_fit, one_euro, savitzky_golay
@@ -172,7 +172,8 @@ def _track(cv2: Any, key: _Keyframe, image: np.ndarray, guess: np.ndarray) -> tu
     return np.vstack([affine, [0.0, 0.0, 1.0]]), float(inliers.sum()) / len(key.points)
 
 
-def estimate_trajectory(frames: torch.Tensor, face_box: Any = None) -> Trajectory:
+def estimate_trajectory(frames: torch.Tensor, face_box: Any = None,
+                        should_stop: StopCheck | None = None) -> Trajectory:
     """Head trajectory of a clip [F, 3, H, W]; the tracked region follows the head from ``face_box``.
 
     Every frame is matched to a keyframe (frame 0 at first), not to its predecessor, so errors do not accumulate;
@@ -191,6 +192,7 @@ def estimate_trajectory(frames: torch.Tensor, face_box: Any = None) -> Trajector
     key = _keyframe(cv2, gray[0], matrices[0], box)
     failed = 0
     for index in range(1, len(gray)):
+        stop_if_asked(should_stop, "Motion Smooth")
         found, share = _track(cv2, key, gray[index], matrices[index - 1] @ np.linalg.inv(key.matrix))
         if found is None or share < KEYFRAME_SUPPORT:
             key = _keyframe(cv2, gray[index - 1], matrices[index - 1], box)
@@ -257,7 +259,8 @@ def _cover_zoom(corrections: list[np.ndarray], height: int, width: int) -> float
     return 1.0 + 2.0 * worst / min(height, width)
 
 
-def warp_frames(frames: torch.Tensor, corrections: list[np.ndarray], zoom: float = 1.0) -> torch.Tensor:
+def warp_frames(frames: torch.Tensor, corrections: list[np.ndarray], zoom: float = 1.0,
+                should_stop: StopCheck | None = None) -> torch.Tensor:
     """Warp each frame [3, H, W] by its 3 × 3 correction (then the zoom about the centre), mirroring borders."""
     cv2 = _cv2()
     height, width = frames.shape[2:]
@@ -265,6 +268,7 @@ def warp_frames(frames: torch.Tensor, corrections: list[np.ndarray], zoom: float
     zoom_matrix = similarity_from_params(np.array([0.0, 0.0, 0.0, math.log(zoom)]), centre, 1.0)
     out = torch.empty_like(frames)
     for start in range(0, len(frames), CHUNK):
+        stop_if_asked(should_stop, "Motion Smooth")
         source = frames[start:start + CHUNK].permute(0, 2, 3, 1).float().contiguous().cpu().numpy()
         warped = np.empty_like(source)
         for offset, correction in enumerate(corrections[start:start + CHUNK]):
@@ -277,11 +281,13 @@ def warp_frames(frames: torch.Tensor, corrections: list[np.ndarray], zoom: float
 def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bezier",
                   strength: float | str = "auto", target_fps: float | None = None,
                   interpolator: Midpoint | None = None, face_box: Any = None,
-                  border: Literal["reflect", "zoom"] = "reflect") -> tuple[torch.Tensor, SmoothReport]:
+                  border: Literal["reflect", "zoom"] = "reflect",
+                  should_stop: StopCheck | None = None) -> tuple[torch.Tensor, SmoothReport]:
     """Suppress head jitter; frame count and duration unchanged unless ``target_fps`` asks for a retime.
 
     ``interpolator`` is a midpoint function ``(a [N, 3, H, W], b) -> [N, 3, H, W]`` (e.g. RIFE's
-    ``IFNet.midpoint``) used for the retime; a linear blend when None.
+    ``IFNet.midpoint``) used for the retime; a linear blend when None. ``should_stop`` is asked between tracked
+    frames and warped chunks (a true answer raises :class:`SonicInterrupted`).
     """
     frames = check_frames(frames)
     fps = check_fps(fps)
@@ -290,7 +296,7 @@ def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bez
     if border not in ("reflect", "zoom"):
         raise SonicInputError(f"border: expected 'reflect' or 'zoom', got {border!r}")
     chosen = _check_strength(strength)
-    trajectory = estimate_trajectory(frames, face_box)
+    trajectory = estimate_trajectory(frames, face_box, should_stop)
     height, width = frames.shape[2:]
     to_reference = REFERENCE_SIZE / min(height, width)
     reference = trajectory.params * to_reference
@@ -300,7 +306,7 @@ def smooth_motion(frames: torch.Tensor, fps: float = 25.0, method: Method = "bez
                    for s, raw in zip(smoothed, trajectory.matrices)]
     max_correction = float(np.abs(smoothed - trajectory.params).max())
     zoom = _cover_zoom(corrections, height, width) if border == "zoom" and value > 0 else 1.0
-    out = warp_frames(frames, corrections, zoom) if value > 0 else frames.clone()
+    out = warp_frames(frames, corrections, zoom, should_stop) if value > 0 else frames.clone()
     if value > 0:
         reason = f"smoothed with {method} at strength {value:.2f}"
     else:

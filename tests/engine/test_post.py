@@ -7,11 +7,12 @@ import pytest
 import torch
 from scipy.signal import savgol_filter
 
-from sonic_core.errors import SonicAudioError, SonicInputError
+from sonic_core.errors import SonicAudioError, SonicInputError, SonicInterrupted
 from sonic_core.post import synthetic
 from sonic_core.post.filters import bezier_fit, one_euro, savitzky_golay
 from sonic_core.interpolation import grid_positions, linear_midpoint, retime
-from sonic_core.post.lipsync import DEFAULT_MIN_CONFIDENCE, align, measure_offset, shift_audio
+from sonic_core.audio import shift_audio
+from sonic_core.post.lipsync import DEFAULT_MIN_CONFIDENCE, align, measure_offset
 from sonic_core.post.signals import parabolic_peak, second_difference_jitter
 from sonic_core.post.smooth import estimate_trajectory, smooth_motion
 from sonic_core.timing import SAMPLE_RATE
@@ -240,3 +241,17 @@ def test_retime_to_an_arbitrary_rate_picks_the_nearest_grid_time():
 def test_retime_checks_the_interpolator_output():
     with pytest.raises(SonicInputError, match="interpolator: must return a tensor"):
         retime(ramp(3), FPS, 50.0, midpoint=lambda a, b: a[:, :1])
+
+
+@pytest.mark.parametrize("stop_at", [2, 102])  # while tracking the head (99 frames); while warping (7 chunks)
+def test_motion_smooth_stops_between_units_of_work_when_asked(jittery_clip, stop_at):
+    frames, box, _, _ = jittery_clip
+    asked: list[int] = []
+
+    def stop() -> bool:
+        asked.append(1)
+        return len(asked) >= stop_at
+
+    with pytest.raises(SonicInterrupted, match="Motion Smooth cancelled"):
+        smooth_motion(frames, 25.0, "bezier", 1.0, face_box=box, should_stop=stop)
+    assert len(asked) == stop_at

@@ -148,19 +148,19 @@ def test_sampler_frames_rate_audio_and_progress(pack, demo_model, short_predata,
     assert (bars[-1].current, bars[-1].total) == (1, 1)  # 1 step x 1 window
     retimed, fps25, _ = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=25.0,
                             **SAMPLER_DEFAULTS)
-    assert fps25 == 25.0 and retimed.shape[0] == 12  # no RIFE: sonic_core.post.retime's linear midpoints
+    assert fps25 == 25.0 and retimed.shape[0] == 12  # no RIFE: sonic_core.interpolation.retime's linear midpoints
     assert torch.equal(retimed[::2], frames)  # the same seed gives the same frames: nothing carried over
 
 
 def test_sampler_interrupt_raises_before_any_output(pack, demo_model, short_predata, monkeypatch):
-    sonic = importlib.import_module("sonic_pack.nodes.sonic")
+    compat = importlib.import_module("sonic_pack.nodes.comfy_compat")
     checks = []
 
     def cancel(*_):
         checks.append(1)
         raise SonicInterrupted("cancelled by the user")
 
-    monkeypatch.setattr(sonic, "throw_if_interrupted", cancel)
+    monkeypatch.setattr(compat, "throw_if_interrupted", cancel)
     with pytest.raises(SonicInterrupted):
         run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5, **SAMPLER_DEFAULTS)
     assert checks == [1]  # checked before the first UNet call
