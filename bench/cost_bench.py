@@ -118,8 +118,8 @@ def _timed(run) -> float:
 
 
 def measure_rife(grid: list[tuple]) -> list[dict]:
-    from sonic_core.models.rife import IFNet
     from sonic_core.interpolation import interpolate_x2
+    from sonic_core.models.rife import IFNet
 
     model = IFNet().eval()
     points = []

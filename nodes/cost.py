@@ -13,9 +13,9 @@ from typing import Any
 from sonic_core import node_ids
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
-from sonic_core.paths import inside
 from sonic_core.metering.graph_pricing import GraphCost, price_graph
 from sonic_core.metering.tiers import load_tiers
+from sonic_core.paths import inside
 
 from .comfy_compat import folder_paths, torch_device
 from .schema import NodeResult, NodeSpec, Param, Result, build_node

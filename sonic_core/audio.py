@@ -217,6 +217,17 @@ def load_speech(path: str | os.PathLike, duration: float | None = None, fit: str
     return speech_from_waveform(waveform, rate, duration, fit, repr(Path(path).name))
 
 
+def load_audio(path: str | os.PathLike, duration: float | None = None, fit: str = "error") -> np.ndarray:
+    """What the model hears of a file: float32 mono 16 kHz samples (MODEL.md §4.1), checked like
+    :func:`load_speech`."""
+    return load_speech(path, duration, fit).samples
+
+
+def waveform_to_16k_mono(waveform: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+    """What the model hears of a decoded waveform ``[channels, T]`` or ``[1, channels, T]``: float32 mono 16 kHz."""
+    return speech_from_waveform(waveform, sample_rate).samples
+
+
 def _mel_filters(n_mels: int) -> torch.Tensor:
     import librosa
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 
 from .errors import SonicAudioError
-from .timing import generated_frame_count
 from .models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
+from .timing import generated_frame_count
 
 WHISPER_FRAMES_PER_AUDIO_FRAME = 2  # whisper runs at 50 Hz, audio frames at 25 fps
 MEL_FRAMES_PER_PIECE = 3000  # the whisper encoder takes exactly 30 s of log-mel

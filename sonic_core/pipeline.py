@@ -30,6 +30,7 @@ from .models.clip_vision import preprocess_clip_image
 from .sampling import SamplerOptions, sample_latents
 from .settings import SonicSettings
 
+
 def draw_noise(seed: int, image_shape: tuple[int, ...],
                latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
     """The two random draws of a generation, in the official order, from a CPU generator seeded with ``seed``:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from . import timing
-from .configs import bundled_config
 from .conditioning import AudioConditioning, ImageConditioning
+from .configs import bundled_config
 from .errors import ProgressCallback, SonicInputError, StopCheck, stop_if_asked
 from .settings import SonicSettings
 

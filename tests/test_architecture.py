@@ -10,9 +10,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import architecture_rules as rules
+import pytest
 from architecture_rules import Violation
 
 REPO = Path(__file__).resolve().parent.parent

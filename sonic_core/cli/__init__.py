@@ -14,9 +14,9 @@ from typing import Sequence
 
 from ..errors import SonicError
 from .bench import add_bench_parser
+from .demo import add_demo_parser
 from .estimate import add_estimate_parser
 from .fetch_weights import add_fetch_weights_parser
-from .demo import add_demo_parser
 from .generate import add_generate_parser
 from .ledger import add_ledger_parser
 

@@ -67,8 +67,8 @@ def _compare(name: str, what: str, lean: Callable[[], object], naive: Callable[[
 
 def run_bench(repeats: int = REPEATS, seed: int = 0) -> list[Comparison]:
     """Every comparison of the module docstring on the tiny model."""
-    from ..models.rife import IFNet
     from ..interpolation import interpolate_x2
+    from ..models.rife import IFNet
     from ..weights.tiny import tiny_models
 
     models = tiny_models(seed)

@@ -1,4 +1,4 @@
-"""Sonic's audio adapters (SPEC §5): whisper feature windows -> UNet audio tokens, and -> motion buckets.
+"""Sonic's audio adapters (MODEL.md §5): whisper feature windows -> UNet audio tokens, and -> motion buckets.
 
 Both take ``[batch, frames, seq_len, blocks, channels]`` windows (one per generated frame), fold batch and frames,
 flatten each window row-major (time, layer, channel) and run a three-layer MLP.

@@ -39,7 +39,7 @@ class SonicModels:
 
     def to(self, device: str | torch.device, dtype: str | torch.dtype = torch.float32) -> SonicModels:
         """Move every network to ``device`` in eval mode: UNet, VAE and CLIP in ``dtype``, whisper, the audio
-        adapters and RIFE in float32 (SPEC §2)."""
+        adapters and RIFE in float32 (MODEL.md §2)."""
         low_precision = {"unet", "vae", "image_encoder"}
         dtype = parse_dtype(dtype)
         for f in fields(self):

@@ -2,7 +2,7 @@
 neighbouring frames, with state-dict keys equal to ``vae_temporal.tsv``.
 
 Sonic only needs the encoder's distribution *mode* (the mean) for the reference image, and the decoder for the
-final latents, decoded in chunks whose length changes the temporal mixing (SPEC §8.1).
+final latents, decoded in chunks whose length changes the temporal mixing (MODEL.md §8.1).
 """
 
 from __future__ import annotations

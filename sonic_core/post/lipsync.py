@@ -26,13 +26,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..errors import SonicAudioError, SonicInputError
 from ..audio import shift_audio
+from ..errors import SonicAudioError, SonicInputError
 from ..face.box import FaceBox, as_face_box, clip_region
 from ..face.detect import detect_face_box
 from ..frames import check_fps, check_frames, to_gray, to_gray_uint8
-from .signals import parabolic_peak, standardise
 from ..timing import SAMPLE_RATE
+from .signals import parabolic_peak, standardise
 
 DEFAULT_MAX_OFFSET = 0.2
 DEFAULT_MIN_CONFIDENCE = 0.5

@@ -28,9 +28,9 @@ import torch
 from ..errors import SonicDependencyError, SonicInputError, StopCheck, stop_if_asked
 from ..face.box import FaceBox, as_face_box, clip_region
 from ..face.detect import detect_face_box
-from .filters import bezier_fit, one_euro, savitzky_golay
 from ..frames import CHUNK, check_fps, check_frames, to_gray, to_gray_uint8
 from ..interpolation import Midpoint, retime
+from .filters import bezier_fit, one_euro, savitzky_golay
 from .signals import second_difference_jitter
 
 Method = Literal["bezier", "savgol", "one_euro"]

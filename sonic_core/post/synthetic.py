@@ -23,9 +23,9 @@ from PIL import Image
 
 from ..errors import SonicAudioError
 from ..face.box import FaceBox
+from ..timing import SAMPLE_RATE
 from .signals import moving_average
 from .smooth import similarity_from_params
-from ..timing import SAMPLE_RATE
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 PORTRAIT_FACE = FaceBox(178.0, 67.0, 92.0, 92.0)  # Haar detection on the 512 × 512 portrait

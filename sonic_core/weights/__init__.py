@@ -15,11 +15,9 @@ Every read of a checkpoint and every strict load into a network goes through thi
 * :mod:`.hub` — :func:`fetch_weights` (``python -m sonic_core fetch-weights``).
 """
 
-from .components import (
-    clip_vision_state_dict, load_clip_vision, load_rife_state_dict, load_svd_parts, load_unet_state_dict,
-    load_whisper_encoder, read_rife, read_unet, read_whisper_encoder, rife_state_dict, unet_state_dict,
-    whisper_encoder_state_dict,
-)
+from .components import (clip_vision_state_dict, load_clip_vision, load_rife_state_dict, load_svd_parts,
+                         load_unet_state_dict, load_whisper_encoder, read_rife, read_unet, read_whisper_encoder,
+                         rife_state_dict, unet_state_dict, whisper_encoder_state_dict)
 from .hub import HUB_FILES, fetch_weights
 from .layout import COMPONENTS, OPTIONAL, WeightFiles, default_weights_dir, locate_weights
 from .reading import build_and_load, check_state_dict, load_strict, read_state_dict, safetensors_keys

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-
 from sonic_testing import REPO
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.browser]

@@ -16,16 +16,13 @@ import uuid
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
-from sonic_testing import REPO
 from comfyui_harness import CHROMIUM, ComfyBrowser, ComfyServer, copy_demo_inputs, ensure_comfyui
+from prometheus_client.parser import text_string_to_metric_families
+from sonic_testing import REPO, basic_prompt
 
 from sonic_core.audio import audio_duration
 from sonic_core.metering.ledger import COMMITTED, REFUNDED, open_ledger
 from sonic_core.tokens import estimate_tokens
-
-from sonic_testing import basic_prompt
 
 pytestmark = pytest.mark.comfyui
 

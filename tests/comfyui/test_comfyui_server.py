@@ -4,8 +4,8 @@ import json
 import time
 
 import pytest
-
 from sonic_testing import REPO, load_pack
+
 from sonic_core.video import probe
 
 pytestmark = pytest.mark.comfyui

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from sonic_testing import REPO
+
 from sonic_core.video import probe
 
 pytestmark = pytest.mark.comfyui

@@ -10,23 +10,14 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-
 from sonic_testing import REPO
+
 from sonic_core import audio
-from sonic_core.audio import audio_duration, load_speech, log_mel_pieces, speech_from_waveform
+from sonic_core.audio import audio_duration, load_audio, load_speech, log_mel_pieces, waveform_to_16k_mono
 from sonic_core.errors import SonicAudioError
 
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
 SPEECH_SAMPLES = soundfile.info(SPEECH).frames  # a 16 kHz mono file: 6.594 s
-def load_audio(path, duration: float | None = None, fit: str = "error") -> np.ndarray:
-    """What the model hears of a file: its 16 kHz mono samples."""
-    return load_speech(path, duration, fit).samples
-
-
-def waveform_to_16k_mono(waveform, rate: int) -> np.ndarray:
-    return speech_from_waveform(waveform, rate).samples
-
-
 ENCODED_FORMATS = {"mp3": ["-c:a", "libmp3lame", "-b:a", "128k"], "flac": ["-c:a", "flac"],
                    "ogg": ["-c:a", "libvorbis", "-q:a", "5"], "m4a": ["-c:a", "aac", "-b:a", "128k"]}
 

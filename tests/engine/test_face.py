@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from sonic_testing import REPO
+
 from sonic_core.errors import SonicFaceError, SonicInputError
 from sonic_core.face.box import FaceBox
 from sonic_core.face.crop import auto_expand_ratio, face_mask, prepare_reference, square_crop_box, working_size

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from sonic_testing import golden_dir, golden_manifest
+
 from sonic_core import sampling
-from sonic_core.sampling import SamplerOptions
 from sonic_core.models.attention import downsample_mask, mask_grid
 from sonic_core.models.audio_adapters import Audio2BucketModel, AudioProjModel, to_motion_buckets
 from sonic_core.models.bundle import SonicModels
@@ -27,6 +26,7 @@ from sonic_core.models.unet import SonicUNet
 from sonic_core.models.vae import TemporalVAE
 from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
 from sonic_core.pipeline import SonicPipeline
+from sonic_core.sampling import SamplerOptions
 from sonic_core.weights.components import load_unet_state_dict
 
 Outputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # output name -> (got, want)

@@ -15,9 +15,9 @@ from sonic_testing import REPO, write_official_layout
 
 from sonic_core import audio
 from sonic_core.cli import main
+from sonic_core.models.bundle import ModelConfigs
 from sonic_core.models.rife import IFNet
 from sonic_core.video import probe
-from sonic_core.models.bundle import ModelConfigs
 from sonic_core.weights.tiny import TINY_CONFIGS, tiny_models
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"

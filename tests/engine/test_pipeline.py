@@ -11,9 +11,9 @@ import torch
 
 from sonic_core import sampling
 from sonic_core.conditioning import AudioConditioning, ImageConditioning, frame_windows
-from sonic_core.sampling import SamplerOptions, calls_per_step, cfg_batch, sample_latents
 from sonic_core.errors import SonicInputError, SonicInterrupted
 from sonic_core.pipeline import draw_noise
+from sonic_core.sampling import SamplerOptions, calls_per_step, cfg_batch, sample_latents
 from sonic_core.weights.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_unet
 
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy.signal import savgol_filter
 
+from sonic_core.audio import shift_audio
 from sonic_core.errors import SonicAudioError, SonicInputError, SonicInterrupted
+from sonic_core.interpolation import grid_positions, linear_midpoint, retime
 from sonic_core.post import synthetic
 from sonic_core.post.filters import bezier_fit, one_euro, savitzky_golay
-from sonic_core.interpolation import grid_positions, linear_midpoint, retime
-from sonic_core.audio import shift_audio
 from sonic_core.post.lipsync import DEFAULT_MIN_CONFIDENCE, align, measure_offset
 from sonic_core.post.signals import parabolic_peak, second_difference_jitter
 from sonic_core.post.smooth import estimate_trajectory, smooth_motion

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from sonic_testing import run_cli
+
 from sonic_core.audio import Speech
 from sonic_core.errors import SonicInputError
 from sonic_core.face.box import FaceBox
@@ -18,8 +18,8 @@ from sonic_core.pipeline import SonicPipeline
 from sonic_core.post.chain import PostOptions
 from sonic_core.render import render_video
 from sonic_core.settings import SonicSettings
-from sonic_core.weights.tiny import tiny_models
 from sonic_core.video import probe
+from sonic_core.weights.tiny import tiny_models
 
 
 @pytest.mark.parametrize("kwargs, field", [({"lipsync": "fix"}, "lipsync"), ({"smooth": "gauss"}, "smooth")])

@@ -9,16 +9,16 @@ import sys
 import textwrap
 
 import pytest
-
 from sonic_testing import REPO
-from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
+
 from sonic_core.errors import SonicInterrupted
 from sonic_core.inputs import prepare_inputs
 from sonic_core.pipeline import SonicPipeline
 from sonic_core.render import render_video
 from sonic_core.settings import SonicSettings
-from sonic_core.weights.tiny import tiny_models
 from sonic_core.video import probe
+from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
+from sonic_core.weights.tiny import tiny_models
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"

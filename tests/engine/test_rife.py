@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from sonic_testing import REPO
-from sonic_core.weights.layout import RIFE_DEMO_FRAMES, RIFE_WEIGHTS, assets_dir
+
 from sonic_core.errors import SonicInputError, SonicWeightsError
+from sonic_core.interpolation import Rife2x, interpolate_x2
 from sonic_core.models.rife import IFNet
 from sonic_core.weights.components import load_rife_state_dict
+from sonic_core.weights.layout import RIFE_DEMO_FRAMES, RIFE_WEIGHTS, assets_dir
 from sonic_core.weights.loader import load_rife
-from sonic_core.interpolation import Rife2x, interpolate_x2
 
 KEYS = REPO.parent / "shared" / "sonic" / "keys" / "rife_ifnet_official_module.tsv"
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from sonic_testing import REPO
+
 from sonic_core.errors import SonicDependencyError, SonicInputError
 from sonic_core.video import VideoWriter, frames_to_uint8, probe
 

@@ -19,9 +19,9 @@ from sonic_testing import REPO, basic_prompt, checkpoint_key_list
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import network_counts
-from sonic_core.metering import cost
 from sonic_core.cli import main
 from sonic_core.errors import SonicInputError
+from sonic_core.metering import cost
 
 UNIT = cost.Profile("unit", True, {s: cost.StageCoefficients(0.0, 1.0) for s in cost.STAGES}, 0, 1.0)
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sonic_testing import basic_prompt, seconds_of
 
 from sonic_core.errors import SonicInputError
-from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
 from sonic_core.metering.enforcement import Meter, MeteringConfig, PromptRefused, load_config
+from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
 from sonic_core.metering.tiers import load_tiers
-
-from sonic_testing import basic_prompt, seconds_of
 
 
 class Clock:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
+from sonic_testing import basic_prompt, seconds_of
 
 from sonic_core.metering.graph_pricing import GraphCostError, price_graph
 from sonic_core.metering.tiers import Tier, load_tiers
 from sonic_core.tokens import estimate_tokens
-from sonic_testing import basic_prompt, seconds_of
+
 
 def price(prompt: dict, tier="api", **kwargs):
     return price_graph(prompt, tier=tier, audio_duration=seconds_of, **kwargs)

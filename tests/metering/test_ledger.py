@@ -16,10 +16,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import redis
-
 from sonic_testing import REPO
+
 from sonic_core.errors import BudgetExceeded, SonicDependencyError, SonicInputError
-from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, LedgerStateError, SQLiteLedger, month_range, open_ledger
+from sonic_core.metering.ledger import (COMMITTED, REFUNDED, RESERVED, LedgerStateError, SQLiteLedger, month_range,
+                                        open_ledger)
 
 UTC = timezone.utc
 

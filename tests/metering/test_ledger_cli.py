@@ -6,8 +6,8 @@ import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
 from sonic_testing import run_cli
+
 from sonic_core.metering.ledger import open_ledger
 
 UTC = timezone.utc

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from sonic_core.errors import BudgetExceeded, SonicInputError
-from sonic_core.settings import SonicSettings
 from sonic_core.metering.tiers import Tier, load_tiers, parse_tiers, price
+from sonic_core.settings import SonicSettings
 from sonic_core.tokens import estimate_tokens
 
 

@@ -2,8 +2,8 @@ import importlib
 import os
 
 import pytest
-
 from sonic_testing import load_pack
+
 from sonic_core.errors import SonicInputError, SonicInterrupted
 
 

@@ -7,8 +7,8 @@ import pytest
 import soundfile
 import torch
 from PIL import Image
-
 from sonic_testing import REPO, load_pack
+
 from sonic_core import timing
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError, SonicInterrupted, SonicWeightsError
 from sonic_core.post import synthetic

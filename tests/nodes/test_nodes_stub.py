@@ -4,8 +4,8 @@ import shutil
 
 import pytest
 import torch
-
 from sonic_testing import REPO, load_pack
+
 from sonic_core.errors import SonicAudioError, SonicInputError
 from sonic_core.video import probe
 

@@ -18,12 +18,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
+from sonic_testing import basic_prompt, load_pack, seconds_of
 
-from sonic_testing import load_pack
-from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
 from sonic_core.metering.enforcement import Meter, MeteringConfig
-
-from sonic_testing import basic_prompt, seconds_of
+from sonic_core.metering.ledger import COMMITTED, REFUNDED, RESERVED, open_ledger
 
 hooks = importlib.import_module(f"{load_pack().__name__}.nodes.server_hooks")
 

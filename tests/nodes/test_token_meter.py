@@ -6,13 +6,11 @@ import importlib
 import shutil
 
 import pytest
+from sonic_testing import REPO, basic_prompt, load_pack
 
-from sonic_testing import REPO, load_pack
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
 from sonic_core.tokens import estimate_tokens
-
-from sonic_testing import basic_prompt
 
 cost = importlib.import_module(f"{load_pack().__name__}.nodes.cost")
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-
 from sonic_testing import REPO, run_cli
+
 from sonic_core.tokens import estimate_tokens
 
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"

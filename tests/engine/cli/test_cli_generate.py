@@ -14,17 +14,17 @@ import time
 
 import numpy as np
 import pytest
-from sonic_testing import REPO, run_cli
 from PIL import Image
+from sonic_testing import REPO, run_cli
 
 from sonic_core import timing
 from sonic_core.audio import audio_duration
 from sonic_core.cli import main
-from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
 from sonic_core.cli.demo import DEMO_DEFAULTS, DEMO_PORTRAIT, DEMO_SPEECH
 from sonic_core.settings import SonicSettings
 from sonic_core.tokens import settings_tokens
 from sonic_core.video import probe
+from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
 
 SPEECH_SECONDS = audio_duration(DEMO_SPEECH)
 

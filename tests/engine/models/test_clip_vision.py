@@ -1,13 +1,13 @@
 """CLIP vision tower: parity with transformers (test-only reference) on tiny configs, full-size keys, loading and
-the image preprocessing of SPEC §3.4."""
+the image preprocessing of MODEL.md §3.4."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from PIL import Image
-
 from sonic_testing import REPO, checkpoint_key_list, max_rel, perturb_, state_dict_rows
+
 from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection, preprocess_clip_image
 from sonic_core.weights.components import load_clip_vision
@@ -75,7 +75,7 @@ def test_wrong_image_size_is_an_input_error() -> None:
 
 
 def test_preprocess_matches_clip_image_processor() -> None:
-    """SPEC §3.4: a LANCZOS squash of the (non-square) working image, then CLIPImageProcessor's defaults."""
+    """MODEL.md §3.4: a LANCZOS squash of the (non-square) working image, then CLIPImageProcessor's defaults."""
     transformers = pytest.importorskip("transformers")
     image = Image.open(REPO / "sonic_core" / "assets" / "portrait.jpg").resize((448, 320), Image.LANCZOS)
     got = preprocess_clip_image(image)

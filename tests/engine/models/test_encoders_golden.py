@@ -8,8 +8,8 @@ import json
 
 import pytest
 import torch
-
 from sonic_testing import golden_dir, golden_manifest, max_rel
+
 from sonic_core.models.clip_vision import CLIPVisionConfig, CLIPVisionModelWithProjection
 from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
 from sonic_core.weights.components import load_clip_vision, load_whisper_encoder

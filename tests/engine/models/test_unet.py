@@ -1,4 +1,4 @@
-"""Behaviour of the Sonic UNet beyond the goldens: the lean paths (SPEC §10 items 5–7), the audio scale, the mask,
+"""Behaviour of the Sonic UNet beyond the goldens: the lean paths (MODEL.md §10 items 5–7), the audio scale, the mask,
 and the loader's errors. Tiny random configs only."""
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from sonic_testing import REPO, golden_dir, golden_manifest
+
 from sonic_core.models.vae import TemporalVAE, VAEConfig
 
 KEYS = REPO.parent / "shared" / "sonic" / "keys" / "vae_temporal.tsv"

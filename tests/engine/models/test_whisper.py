@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from sonic_testing import checkpoint_key_list, max_rel, perturb_, state_dict_rows
+
 from sonic_core.errors import SonicAudioError, SonicWeightsError
 from sonic_core.models.whisper import WhisperEncoder, WhisperEncoderConfig
 from sonic_core.weights.components import load_whisper_encoder, read_whisper_encoder

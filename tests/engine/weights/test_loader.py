@@ -1,5 +1,5 @@
 """load_sonic_models: the full-size networks cover the published key lists (built on the meta device), a weights
-tree written in the official layout loads end to end (tiny configs), precisions follow SPEC §2, and missing files
+tree written in the official layout loads end to end (tiny configs), precisions follow MODEL.md §2, and missing files
 give one line naming every absent component."""
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import torch
 from sonic_testing import checkpoint_key_list, write_official_layout
 
 from sonic_core.errors import SonicWeightsError
-from sonic_core.models.bundle import ModelConfigs
-from sonic_core.weights.loader import load_sonic_models, required_components
-from sonic_core.models.bundle import SonicModels
+from sonic_core.models.bundle import ModelConfigs, SonicModels
 from sonic_core.models.rife import IFNet
-from sonic_core.weights.tiny import TINY_CONFIGS, tiny_models
 from sonic_core.weights import locate_weights
+from sonic_core.weights.loader import load_sonic_models, required_components
+from sonic_core.weights.tiny import TINY_CONFIGS, tiny_models
 
 KEY_LISTS = {"unet": "unet", "vae": "vae_temporal", "image_encoder": "clip_vision",
              "whisper": "whisper_tiny_encoder", "audio2token": "audio2token", "audio2bucket": "audio2bucket",

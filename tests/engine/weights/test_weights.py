@@ -13,16 +13,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from sonic_testing import checkpoint_key_list
 from safetensors.torch import save_file
+from sonic_testing import checkpoint_key_list
 from torch import nn
 
+from sonic_core.cli.fetch_weights import add_fetch_weights_parser
 from sonic_core.errors import SonicDependencyError, SonicInputError, SonicWeightsError
 from sonic_core.models.audio_adapters import AudioProjModel
 from sonic_core.models.vae import TemporalVAE, VAEConfig
-from sonic_core.weights import HUB_FILES, build_and_load, fetch_weights, load_svd_parts, locate_weights, read_rife, read_state_dict, read_unet, read_whisper_encoder, rife_state_dict, whisper_encoder_state_dict
-from sonic_core.weights.svd_single_file import CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, from_stability, to_stability
-from sonic_core.cli.fetch_weights import add_fetch_weights_parser
+from sonic_core.weights import (HUB_FILES, build_and_load, fetch_weights, load_svd_parts, locate_weights, read_rife,
+                                read_state_dict, read_unet, read_whisper_encoder, rife_state_dict,
+                                whisper_encoder_state_dict)
+from sonic_core.weights.svd_single_file import (CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, from_stability,
+                                                to_stability)
 
 TINY_ADAPTER = dict(seq_len=2, blocks=2, channels=4, intermediate_dim=8, output_dim=6, context_tokens=3)
 
