@@ -25,13 +25,7 @@ from types import ModuleType
 from typing import Any
 
 from sonic_core.errors import SonicInputError, SonicInterrupted
-from sonic_core.paths import inside, relative_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
+from sonic_core.paths import config_file, inside, read_config, relative_name
 
 def _import_comfyui() -> tuple[ModuleType, ModuleType, ModuleType] | None:
     """ComfyUI's folder_paths, comfy.utils and comfy.model_management, or None outside ComfyUI."""
@@ -60,12 +54,9 @@ class StandaloneFolderPaths:
         env_root = os.environ.get("SONIC_COMFY_ROOT")
         if env_root:
             return Path(env_root).expanduser()
-        config = Path(os.environ.get("SONIC_COMFY_CONFIG", "~/.config/sonic/comfy.toml")).expanduser()
+        config = config_file(None, "SONIC_COMFY_CONFIG", "~/.config/sonic/comfy.toml")
         if config.is_file():
-            try:
-                data = tomllib.loads(config.read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise SonicInputError(f"config file {config}: not valid TOML ({exc}); fix or remove it") from exc
+            data = read_config(config, "config file", "toml")
             if "root" in data:
                 return (config.parent / str(data["root"])).expanduser()
         return Path("~/.cache/sonic/comfy").expanduser()

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from sonic_core import node_ids
-from sonic_core.audio import FIT_MODES, speech_from_waveform
+from sonic_core.audio import FIT_MODES, Speech, speech_from_waveform
 from sonic_core.device import DTYPES, parse_device, parse_dtype
 from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.face.crop import Reference
@@ -197,8 +197,6 @@ def yoloface_path() -> Path | None:
 
 def sonic_predata(image: torch.Tensor, audio: dict[str, Any], duration: float = 0.0, min_resolution: int = 512,
                   expand_ratio: str = AUTO, fit: str = "error") -> NodeResult:
-    if fit not in FIT_MODES:
-        raise SonicInputError(f"fit {fit!r}: use one of {list(FIT_MODES)}")
     if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
         raise SonicInputError("audio: not a ComfyUI AUDIO value; connect a Load Audio node")
     settings = SonicSettings(min_resolution=min_resolution, expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
@@ -242,7 +240,7 @@ SONIC_PREDATA = NodeSpec(
 
 # --- Sonic Sampler ----------------------------------------------------------------------------------------------
 
-def speech_audio(speech: Any, seconds: float) -> dict[str, Any]:
+def speech_audio(speech: Speech, seconds: float) -> dict[str, Any]:
     """The speech as a ComfyUI AUDIO (its own rate and channels) cut to ``seconds``, the video's length."""
     waveform = torch.from_numpy(speech.waveform[:, :int(round(seconds * speech.sample_rate))].copy())
     return {"waveform": waveform[None], "sample_rate": speech.sample_rate}

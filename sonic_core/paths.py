@@ -1,12 +1,20 @@
-"""The two path rules every user-supplied name goes through: which configuration file to read, and whether a name
-stays inside the folder it names a file in (one helper for every node and route, VideoHelperSuite style)."""
+"""The path rules every user-supplied name goes through: which configuration file to read and how (one reader for
+every TOML/JSON config), and whether a name stays inside the folder it names a file in (one helper for every node
+and route, VideoHelperSuite style)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any, Literal
 
 from .errors import SonicInputError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11
+    import tomli as tomllib
 
 
 def config_file(explicit: str | os.PathLike | None, env_var: str,
@@ -15,6 +23,18 @@ def config_file(explicit: str | os.PathLike | None, env_var: str,
     (``None`` when none of them is)."""
     chosen = explicit or os.environ.get(env_var) or bundled
     return Path(chosen).expanduser() if chosen else None
+
+
+def read_config(path: Path, what: str, kind: Literal["toml", "json"],
+                missing: str = "pass an existing file") -> dict[str, Any]:
+    """The parsed TOML or JSON file at ``path``; one line naming ``what`` and the fix when it is missing or invalid."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return tomllib.loads(text) if kind == "toml" else json.loads(text)
+    except FileNotFoundError:
+        raise SonicInputError(f"{what} {path} does not exist: {missing}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SonicInputError(f"{what} {path} is not valid {kind.upper()} ({exc}): fix the file") from None
 
 
 def relative_name(name: str, what: str, fix: str = "name a file inside the folder") -> str:

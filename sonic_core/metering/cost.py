@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from .. import timing
 from ..errors import SonicInputError
-from ..paths import config_file
+from ..paths import config_file, read_config
 
 COEFFICIENTS_FILE = Path(__file__).with_name("cost_coefficients.json")
 COEFFICIENTS_ENV = "SONIC_COST_COEFFICIENTS"
@@ -347,13 +347,8 @@ def parse_coefficients(data: Mapping[str, Any], source: str = "coefficients") ->
 def load_coefficients(path: str | os.PathLike | None = None) -> CostCoefficients:
     """Coefficients from ``path``, else ``$SONIC_COST_COEFFICIENTS``, else the bundled file."""
     chosen = config_file(path, COEFFICIENTS_ENV, COEFFICIENTS_FILE)
-    try:
-        data = json.loads(chosen.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SonicInputError(f"cost coefficients file {chosen} does not exist: pass an existing JSON file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SonicInputError(f"cost coefficients file {chosen} is not valid JSON ({exc}): fix the file") from None
-    return parse_coefficients(data, str(chosen))
+    return parse_coefficients(read_config(chosen, "cost coefficients file", "json", "pass an existing JSON file"),
+                              str(chosen))
 
 
 @lru_cache(maxsize=4)

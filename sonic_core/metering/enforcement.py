@@ -33,16 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..errors import BudgetExceeded, SonicError, SonicInputError
-from ..paths import config_file
+from ..paths import config_file, read_config
 from .graph_pricing import AudioDuration, GraphCost, GraphCostError, price_graph
 from .ledger import Ledger, open_ledger
 from .metrics import SonicMetrics
 from .tiers import Tier, load_tiers
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib
 
 METERING_ENV = "SONIC_METERING"
 KEY_HEADER = "X-Sonic-Key"
@@ -96,13 +91,7 @@ def load_config(path: str | os.PathLike | None = None) -> MeteringConfig:
     file = config_file(path, METERING_ENV)
     if file is None:
         return MeteringConfig()
-    try:
-        table = tomllib.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SonicInputError(f"metering config {file} does not exist: fix ${METERING_ENV} or create the file") \
-            from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SonicInputError(f"metering config {file} is not valid TOML ({exc}): fix the file") from None
+    table = read_config(file, "metering config", "toml", f"fix ${METERING_ENV} or create the file")
     for name, value in table.items():
         want = _CONFIG_KEYS.get(name)
         if want is None:

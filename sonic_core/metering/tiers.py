@@ -9,14 +9,9 @@ from pathlib import Path
 from typing import Mapping
 
 from ..errors import BudgetExceeded, SonicInputError
-from ..paths import config_file
+from ..paths import config_file, read_config
 from ..settings import SonicSettings
 from ..tokens import settings_tokens
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python < 3.11
-    import tomli as tomllib
 
 DEFAULT_TIERS_FILE = Path(__file__).with_name("tiers.toml")
 TIERS_ENV = "SONIC_TIERS"
@@ -63,13 +58,7 @@ def parse_tiers(table: Mapping[str, object], source: str = "tiers") -> dict[str,
 def load_tiers(path: str | os.PathLike | None = None) -> dict[str, Tier]:
     """Tiers from ``path``, else from ``$SONIC_TIERS``, else the bundled ``tiers.toml``."""
     chosen = config_file(path, TIERS_ENV, DEFAULT_TIERS_FILE)
-    try:
-        table = tomllib.loads(chosen.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SonicInputError(f"tiers file {chosen} does not exist: pass an existing TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SonicInputError(f"tiers file {chosen} is not valid TOML ({exc}): fix the file") from None
-    return parse_tiers(table, str(chosen))
+    return parse_tiers(read_config(chosen, "tiers file", "toml", "pass an existing TOML file"), str(chosen))
 
 
 def resolve_tier(tier: Tier | str, tiers: Mapping[str, Tier] | None = None) -> Tier:

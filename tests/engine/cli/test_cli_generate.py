@@ -190,6 +190,7 @@ def test_unreadable_image(tmp_path, capsys):
     (("--fps", "30"), "--fps 30"),
     (("--crf", "99"), "crf=99"),
     (("--device", "quantum"), "--device 'quantum'"),
+    (("--dtype", "fp16"), "fp16 on the CPU"),
 ])
 def test_absurd_settings(tmp_path, capsys, flags, needle):
     code, _, err = run_main(capsys, *generate(tmp_path, *flags))
