@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-_REPO = Path(__file__).resolve().parent.parent.parent
+_REPO = Path(__file__).resolve().parents[3]  # tests/comfyui/comfy_probe_pack/__init__.py -> the repo
 _NAME = "sonic_pack_for_probe"
 if _NAME not in sys.modules:
     _spec = importlib.util.spec_from_file_location(_NAME, _REPO / "__init__.py",
