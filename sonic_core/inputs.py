@@ -65,7 +65,6 @@ def prepare_inputs(image: str | os.PathLike | Image.Image, audio: str | os.PathL
     from ``yoloface`` (OpenCV's Haar cascade when that file is absent) once the inputs have passed their checks."""
     started = time.perf_counter()
     speech = audio if isinstance(audio, Speech) else load_speech(audio, settings.duration, fit)
-    timing.generated_frame_count(timing.audio_frames(len(speech.samples)))  # refuse audio too short for a frame
     portrait = open_portrait(image)
     read = time.perf_counter()
     detector = detector or load_detector(yoloface, device)
