@@ -19,6 +19,7 @@ from .estimate import add_estimate_parser
 from .fetch_weights import add_fetch_weights_parser
 from .generate import add_generate_parser
 from .ledger import add_ledger_parser
+from .queue import add_queue_parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_generate_parser, add_demo_parser, add_estimate_parser, add_bench_parser, add_ledger_parser,
-                add_fetch_weights_parser):
+                add_fetch_weights_parser, add_queue_parser):
         add(sub)
     return parser
 
