@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sonic_core import node_ids
 from sonic_core.audio import AUDIO_SUFFIXES
@@ -13,6 +14,9 @@ from sonic_core.paths import inside, relative_name
 
 from .comfy_compat import folder_paths
 from .schema import NodeResult, NodeSpec, Param, Result, build_node
+
+if TYPE_CHECKING:
+    import torch
 
 NO_FILE = "none"
 # One frame at Sonic's 25 fps: the published design's tolerance between requested and real duration.
@@ -57,22 +61,41 @@ def read_audio_file(path: str) -> dict[str, Any]:
     return {"waveform": waveform[None], "sample_rate": int(rate)}
 
 
+def audio_value(audio: Any, what: str = "audio") -> tuple[torch.Tensor, int]:
+    """The waveform ``[1, channels, samples]`` and sample rate of a ComfyUI AUDIO value, checked once for every
+    node that takes one: one line naming ``what`` when it is not a dict with both, the rate is not a positive
+    whole number of Hz, or the waveform is empty, malformed or holds NaN or infinite samples."""
+    import torch
+
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise SonicAudioError(f"{what}: not a ComfyUI AUDIO value (needs 'waveform' and 'sample_rate'); "
+                              "connect a Load Audio node")
+    waveform, rate = audio["waveform"], audio["sample_rate"]
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 1 \
+            or rate != int(rate):
+        raise SonicAudioError(f"{what}: sample rate {rate!r} is not a positive whole number of Hz; connect a "
+                              "Load Audio node")
+    if not isinstance(waveform, torch.Tensor) or waveform.ndim != 3 or waveform.shape[-1] == 0:
+        shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
+        raise SonicAudioError(f"{what}: waveform {shape} is empty or not [batch, channels, samples]; load a file "
+                              "with speech in it")
+    if not torch.isfinite(waveform).all():
+        raise SonicAudioError(f"{what}: the waveform holds NaN or infinite samples; re-export the audio")
+    return waveform, int(rate)
+
+
 def audio_seconds(audio: dict[str, Any]) -> float:
     """Duration of an AUDIO value the way librosa defines it: samples / sample rate."""
-    try:
-        waveform, rate = audio["waveform"], int(audio["sample_rate"])
-    except (KeyError, TypeError):
-        raise SonicAudioError("audio: not a ComfyUI AUDIO value (needs 'waveform' and 'sample_rate'); "
-                              "connect a Load Audio node") from None
-    if waveform.ndim != 3 or waveform.shape[-1] == 0 or rate <= 0:
-        raise SonicAudioError(f"audio: waveform of shape {tuple(waveform.shape)} at {rate} Hz is empty or "
-                              "malformed; load a file with speech in it")
+    waveform, rate = audio_value(audio)
     return waveform.shape[-1] / rate
 
 
 def duration_check(seconds: float, requested: float) -> tuple[bool, str]:
     """Whether the real duration matches the requested one within one 25-fps frame, and a one-line report."""
-    if requested <= 0:
+    if isinstance(requested, bool) or not isinstance(requested, (int, float)) or not math.isfinite(requested) \
+            or requested < 0:
+        raise SonicInputError(f"requested_duration {requested!r}: pass seconds >= 0 (0 = no check)")
+    if requested == 0:
         return True, f"audio is {seconds:.3f} s (no duration requested)"
     difference = seconds - requested
     if abs(difference) <= DURATION_TOLERANCE_S + 1e-9:
@@ -93,7 +116,7 @@ def load_audio_duration(audio: dict[str, Any] | None = None, audio_file: str = N
             raise SonicInputError("audio: connect a Load Audio node or pick an audio_file from the input folder")
         audio = read_audio_file(resolve_input_file(audio_file))
     seconds = audio_seconds(audio)
-    matches, report = duration_check(seconds, float(requested_duration))
+    matches, report = duration_check(seconds, requested_duration)
     return NodeResult((audio, seconds, matches, report), ui={"text": [report]})
 
 

@@ -32,6 +32,7 @@ from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
 from sonic_core.weights.loader import load_rife, load_sonic_models
 from sonic_core.weights.tiny import tiny_models
 
+from .audio import audio_value
 from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, offload_device, sonic_model_dirs,
                            throw_if_interrupted, torch_device)
 from .post import image_to_frames
@@ -197,12 +198,10 @@ def yoloface_path() -> Path | None:
 
 def sonic_predata(image: torch.Tensor, audio: dict[str, Any], duration: float = 0.0, min_resolution: int = 512,
                   expand_ratio: str = AUTO, fit: str = "error") -> NodeResult:
-    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
-        raise SonicInputError("audio: not a ComfyUI AUDIO value; connect a Load Audio node")
+    waveform, rate = audio_value(audio)
     settings = SonicSettings(min_resolution=min_resolution, expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
-                             duration=float(duration) if duration else None)
-    speech = speech_from_waveform(audio["waveform"], int(audio["sample_rate"]), settings.duration, fit,
-                                  "AUDIO input")
+                             duration=None if duration == 0 else duration)
+    speech = speech_from_waveform(waveform, rate, settings.duration, fit, "AUDIO input")
     inputs = prepare_inputs(image_to_pil(image), speech, settings, yoloface=yoloface_path())
     predata = PreData(inputs, settings)
     report = predata_report(predata)

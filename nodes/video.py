@@ -7,9 +7,10 @@ from typing import Any
 
 from sonic_core import node_ids
 from sonic_core.errors import SonicInputError
-from sonic_core.paths import relative_name
+from sonic_core.paths import os_reason, relative_name
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
+from .audio import audio_value
 from .comfy_compat import ProgressBar, folder_paths, throw_if_interrupted, video_from_file
 from .schema import NodeResult, NodeSpec, Param, Result, build_node
 
@@ -20,17 +21,15 @@ CHUNK_FRAMES = 16
 
 def check_prefix(filename_prefix: str) -> str:
     """The prefix, or a SonicInputError when it is empty, absolute or climbs out of the output folder."""
-    return relative_name(filename_prefix.strip(), "filename_prefix", "use a plain name like 'Sonic' or 'videos/Sonic'")
+    prefix = filename_prefix.strip() if isinstance(filename_prefix, str) else filename_prefix
+    return relative_name(prefix, "filename_prefix", "use a plain name like 'Sonic' or 'videos/Sonic'")
 
 
 def _audio_track(audio: dict[str, Any] | None) -> tuple[Any, int] | None:
     if audio is None:
         return None
-    waveform = audio["waveform"]
-    if waveform.ndim != 3 or waveform.shape[-1] == 0:
-        raise SonicInputError(f"audio: waveform of shape {tuple(waveform.shape)} is empty or not [B, C, T]; "
-                              "connect a Load Audio node")
-    return waveform[0], int(audio["sample_rate"])
+    waveform, rate = audio_value(audio)
+    return waveform[0], rate
 
 
 def video_combine(images: Any, fps: float = 25.0, format: str = "mp4 (h264 + aac)", crf: int = 18,
@@ -43,12 +42,18 @@ def video_combine(images: Any, fps: float = 25.0, format: str = "mp4 (h264 + aac
                               "batch [frames, height, width, 3]")
     codec = FORMATS[format]
     count, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
+    track = _audio_track(audio)
     output_dir = folder_paths.get_output_directory()
-    folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(check_prefix(filename_prefix),
-                                                                              output_dir, width, height)
+    prefix = check_prefix(filename_prefix)
+    try:
+        folder, filename, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, output_dir, width, height)
+    except OSError as exc:  # the subfolder cannot be made (an unwritable output folder, a file in the way)
+        raise SonicInputError(f"filename_prefix {prefix!r}: its folder under {output_dir!r} cannot be created "
+                              f"({os_reason(exc)}); make the output folder writable or choose another prefix") \
+            from None
     name = f"{filename}_{counter:05}_.{CODECS[codec]['container']}"
     path = os.path.join(folder, name)
-    with VideoWriter(path, width, height, fps, audio=_audio_track(audio), crf=int(crf), codec=codec,
+    with VideoWriter(path, width, height, fps, audio=track, crf=int(crf), codec=codec,
                      pix_fmt=pix_fmt, frames=count) as writer:
         progress = ProgressBar(count)
         for start in range(0, count, CHUNK_FRAMES):

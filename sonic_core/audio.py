@@ -8,6 +8,7 @@ makes it (channel mean, then the soxr_hq resampler); the video carries the origi
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import tempfile
@@ -19,6 +20,7 @@ import soundfile
 import torch
 
 from .errors import SonicAudioError, SonicDependencyError
+from .paths import existing_file
 from .timing import AUDIO_FPS, AUDIO_FRAMES_PER_VIDEO_FRAME, SAMPLE_RATE, SAMPLES_PER_AUDIO_FRAME
 
 AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
@@ -73,10 +75,7 @@ def _readable_formats() -> str:
 
 
 def _existing_file(path: str | os.PathLike) -> Path:
-    file = Path(path)
-    if not file.is_file():
-        raise SonicAudioError(f"audio file {str(file)!r} does not exist: pass a {_readable_formats()} file")
-    return file
+    return existing_file(path, "audio file", f"pass a {_readable_formats()} file", SonicAudioError)
 
 
 def _unreadable(file: Path, exc: Exception) -> SonicAudioError:
@@ -168,8 +167,10 @@ def _fit_to(signal: np.ndarray, rate: int, duration: float) -> np.ndarray:
 def _check_fit(fit: str, duration: float | None) -> None:
     if fit not in FIT_MODES:
         raise SonicAudioError(f"fit={fit!r} is not a duration mode: use one of {', '.join(FIT_MODES)}")
-    if duration is not None and not duration > 0:
-        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive: pass seconds > 0 or None")
+    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                 or not math.isfinite(duration) or duration <= 0):
+        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive and finite: pass "
+                              "seconds > 0 or None")
 
 
 def _fitted_duration(real: float, duration: float | None, fit: str, name: str) -> float | None:
@@ -200,8 +201,13 @@ def speech_from_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int, 
     if waveform.ndim != 2:
         raise SonicAudioError(f"audio {name} has shape {tuple(waveform.shape)}: expected [channels, samples] "
                               "or [1, channels, samples]")
-    if not sample_rate > 0:
-        raise SonicAudioError(f"audio {name}: sample rate {sample_rate!r} is not positive; pass the clip's rate in Hz")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.number)) \
+            or not math.isfinite(sample_rate) or sample_rate < 1:
+        raise SonicAudioError(f"audio {name}: sample rate {sample_rate!r} is not a positive number of Hz; pass the "
+                              "clip's rate in Hz")
+    if not np.isfinite(waveform).all():
+        raise SonicAudioError(f"audio {name} holds NaN or infinite samples: pass a clean waveform (re-export the "
+                              "audio)")
     samples = _check_length(to_16k_mono(waveform, sample_rate), name)
     target = _fitted_duration(samples.size / SAMPLE_RATE, duration, fit, name)
     if target is not None:

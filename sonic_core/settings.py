@@ -57,7 +57,7 @@ class SonicSettings:
     appearance_guidance: float = _knob(2.0, "classifier-free guidance on the reference image", min=1.0,
                                        max=20.0, step=0.1)
     duration: float | None = _knob(None, "seconds of audio to use (None: the whole file)", min=0.08,
-                                   max=400.0, step=0.01)
+                                   max=3600.0, step=0.01)
     frames_per_window: int = _knob(25, "frames per sliding sampler window", min=2, max=64, step=1)
     window_overlap: int = _knob(0, "frames shared by consecutive windows", min=0, max=63, step=1)
     shift_offset: int = _knob(7, "per-step rotation of the window starts, in frames", min=0, max=64, step=1)

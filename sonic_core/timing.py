@@ -13,12 +13,13 @@ AUDIO_FPS = 25
 SAMPLES_PER_AUDIO_FRAME = SAMPLE_RATE // AUDIO_FPS  # 640
 AUDIO_FRAMES_PER_VIDEO_FRAME = 2
 GENERATED_FPS = AUDIO_FPS / AUDIO_FRAMES_PER_VIDEO_FRAME  # 12.5
-MAX_AUDIO_FRAMES = 10_000  # the official cap: 400 s
 
 
 def audio_frames(num_samples: int) -> int:
-    """Number of 25 fps audio frames in a 16 kHz signal (floor, capped at 400 s)."""
-    return min(MAX_AUDIO_FRAMES, num_samples // SAMPLES_PER_AUDIO_FRAME)
+    """Number of 25 fps audio frames in a 16 kHz signal (floor). Not capped: the official code stops at 10,000
+    (400 s), but windows and decode are streamed here, so every second of audio is generated, and priced
+    (MODEL.md §4.1)."""
+    return num_samples // SAMPLES_PER_AUDIO_FRAME
 
 
 def samples_for(duration: float) -> int:

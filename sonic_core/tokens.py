@@ -35,13 +35,20 @@ def estimate_tokens(duration: float, resolution: float, steps: float, dynamic_sc
     """Tokens of one job, exactly as the published design defines them (contract).
 
     Raises :class:`SonicInputError` (a ``ValueError``) for a NaN, infinite, zero or negative duration, resolution
-    or steps, and for non-finite scales.
+    or steps, for non-finite scales, and for values so large that the formula overflows (never ``OverflowError``).
     """
     duration = _positive("duration", duration)
     resolution = _positive("resolution", resolution)
     steps = _positive("steps", steps)
     avg_scale = (_finite("dynamic_scale", dynamic_scale) + _finite("motion_scale", motion_scale)) / 2
-    cost = duration * 10 * (resolution / 512) ** 2 * (steps / 20) * (1 + max(0, avg_scale - 1) * 0.3)
+    try:
+        cost = duration * 10 * (resolution / 512) ** 2 * (steps / 20) * (1 + max(0, avg_scale - 1) * 0.3)
+    except OverflowError:  # float ** raises instead of giving inf
+        cost = math.inf
+    if not math.isfinite(cost):  # finite inputs whose product overflows a float: no token count exists
+        raise SonicInputError(f"the token count of duration={duration!r}, resolution={resolution!r}, steps={steps!r}, "
+                              f"dynamic_scale={dynamic_scale!r}, motion_scale={motion_scale!r} overflows: "
+                              "use realistic values")
     return int(round(cost))
 
 

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .errors import SonicDependencyError, SonicInputError
+from .paths import check_writable_folder
 
 CODECS: dict[str, dict[str, Any]] = {
     "h264": {"container": "mp4", "video": ["-c:v", "libx264", "-preset", "medium"], "crf_max": 51,
@@ -169,6 +170,7 @@ class VideoWriter:
     def open(self) -> None:
         if not self.path.parent.is_dir():
             raise SonicInputError(f"output folder {str(self.path.parent)!r} does not exist: create it first")
+        check_writable_folder(self.path.parent, f"output {self.path.name!r}", "make it writable or choose another")
         try:
             audio_input = self._audio_input()
             self._tmp_output = self.path.parent / f".{self.path.stem}.{uuid.uuid4().hex[:8]}.partial"

@@ -134,3 +134,123 @@ def basic_prompt(duration=0.0, resolution=512, steps=20, dynamic=1.0, motion=1.0
                                                         "seed": 1, "audio_guidance": 7.5,
                                                         "appearance_guidance": 2.0, "fps": 25.0}},
     }
+
+
+# -- bad inputs: files a user might feed the engine, and the one-line-error check --------------------------------
+
+PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
+SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that claims ``width`` x ``height`` pixels in its header (and holds no pixel data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) \
+        + chunk(b"IEND", b"")
+
+
+def bad_image(kind: str, folder: Path) -> Path:
+    """A portrait file of the given ``kind`` written into ``folder`` (or only named there: missing, too long)."""
+    import numpy as np
+    from PIL import Image
+
+    portrait = Image.open(PORTRAIT)
+    path = folder / f"{kind}.png"
+    if kind == "i16":
+        Image.fromarray(np.asarray(portrait.convert("L")).astype(np.uint16) * 257).save(path)
+    elif kind in ("P", "RGBA", "LA", "L"):
+        portrait.convert(kind).save(path)
+    elif kind == "CMYK":
+        path = folder / "cmyk.jpg"
+        portrait.convert("CMYK").save(path)
+    elif kind == "gif":
+        path = folder / "animated.gif"
+        frames = [portrait.convert("P"), portrait.rotate(10).convert("P")]
+        frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    elif kind == "truncated":
+        path = folder / "truncated.jpg"
+        path.write_bytes(PORTRAIT.read_bytes()[:len(PORTRAIT.read_bytes()) // 3])
+    elif kind == "no_face":
+        Image.fromarray(np.full((256, 256, 3), 128, np.uint8)).save(path)
+    elif kind == "tiny":
+        portrait.resize((8, 8)).save(path)
+    elif kind == "bomb":  # past PIL's own DecompressionBombError limit
+        path.write_bytes(png_header(20_000, 20_000))
+    elif kind == "huge":  # 110 MP: under PIL's error limit, over ours
+        path.write_bytes(png_header(11_000, 10_000))
+    elif kind == "text":
+        path.write_text("not an image\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "long_name":
+        path = folder / ("p" * 300 + ".png")
+    elif kind == "newline_name":
+        path = folder / "por\ntrait.png"
+    elif kind != "missing":
+        raise ValueError(kind)
+    return path
+
+
+def bad_audio(kind: str, folder: Path) -> Path:
+    """An audio file of the given ``kind`` written into ``folder`` (or only named there: missing, too long)."""
+    import numpy as np
+    import soundfile
+
+    path = folder / f"{kind}.wav"
+    if kind == "empty":
+        soundfile.write(path, np.zeros(0, np.float32), 16000)
+    elif kind == "10ms":
+        soundfile.write(path, np.full(160, 0.1, np.float32), 16000)
+    elif kind == "silent":
+        soundfile.write(path, np.zeros(16000, np.float32), 16000)
+    elif kind == "nan":
+        samples = np.full(16000, 0.1, np.float32)
+        samples[100:200] = np.nan
+        soundfile.write(path, samples, 16000, subtype="FLOAT")
+    elif kind == "wrong_extension":
+        path = folder / "speech.mp3"
+        path.write_text("this is text, not audio\n")
+    elif kind == "corrupt_header":
+        path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 10)
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "long_name":
+        path = folder / ("a" * 300 + ".wav")
+    elif kind == "newline_name":
+        path = folder / "spe\nech.wav"
+    elif kind != "missing":
+        raise ValueError(kind)
+    return path
+
+
+def unwritable_folder(folder: Path) -> Path:
+    """A folder in which no file can be created, also for root (who ignores permission bits): a read-only
+    folder when that holds, else sysfs."""
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").touch()
+    except OSError:
+        return folder
+    (folder / "probe").unlink()
+    return Path("/sys/kernel")
+
+
+def assert_one_line(message: str, *needles: str) -> None:
+    """An error message a user sees: one line, no traceback, naming every needle."""
+    assert message.strip() and "\n" not in message.strip(), message
+    assert "Traceback" not in message, message
+    for needle in needles:
+        assert needle in message, (needle, message)
+
+
+def files_in(folder: Path) -> set[Path]:
+    """Every file and folder under ``folder`` (to check that a refused input left nothing behind)."""
+    return set(folder.rglob("*"))

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from .. import conditioning, sampling
+from ..errors import SonicInputError
 from ..conditioning import AudioConditioning, ImageConditioning
 from ..sampling import SamplerOptions, sample_latents
 
@@ -67,6 +68,8 @@ def _compare(name: str, what: str, lean: Callable[[], object], naive: Callable[[
 
 def run_bench(repeats: int = REPEATS, seed: int = 0) -> list[Comparison]:
     """Every comparison of the module docstring on the tiny model."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise SonicInputError(f"--repeats {repeats!r}: pass 1 or more timed runs per path")
     from ..interpolation import interpolate_x2
     from ..models.rife import IFNet
     from ..weights.tiny import tiny_models

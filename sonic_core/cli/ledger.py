@@ -8,7 +8,7 @@ import io
 import json
 from dataclasses import asdict
 
-from ..metering.ledger import DEFAULT_LEDGER_URL, LEDGER_ENV, Usage, month_range, open_ledger
+from ..metering.ledger import DEFAULT_LEDGER_URL, LEDGER_ENV, Usage, checked_credit, month_range, open_ledger
 
 
 def add_ledger_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +56,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_credit(args: argparse.Namespace) -> int:
+    checked_credit(args.key, args.tokens)  # a bad top-up fails before a new ledger file is created
     with open_ledger(args.ledger) as ledger:
         print(json.dumps(asdict(ledger.credit(args.key, args.tokens))))
     return 0

@@ -13,11 +13,14 @@ applies to the prompt's total as well as to every sampler; resolution and step c
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import SonicError, SonicInputError
 from ..node_ids import CORE_LOAD_AUDIO, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
+from ..paths import os_reason
 from ..settings import SonicSettings
 from ..timing import generated_frames
 from .cost import Prediction, predict
@@ -26,7 +29,7 @@ from .tiers import Tier, price, resolve_tier
 PRIMITIVES = frozenset({"PrimitiveInt", "PrimitiveFloat", "PrimitiveString", "PrimitiveStringMultiline",
                         "PrimitiveBoolean"})
 NO_FILE_CHOICES = ("", "none")  # SonicLoadAudioDuration's audio_file when the AUDIO input is used
-MAX_LINK_DEPTH = 64  # a longer chain of primitives is a cycle or a broken graph
+MAX_LINK_DEPTH = 64  # longest chain of links followed; far beyond any real graph
 
 AudioDuration = Callable[[str], float]
 
@@ -89,12 +92,29 @@ class _Graph:
                                  f"{type(prompt).__name__}: export it with 'Save (API)'")
         self.prompt = prompt
         self.audio_duration = audio_duration
+        self._path: list[str] = []  # the nodes being followed, to name a cycle instead of recursing forever
+
+    @contextmanager
+    def following(self, node_id: str) -> Iterator[None]:
+        """Follow a link into ``node_id``; a node already being followed means the links form a cycle."""
+        if node_id in self._path:
+            cycle = [*self._path[self._path.index(node_id):], node_id]
+            raise GraphCostError(f"nodes {' -> '.join(cycle)} feed each other in a cycle: remove one of these links")
+        if len(self._path) >= MAX_LINK_DEPTH:
+            raise GraphCostError(f"node {node_id} is reached through more than {MAX_LINK_DEPTH} links: connect the "
+                                 "values more directly")
+        self._path.append(node_id)
+        try:
+            yield
+        finally:
+            self._path.pop()
 
     def node(self, node_id: str, referrer: str) -> Mapping[str, Any]:
         node = self.prompt.get(str(node_id))
-        if not isinstance(node, Mapping) or not isinstance(node.get("inputs", {}), Mapping):
-            raise GraphCostError(f"node {referrer} links to node {node_id!r}, which is not in the prompt: "
+        if not isinstance(node, Mapping):
+            raise GraphCostError(f"{referrer} links to node {node_id!r}, which is not in the prompt: "
                                  "reconnect the input")
+        self.inputs(str(node_id))
         return node
 
     @staticmethod
@@ -106,21 +126,31 @@ class _Graph:
         return isinstance(value, (list, tuple)) and len(value) == 2 and isinstance(value[1], int) \
             and not isinstance(value[1], bool)
 
-    def raw(self, node_id: str, name: str) -> Any:
-        return self.prompt[node_id].get("inputs", {}).get(name)
+    def inputs(self, node_id: str) -> Mapping[str, Any]:
+        """The node's input values; one line naming the node when they are not an object."""
+        inputs = self.prompt[node_id].get("inputs", {})
+        if not isinstance(inputs, Mapping):
+            raise GraphCostError(f"node {node_id} ({self.class_type(self.prompt[node_id])}) has inputs of type "
+                                 f"{type(inputs).__name__}, not an object of input values: export the graph with "
+                                 "'Save (API)'")
+        return inputs
 
-    def literal(self, node_id: str, name: str, depth: int = 0) -> Any:
+    def raw(self, node_id: str, name: str) -> Any:
+        return self.inputs(node_id).get(name)
+
+    def literal(self, node_id: str, name: str) -> Any:
         """The value of an input, following links to primitive nodes; ``None`` when it is not set."""
         value = self.raw(node_id, name)
         if not self.is_link(value):
             return value
         source_id = str(value[0])
-        source = self.node(source_id, f"{node_id} ({self.class_type(self.prompt[node_id])}) input {name!r}")
-        if self.class_type(source) not in PRIMITIVES or depth >= MAX_LINK_DEPTH:
+        source = self.node(source_id, f"node {node_id} ({self.class_type(self.prompt[node_id])}) input {name!r}")
+        if self.class_type(source) not in PRIMITIVES:
             raise GraphCostError(f"node {node_id} input {name!r} comes from node {source_id} "
                                  f"({self.class_type(source)}), whose value is only known when it runs: "
                                  f"type the value into node {node_id} or use a primitive node")
-        return self.literal(source_id, "value", depth + 1)
+        with self.following(source_id):
+            return self.literal(source_id, "value")
 
     def number(self, node_id: str, name: str, default: float | None = None) -> float:
         value = self.literal(node_id, name)
@@ -153,18 +183,25 @@ class _Graph:
 
     def loader_seconds(self, loader_id: str) -> float:
         """Length of the audio a LoadAudio or SonicLoadAudioDuration node outputs."""
-        if self.class_type(self.prompt[loader_id]) == CORE_LOAD_AUDIO:
-            return self.file_seconds(loader_id, "audio")
-        if self.raw(loader_id, "audio") is not None:
-            return self.audio_seconds(loader_id, "audio")
-        return self.file_seconds(loader_id, "audio_file")
+        with self.following(loader_id):
+            if self.class_type(self.prompt[loader_id]) == CORE_LOAD_AUDIO:
+                return self.file_seconds(loader_id, "audio")
+            if self.raw(loader_id, "audio") is not None:
+                return self.audio_seconds(loader_id, "audio")
+            return self.file_seconds(loader_id, "audio_file")
 
     def file_seconds(self, node_id: str, name: str) -> float:
         file_name = self.literal(node_id, name)
+        here = f"node {node_id} ({self.class_type(self.prompt[node_id])})"
         if not isinstance(file_name, str) or file_name in NO_FILE_CHOICES:
-            raise GraphCostError(f"node {node_id} ({self.class_type(self.prompt[node_id])}) has no audio file in "
-                                 f"input {name!r}: choose a file")
-        return float(self.audio_duration(file_name))
+            raise GraphCostError(f"{here} has no audio file in input {name!r}: choose a file")
+        try:
+            return float(self.audio_duration(file_name))
+        except SonicInputError as exc:  # never uploaded, unreadable, outside the allowed folders: a refusal
+            raise GraphCostError(f"{here} input {name!r}: {exc}") from None
+        except OSError as exc:
+            raise GraphCostError(f"{here} input {name!r}: audio file {file_name!r} cannot be read "
+                                 f"({os_reason(exc)}): upload it to the input folder") from None
 
 
 def _job_duration(graph: _Graph, predata_id: str) -> float:

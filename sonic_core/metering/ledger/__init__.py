@@ -33,13 +33,13 @@ from pathlib import Path
 
 from ...errors import SonicInputError
 from .base import (COMMITTED, DEFAULT_LEDGER_URL, LEDGER_ENV, MAX_TOKENS, REFUNDED, RESERVED, Balance, Charge, Clock,
-                   Ledger, LedgerStateError, Usage, month_range, utc_now)
+                   Ledger, LedgerStateError, Usage, checked_credit, month_range, utc_now)
 from .redis import RedisLedger
 from .sqlite import SQLiteLedger
 
 __all__ = ["COMMITTED", "DEFAULT_LEDGER_URL", "LEDGER_ENV", "MAX_TOKENS", "REFUNDED", "RESERVED", "Balance", "Charge",
-           "Clock", "Ledger", "LedgerStateError", "RedisLedger", "SQLiteLedger", "Usage", "month_range", "open_ledger",
-           "utc_now"]
+           "Clock", "Ledger", "LedgerStateError", "RedisLedger", "SQLiteLedger", "Usage", "checked_credit", "month_range",
+           "open_ledger", "utc_now"]
 
 
 def open_ledger(url: str | None = None, *, create: bool = True, clock: Clock = utc_now) -> Ledger:

@@ -102,6 +102,12 @@ def _count(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def checked_credit(key: object, tokens: object) -> tuple[str, int]:
+    """The key and token count of a top-up, validated as :meth:`Ledger.credit` validates them, so that a caller
+    can refuse a bad top-up before it opens (and so creates) a ledger."""
+    return _text("key", key), _count("tokens", tokens, 1)
+
+
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # fixed width, so stored timestamps sort as text
 
 
@@ -165,7 +171,7 @@ class Ledger(ABC):
 
     def credit(self, key: str, tokens: int) -> Balance:
         """Top ``key`` up by ``tokens`` (creates the key)."""
-        return self._credit(_text("key", key), _count("tokens", tokens, 1))
+        return self._credit(*checked_credit(key, tokens))
 
     def set_metered(self, key: str, metered: bool = True) -> Balance:
         """Mark ``key`` metered (no balance cap, every charge recorded) or capped again (creates the key)."""

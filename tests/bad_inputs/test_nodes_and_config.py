@@ -1,0 +1,158 @@
+"""Bad inputs through the nodes (the pack imported as ComfyUI imports it, nodes executed directly) and the config
+readers: one SonicError line naming the input, no file left in the output folder."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from sonic_testing import assert_one_line, basic_prompt, files_in, load_pack, unwritable_folder
+
+from sonic_core.errors import SonicAudioError, SonicInputError
+from sonic_core.metering.cost import load_coefficients
+from sonic_core.metering.enforcement import load_config
+from sonic_core.metering.tiers import load_tiers
+
+
+@pytest.fixture
+def pack(tmp_path, monkeypatch):
+    monkeypatch.setenv("SONIC_COMFY_ROOT", str(tmp_path))
+    for folder in ("input", "output", "temp"):
+        (tmp_path / folder).mkdir()
+    return load_pack()
+
+
+def run(pack, node_id, **inputs):
+    return pack.NODE_CLASS_MAPPINGS[node_id]().execute(**inputs)
+
+
+AUDIO = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+FRAMES = torch.zeros(2, 16, 16, 3)
+
+BAD_AUDIO = [
+    ("rate 0", {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 0}, "sample rate 0"),
+    ("rate nan", {"waveform": torch.zeros(1, 1, 16000), "sample_rate": math.nan}, "sample rate nan"),
+    ("rate text", {"waveform": torch.zeros(1, 1, 16000), "sample_rate": "fast"}, "sample rate 'fast'"),
+    ("no waveform", {"sample_rate": 16000}, "not a ComfyUI AUDIO"),
+    ("not a dict", [1, 2], "not a ComfyUI AUDIO"),
+    ("nan samples", {"waveform": torch.full((1, 1, 16000), math.nan), "sample_rate": 16000}, "NaN"),
+    ("empty", {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, "empty"),
+    ("2-D waveform", {"waveform": torch.zeros(1, 16000), "sample_rate": 16000}, "waveform"),
+]
+
+
+@pytest.mark.parametrize("audio, needle", [case[1:] for case in BAD_AUDIO], ids=[case[0] for case in BAD_AUDIO])
+@pytest.mark.parametrize("node_id", ["SonicLoadAudioDuration", "SonicVideoCombine", "SonicPreData"])
+def test_every_audio_input_refuses_a_broken_audio(pack, tmp_path, node_id, audio, needle):
+    inputs = {"SonicLoadAudioDuration": {"audio": audio},
+              "SonicVideoCombine": {"images": FRAMES, "audio": audio},
+              "SonicPreData": {"image": torch.zeros(1, 64, 64, 3), "audio": audio}}[node_id]
+    with pytest.raises(SonicAudioError) as caught:
+        run(pack, node_id, **inputs)
+    assert_one_line(str(caught.value), needle)
+    assert files_in(tmp_path / "output") == set()
+
+
+@pytest.mark.parametrize("requested", [math.nan, math.inf, -1.0])
+def test_load_audio_duration_refuses_a_nonsense_requested_duration(pack, requested):
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicLoadAudioDuration", audio=AUDIO, requested_duration=requested)
+    assert_one_line(str(caught.value), "requested_duration")
+
+
+@pytest.mark.parametrize("duration", [math.nan, math.inf, -2.0])
+def test_predata_refuses_a_nonsense_duration(pack, duration):
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicPreData", image=torch.zeros(1, 64, 64, 3), audio=AUDIO, duration=duration)
+    assert_one_line(str(caught.value), "duration")
+
+
+@pytest.mark.parametrize("name, needle", [
+    ("sp\x00eech.wav", "control character"), ("sp\neech.wav", "control character"), ("a" * 300 + ".wav", "longer"),
+    ("../escape.wav", "'..'"), ("/etc/passwd", "absolute"), ("never.wav", "not in the input folder"),
+])
+def test_load_audio_duration_refuses_hostile_file_names(pack, name, needle):
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicLoadAudioDuration", audio_file=name)
+    assert_one_line(str(caught.value), "audio_file", needle)
+
+
+def test_an_audio_file_linked_out_of_the_input_folder(pack, tmp_path):
+    (tmp_path / "secret.wav").write_bytes(b"RIFF")
+    (tmp_path / "input" / "link.wav").symlink_to(tmp_path / "secret.wav")
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicLoadAudioDuration", audio_file="link.wav")
+    assert_one_line(str(caught.value), "leads out of the input folder")
+
+
+@pytest.mark.parametrize("prefix, needle", [
+    ("So\x00nic", "control character"), ("So\nnic", "control character"), ("s" * 300, "longer"),
+    ("../out", "'..'"), ("/tmp/out", "absolute"), ("", "relative name"), ("videos/", "folder"),
+])
+def test_video_combine_refuses_hostile_prefixes(pack, tmp_path, prefix, needle):
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicVideoCombine", images=FRAMES, filename_prefix=prefix)
+    assert_one_line(str(caught.value), "filename_prefix", needle)
+    assert files_in(tmp_path / "output") == set()
+
+
+def test_video_combine_into_an_unwritable_output_folder(pack, tmp_path):
+    output = tmp_path / "output"
+    output.rmdir()
+    output.symlink_to(unwritable_folder(tmp_path / "locked"), target_is_directory=True)
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicVideoCombine", images=FRAMES)
+    assert_one_line(str(caught.value), "not writable")
+
+
+@pytest.mark.parametrize("change, needle", [
+    (lambda p: p["3"]["inputs"].update(audio="never.wav"), "never.wav"),
+    (lambda p: p.update({"3": {"class_type": "SonicLoadAudioDuration", "inputs": {"audio": ["6", 0]}},
+                         "6": {"class_type": "SonicLoadAudioDuration", "inputs": {"audio": ["3", 0]}}}), "cycle"),
+    (lambda p: p["4"].update(inputs=7), "node 4"),
+])
+def test_token_meter_refuses_unpriceable_graphs(pack, change, needle):
+    prompt = basic_prompt()
+    change(prompt)
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, "SonicTokenMeter", tier="standard", prompt=prompt)
+    assert_one_line(str(caught.value), needle)
+
+
+# -- config files ------------------------------------------------------------------------------------------------
+
+def config(tmp_path, kind: str, suffix: str):
+    path = tmp_path / f"config.{suffix}"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "invalid":
+        path.write_text("this = is = not [valid" if suffix == "toml" else "{not json")
+    elif kind == "list":
+        path.write_text("[1, 2]" if suffix == "json" else "x = [1, 2]\ny = 'z'")
+    elif kind == "binary":
+        path.write_bytes(b"\xff\xfe\x00bad")
+    elif kind == "long_name":
+        path = tmp_path / ("c" * 300 + f".{suffix}")
+    return path
+
+
+READERS = {"tiers": (load_tiers, "toml", "tiers file"),
+           "coefficients": (load_coefficients, "json", "cost coefficients file"),
+           "metering": (load_config, "toml", "metering config")}
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "invalid", "binary", "long_name", "list"])
+@pytest.mark.parametrize("reader", list(READERS))
+def test_config_readers_refuse_bad_files_in_one_line(tmp_path, reader, kind):
+    read, suffix, what = READERS[reader]
+    with pytest.raises(SonicInputError) as caught:
+        read(config(tmp_path, kind, suffix))
+    assert_one_line(str(caught.value), what if kind != "list" else "config")  # the parser names the file
+
+
+def test_tiers_from_the_environment_may_not_be_a_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("SONIC_TIERS", str(tmp_path))
+    with pytest.raises(SonicInputError) as caught:
+        load_tiers()
+    assert_one_line(str(caught.value), "is a directory")
