@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import SonicWeightsError
-from .layout import FETCH_COMMAND
-from .reading import DEFAULT_FIX, load_strict, read_state_dict, safetensors_keys
+from .reading import DEFAULT_FIX, FETCH_COMMAND, load_strict, read_state_dict, safetensors_keys
 from .svd_single_file import read_single_file
 
 UNET_FIX = f"use Sonic/unet.pth from LeonJoe13/Sonic (run `{FETCH_COMMAND}`)"

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import SonicWeightsError
+from .reading import FETCH_COMMAND
 
 WEIGHTS_ENV = "SONIC_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.cache/sonic")
-FETCH_COMMAND = "python -m sonic_core fetch-weights"
 SVD_FOLDER = "stable-video-diffusion-img2vid-xt"
 SVD_FILE_GLOB = "svd_xt*.safetensors"
 WHISPER_FOLDER = "whisper-tiny"

@@ -147,7 +147,8 @@ def test_read_errors_are_one_line_and_name_the_file(tmp_path):
 def test_unsafe_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code_ran"
     torch.save({"w": torch.zeros(2), "payload": CodeInPickle(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(SonicWeightsError, match="refused to execute code; get the official file"):
+    with pytest.raises(SonicWeightsError, match="references builtins.getattr, which is code, not data: loading it was refused to execute code, "
+                                                "and nothing was run; get the official file"):
         read_state_dict(tmp_path / "evil.pth")
     assert not marker.exists()
 
