@@ -8,6 +8,9 @@ Accepted trees (DESIGN "Weight layout accepted"):
 * Standalone / hub: the same files under a weights folder (``--weights DIR``, else ``$SONIC_WEIGHTS``, else
   ``~/.cache/sonic``), either flat or below ``sonic/``, with the three Sonic ``.pth`` files also accepted in the
   official repo's ``Sonic/`` subfolder (the layout ``fetch-weights`` writes).
+
+Each ``.pth`` / ``.pkl`` may also be a ``.safetensors`` of the same name (``python -m sonic_core weights convert``
+writes one beside the pickle); where both exist the safetensors file is used.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ SONIC_FILES: dict[str, tuple[str, ...]] = {
     "rife": ("RIFE/flownet.pkl",),
 }
 COMPONENTS = (*SONIC_FILES, "whisper", "svd")
+PICKLE_SUFFIXES = (".pth", ".pkl")  # a .safetensors of the same name is taken first (yoloface's .pt is TorchScript)
 OPTIONAL = frozenset({"yoloface", "rife"})  # a fallback detector exists; RIFE only runs with interpolation on
 
 
@@ -104,11 +108,18 @@ class WeightFiles:
         return self
 
 
+def _with_safetensors(name: str) -> tuple[str, ...]:
+    """``name`` preceded by its safetensors twin for a torch pickle (``weights convert`` writes it beside)."""
+    pickle = Path(name)
+    return (str(pickle.with_suffix(".safetensors")), name) if pickle.suffix in PICKLE_SUFFIXES else (name,)
+
+
 def _first_file(dirs: tuple[Path, ...], names: tuple[str, ...]) -> Path | None:
     for d in dirs:
         for name in names:
-            if (d / name).is_file():
-                return d / name
+            for candidate in _with_safetensors(name):
+                if (d / candidate).is_file():
+                    return d / candidate
     return None
 
 

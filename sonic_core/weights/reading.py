@@ -62,6 +62,24 @@ DATA_GLOBALS = _numpy_data_globals()
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
+def file_format(path: str | os.PathLike) -> str:
+    """``"safetensors"``, ``"TorchScript"`` (a zip with ``code/``: the face detector), ``"torch zip"`` (torch >= 1.6
+    ``torch.save``), ``"legacy pickle"`` (older ``torch.save``, e.g. RIFE's ``flownet.pkl``) or ``"unknown"``;
+    from the name and the first bytes (and a zip's member names) only."""
+    path = Path(path)
+    if path.suffix == SAFETENSORS_SUFFIX:
+        return "safetensors"
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+            return "TorchScript"
+        return "torch zip" if any(n.endswith("data.pkl") for n in names) else "unknown"
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    return "legacy pickle" if len(head) == 2 and head[0] == 0x80 and head[1] <= pickle.HIGHEST_PROTOCOL else "unknown"
+
+
 def _check_file(path: Path, fix: str) -> None:
     if not path.is_file():
         raise SonicWeightsError(f"{path} not found; {fix}")
