@@ -187,6 +187,7 @@ def _svd(root: SearchRoot) -> tuple[Path | None, str | None, list[Rejected]]:
         folder = d / SVD_FOLDER
         if (folder / "vae").is_dir() and (folder / "image_encoder").is_dir():
             return folder, "folder", []
+    chosen: Path | None = None
     rejected: list[Rejected] = []
     for d, recursive in root.checkpoint_dirs:
         if not d.is_dir():
@@ -195,11 +196,13 @@ def _svd(root: SearchRoot) -> tuple[Path | None, str | None, list[Rejected]]:
         # svd_xt.safetensors sorts before svd_xt_1_1.safetensors: the release Sonic was trained on
         for path in sorted((p for p in found if p.is_file()), key=lambda p: (p.name, p)):
             problem, notable = _svd_problem(path)
-            if problem is None:
-                return path, "file", rejected
-            if notable:
+            if problem is None and chosen is None:
+                chosen = path
+            elif problem is None:
+                rejected.append(Rejected("svd", path, f"another SVD checkpoint; {chosen} is used"))
+            elif notable:
                 rejected.append(Rejected("svd", path, problem))
-    return None, None, rejected
+    return chosen, "file" if chosen else None, rejected
 
 
 def _locate_in(root: SearchRoot) -> dict[str, object]:

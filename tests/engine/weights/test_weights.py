@@ -78,6 +78,8 @@ def test_comfy_layout(tmp_path):
     assert files.yoloface == sonic / "yoloface_v5m.pt" and files.rife == sonic / "RIFE" / "flownet.pkl"
     assert files.whisper == sonic / "whisper-tiny"
     assert files.svd == tmp_path / "models" / "checkpoints" / "svd_xt.safetensors" and files.svd_kind == "file"
+    assert [(r.path.name, r.reason) for r in files.rejected] == [
+        ("svd_xt_1_1.safetensors", f"another SVD checkpoint; {files.svd} is used")]
 
 
 def test_the_svd_file_is_chosen_by_its_keys_anywhere_below_checkpoints(tmp_path):
