@@ -84,17 +84,20 @@ def check(*args: str, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, for the TorchScript face detector
 def test_check_a_complete_tree(tmp_path, models, capsys):
     root = official_tree(tmp_path / "w", models)
     code, out = check(str(root), "--model", "tiny", capsys=capsys)
     assert code == 0 and out.splitlines()[-1] == "complete: every required file is present and loads"
     assert "yoloface" in out and "absent  (optional" in out
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), root / "yoloface_v5m.pt")
     code, out = check(str(root), "--model", "tiny", "--json", capsys=capsys)
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["missing"] == {} and report["model"] == "tiny"
     by_component = {f["component"]: f for f in report["files"]}
     assert set(by_component) == {"unet", "audio2token", "audio2bucket", "rife", "whisper", "svd.vae",
-                                 "svd.image_encoder"}
+                                 "svd.image_encoder", "yoloface"}
+    assert by_component["yoloface"]["format"] == "TorchScript" and by_component["yoloface"]["loads"]
     unet = by_component["unet"]
     assert unet["format"] == "torch zip" and unet["dtypes"] == ["float32"] and unet["loads"]
     assert unet["sha256"] == hashlib.sha256((root / "Sonic" / "unet.pth").read_bytes()).hexdigest()
