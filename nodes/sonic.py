@@ -109,8 +109,10 @@ def _demo_models(dtype: torch.dtype) -> SonicModels:
 def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | None]:
     sets = weight_sets()
     if label not in sets:
+        incomplete = "; ".join(f"{name}: {files.explain()}" for name, files in sets.items() if files.missing())
         raise SonicWeightsError(f"weights {label!r} are not a weight set this ComfyUI knows ({DEMO_WEIGHTS!r} or "
-                                f"{', '.join(map(repr, sets))}): pick one from the list")
+                                f"{', '.join(map(repr, sets))}): pick one from the list"
+                                + (f" (not offered, incomplete: {incomplete})" if incomplete else ""))
     files = sets[label].require()
     return load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None), files.yoloface
 

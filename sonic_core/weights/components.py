@@ -28,8 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import SonicWeightsError
-from .layout import FETCH_COMMAND
-from .reading import DEFAULT_FIX, load_strict, read_state_dict, safetensors_keys
+from .reading import DEFAULT_FIX, FETCH_COMMAND, load_strict, read_state_dict, safetensors_keys
 from .svd_single_file import read_single_file
 
 UNET_FIX = f"use Sonic/unet.pth from LeonJoe13/Sonic (run `{FETCH_COMMAND}`)"
@@ -80,7 +79,8 @@ def load_clip_vision(model: nn.Module, state_dict: Mapping[str, torch.Tensor],
     load_strict(model, clip_vision_state_dict(state_dict), source, CLIP_FIX)
 
 
-def _svd_folder_file(folder: Path, part: str) -> Path:
+def svd_folder_file(folder: Path, part: str) -> Path:
+    """The file of ``part`` (``vae`` / ``image_encoder``) in a diffusers SVD folder: the fp16 variant first."""
     sub, stem = SVD_FILES[part]
     for name in (f"{stem}.fp16.safetensors", f"{stem}.safetensors"):  # the official code loads the fp16 variant
         if (folder / sub / name).is_file():
@@ -89,13 +89,17 @@ def _svd_folder_file(folder: Path, part: str) -> Path:
                             f"{DEFAULT_FIX}")
 
 
+def read_svd_folder_part(folder: Path, part: str) -> dict[str, torch.Tensor]:
+    """Our state dict of one part (``vae`` / ``image_encoder``) of a diffusers SVD folder."""
+    state_dict = read_state_dict(svd_folder_file(folder, part))
+    return clip_vision_state_dict(state_dict) if part == "image_encoder" else state_dict
+
+
 def load_svd_parts(source: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
     """``{"vae": ..., "image_encoder": ...}`` from a diffusers SVD folder or a single ``svd_xt*.safetensors``."""
     source = Path(source)
     if source.is_dir():
-        parts = {part: read_state_dict(_svd_folder_file(source, part)) for part in SVD_FILES}
-        parts["image_encoder"] = clip_vision_state_dict(parts["image_encoder"])
-        return parts
+        return {part: read_svd_folder_part(source, part) for part in SVD_FILES}
     if not source.is_file():
         raise SonicWeightsError(f"{source} not found; {DEFAULT_FIX}")
     return read_single_file(source)

@@ -15,6 +15,9 @@ Transforms: ``squeeze`` (LDM attention q/k/v/proj_out are 1x1 convs, ours are Li
 ``[0:d]``, ``[d:2d]``, ``[2d:3d]`` of ``attn.in_proj_weight``/``in_proj_bias``: ``torch.nn.MultiheadAttention``
 stacks q, k, v in that order).
 
+Which file is an SVD checkpoint is decided by its keys (:func:`single_file_problem`, header only), not its name:
+it must hold the temporal decoder (``svd_xt_image_decoder.safetensors``, a frame-by-frame image decoder, does not).
+
 sgm's ``AutoencodingEngine`` (SVD's first stage) has no ``quant_conv``: its encoder output is the posterior's
 moments directly. When the file has no ``first_stage_model.quant_conv`` the VAE gets an identity 1x1 conv (weight
 ``eye``, bias 0), which computes exactly what the single file's own first stage computes.
@@ -34,6 +37,10 @@ from .reading import DEFAULT_FIX, read_state_dict, safetensors_keys
 
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
+# Some repacked files carry an LDM post_quant_conv; neither sgm's AutoencodingEngine nor diffusers'
+# AutoencoderKLTemporalDecoder (whose decode our VAE follows) applies one, so those tensors are not read.
+UNUSED_VAE_PREFIX = VAE_PREFIX + "post_quant_conv."
+TEMPORAL_DECODER = (VAE_PREFIX + "decoder.", ".time_stack.")  # a key with both is a temporal decoder block
 QKV = ("q", "k", "v")
 
 
@@ -195,15 +202,28 @@ def _with_quant_conv(vae: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {**vae, "quant_conv.weight": eye, "quant_conv.bias": torch.zeros(channels, dtype=moments.dtype)}
 
 
+def single_file_problem(keys: Iterable[str]) -> str | None:
+    """Why a checkpoint with these tensor names cannot serve as SVD's VAE + CLIP image encoder; ``None`` if it can."""
+    keys = list(keys)
+    for prefix, what in ((VAE_PREFIX, "VAE"), (CLIP_PREFIX, "CLIP image encoder")):
+        if not any(k.startswith(prefix) for k in keys):
+            return f"no {prefix}* tensors ({what}): not a Stable Video Diffusion checkpoint"
+    decoder, temporal = TEMPORAL_DECODER
+    if not any(k.startswith(decoder) and temporal in k for k in keys):
+        return (f"its VAE has no temporal decoder ({decoder}*{temporal}*): an image-decoder variant such as "
+                f"svd_xt_image_decoder, not the svd_xt Sonic uses")
+    return None
+
+
 def read_single_file(path: Path, fix: str = DEFAULT_FIX) -> dict[str, dict[str, torch.Tensor]]:
     """``{"vae", "image_encoder"}`` state dicts from a Stability ``svd_xt*.safetensors``, reading only those tensors."""
-    names = safetensors_keys(path, fix)
+    names = [k for k in safetensors_keys(path, fix) if not k.startswith(UNUSED_VAE_PREFIX)]
+    problem = single_file_problem(names)
+    if problem:
+        raise SonicWeightsError(f"{path}: {problem}; use svd_xt.safetensors or the diffusers folder ({fix})")
     parts = {}
     for part, prefix, rules in (("vae", VAE_PREFIX, VAE_RULES), ("image_encoder", CLIP_PREFIX, CLIP_RULES)):
         wanted = [k for k in names if k.startswith(prefix)]
-        if not wanted:
-            raise SonicWeightsError(f"{path} has no {prefix}* tensors: it is not a Stable Video Diffusion "
-                                    f"checkpoint; use svd_xt.safetensors or the diffusers folder ({fix})")
         stored = read_state_dict(path, keys=wanted, fix=fix)
         parts[part] = from_stability({k[len(prefix):]: v for k, v in stored.items()}, rules, str(path), fix)
     parts["vae"] = _with_quant_conv(parts["vae"])

@@ -87,8 +87,9 @@ def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tm
     assert "\n" not in message and "unet" not in message.split("missing Sonic weights:")[1].split(",")[0]
     for component in ("audio2token", "audio2bucket", "whisper", "svd"):
         assert f"{component} ->" in message
-    with pytest.raises(SonicWeightsError, match="pick one from the list"):
+    with pytest.raises(SonicWeightsError, match="pick one from the list") as error:
         run(pack, "SonicLoader", weights="/somewhere/else", dtype="fp16", device="cpu")
+    assert f"not offered, incomplete: {sonic}: missing Sonic weights: audio2token -> " in str(error.value)
     with pytest.raises(SonicInputError, match="device"):
         run(pack, "SonicLoader", weights=DEMO, dtype="fp16", device="tpu:9")
 

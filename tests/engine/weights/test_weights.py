@@ -55,8 +55,18 @@ def comfy_tree(models: Path) -> None:
     for name in ("unet.pth", "audio2token.pth", "audio2bucket.pth", "yoloface_v5m.pt", "RIFE/flownet.pkl",
                  "whisper-tiny/model.safetensors", "whisper-tiny/config.json"):
         touch(models / "sonic" / name)
-    touch(models / "checkpoints" / "svd_xt_1_1.safetensors")
-    touch(models / "checkpoints" / "svd_xt.safetensors")
+    svd_header_file(models / "checkpoints" / "svd_xt_1_1.safetensors")
+    svd_header_file(models / "checkpoints" / "svd_xt.safetensors")
+
+
+def svd_header_file(path: Path, temporal: bool = True, clip: bool = True) -> Path:
+    """A safetensors file with the key names that tell an SVD checkpoint (one tiny tensor each)."""
+    decoder = "decoder.up.0.block.0." + ("time_stack.in_layers.0.weight" if temporal else "norm1.weight")
+    names = [VAE_PREFIX + "encoder.conv_in.weight", VAE_PREFIX + decoder, "model.diffusion_model.out.2.weight"]
+    names += [CLIP_PREFIX + "proj"] if clip else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: torch.zeros(1) for name in names}, path)
+    return path
 
 
 def test_comfy_layout(tmp_path):
@@ -68,6 +78,27 @@ def test_comfy_layout(tmp_path):
     assert files.yoloface == sonic / "yoloface_v5m.pt" and files.rife == sonic / "RIFE" / "flownet.pkl"
     assert files.whisper == sonic / "whisper-tiny"
     assert files.svd == tmp_path / "models" / "checkpoints" / "svd_xt.safetensors" and files.svd_kind == "file"
+    assert [(r.path.name, r.reason) for r in files.rejected] == [
+        ("svd_xt_1_1.safetensors", f"another SVD checkpoint; {files.svd} is used")]
+
+
+def test_the_svd_file_is_chosen_by_its_keys_anywhere_below_checkpoints(tmp_path):
+    checkpoints = tmp_path / "models" / "checkpoints"
+    svd_header_file(checkpoints / "svd_xt_image_decoder.safetensors", temporal=False)
+    svd_header_file(checkpoints / "sd15.safetensors", temporal=False, clip=False)  # an image model: not reported
+    touch(checkpoints / "svd_broken.safetensors", b"garbage")
+    only_rejects = locate_weights(tmp_path / "empty", tmp_path / "models")
+    assert only_rejects.svd is None and [(r.path.name, r.component) for r in only_rejects.rejected] == [
+        ("svd_broken.safetensors", "svd"), ("svd_xt_image_decoder.safetensors", "svd")]
+    with pytest.raises(SonicWeightsError) as err:
+        only_rejects.require("svd")
+    message = str(err.value)
+    assert "\n" not in message and "svd -> " in message and "sd15" not in message
+    assert "svd_xt_image_decoder.safetensors (its VAE has no temporal decoder" in message
+    assert "svd_broken.safetensors (unreadable: " in message
+    renamed = svd_header_file(checkpoints / "video" / "my video model.safetensors")
+    files = locate_weights(tmp_path / "empty", tmp_path / "models")
+    assert files.svd == renamed and files.svd_kind == "file" and files.explain("svd") == ""
 
 
 def test_standalone_official_layout_with_sonic_subfolder_and_diffusers_svd(tmp_path, monkeypatch):
@@ -147,7 +178,8 @@ def test_read_errors_are_one_line_and_name_the_file(tmp_path):
 def test_unsafe_pickle_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "code_ran"
     torch.save({"w": torch.zeros(2), "payload": CodeInPickle(marker)}, tmp_path / "evil.pth")
-    with pytest.raises(SonicWeightsError, match="refused to execute code; get the official file"):
+    with pytest.raises(SonicWeightsError, match="references builtins.getattr, which is code, not data: loading it was refused to execute code, "
+                                                "and nothing was run; get the official file"):
         read_state_dict(tmp_path / "evil.pth")
     assert not marker.exists()
 
@@ -420,10 +452,26 @@ def test_single_file_and_folder_give_the_same_parts(tmp_path):
         assert torch.equal(loaded.decode(latents, 2), vae.decode(latents, 2))
 
 
+def test_a_post_quant_conv_in_the_single_file_is_not_read(tmp_path):
+    vae, clip = tiny_vae(), tiny_clip_state()
+    write_single_file(tmp_path / "plain.safetensors", vae, clip)
+    tensors = {k: v for k, v in read_state_dict(tmp_path / "plain.safetensors").items()}
+    tensors[VAE_PREFIX + "post_quant_conv.weight"] = torch.eye(4).reshape(4, 4, 1, 1)
+    tensors[VAE_PREFIX + "post_quant_conv.bias"] = torch.zeros(4)
+    save_file(tensors, tmp_path / "with_post_quant_conv.safetensors")
+    plain, extra = (load_svd_parts(tmp_path / f"{n}.safetensors") for n in ("plain", "with_post_quant_conv"))
+    assert set(plain["vae"]) == set(extra["vae"]) == set(vae.state_dict())
+    assert all(torch.equal(plain["vae"][k], extra["vae"][k]) for k in plain["vae"])
+
+
 def test_single_file_errors(tmp_path):
     save_file({"model.diffusion_model.out.2.weight": torch.zeros(2)}, tmp_path / "svd_xt.safetensors")
-    with pytest.raises(SonicWeightsError, match="no first_stage_model.* tensors: it is not a Stable Video Diffusion"):
+    with pytest.raises(SonicWeightsError, match=r"no first_stage_model.\* tensors \(VAE\): not a Stable Video Diff"):
         load_svd_parts(tmp_path / "svd_xt.safetensors")
+    save_file({VAE_PREFIX + "decoder.up.0.block.0.norm1.weight": torch.zeros(1), CLIP_PREFIX + "proj": torch.zeros(1)},
+              tmp_path / "svd_xt_image_decoder.safetensors")
+    with pytest.raises(SonicWeightsError, match="its VAE has no temporal decoder"):
+        load_svd_parts(tmp_path / "svd_xt_image_decoder.safetensors")
     vae = tiny_vae()
     write_single_file(tmp_path / "cut.safetensors", vae, tiny_clip_state())
     parts = load_svd_parts(tmp_path / "cut.safetensors")
