@@ -135,7 +135,7 @@ class BatchRunner:
             server.down = False
             if prompt_id is not None:
                 self.state.update(key, status="queued", prompt_id=prompt_id)
-            else:
+            elif not self._recover(server, key):
                 self._release(server, key, status="pending", prompt_id=None)
 
     def _release(self, server: Server, key: str, **fields: object) -> JobState:
@@ -194,12 +194,32 @@ class BatchRunner:
         except ComfyUnavailable:
             server.down = True
             return
-        if result is None:  # the server answers and holds the job nowhere: it restarted; send it again
+        if result is None and not self._recover(server, key):  # the server restarted and holds the job nowhere
             self._release(server, key, status="pending", prompt_id=None)
             self.report(f"line {job_state.line}: {job_state.output} was lost by {server.url} (restarted); "
                         "sending it again")
-            return
-        self._complete(server, key, result)
+        elif result is not None:
+            self._complete(server, key, result)
+
+    def _recover(self, server: Server, key: str) -> bool:
+        """A job the server no longer knows (its queue and history went with a restart) may still have finished
+        just before: its video under the job's key is then downloaded and the job is done, never run twice."""
+        job_state = self.state.get(key)
+        for suffix in VIDEO_SUFFIXES:
+            output = {"filename": f"{key}_00001_{suffix}", "subfolder": OUTPUT_FOLDER, "type": "output"}
+            try:
+                path = server.client.download(output, self.out / job_state.output)
+            except ComfyRefused:
+                continue
+            except ComfyUnavailable:
+                server.down = True
+                return True  # decide when the server answers again
+            self._release(server, key, status="done", output_path=str(path))
+            self.report(f"line {job_state.line}: {job_state.output} had finished on {server.url} before it "
+                        "restarted; downloaded")
+            self._finished(key)
+            return True
+        return False
 
     def _complete(self, server: Server, key: str, result: PromptResult) -> None:
         job_state = self.state.get(key)
