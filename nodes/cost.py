@@ -13,6 +13,7 @@ from typing import Any
 from sonic_core import node_ids
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
+from sonic_core.metering.cost import gpu_profile
 from sonic_core.metering.graph_pricing import GraphCost, price_graph
 from sonic_core.metering.tiers import load_tiers
 from sonic_core.paths import inside
@@ -37,9 +38,14 @@ def input_audio_seconds(name: str) -> float:
 
 
 def prediction_device() -> tuple[str, str]:
-    """Device and dtype the predictions assume when the graph's loader does not name them (ComfyUI's device)."""
-    device = torch_device().type
-    return (device, "fp16") if device == "cuda" else (device, "fp32")
+    """The cost profile and dtype of ComfyUI's own device, which the predictions assume unless the graph's loader
+    names the CPU: the GPU's profile by its name (an unknown GPU as an A10G-class card), or the CPU."""
+    device = torch_device()
+    if device.type != "cuda":
+        return device.type, "fp32"
+    import torch
+
+    return gpu_profile(torch.cuda.get_device_name(device)), "fp16"
 
 
 def price_prompt(prompt: dict, tier: str) -> GraphCost:

@@ -38,7 +38,7 @@ from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, offload_devi
 from .post import image_to_frames
 from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
-DEMO_WEIGHTS = "demo (tiny, untrained)"
+DEMO_WEIGHTS = node_ids.DEMO_WEIGHTS
 STANDALONE_PREFIX = "standalone: "
 AUTO_DEVICE = "auto"
 YOLOFACE_FILE = "yoloface_v5m.pt"

@@ -10,3 +10,4 @@ MOTION_SMOOTH = "SonicMotionSmooth"
 TOKEN_METER = "SonicTokenMeter"
 VIDEO_COMBINE = "SonicVideoCombine"
 CORE_LOAD_AUDIO = "LoadAudio"  # ComfyUI's own audio loader, which graph pricing also reads
+DEMO_WEIGHTS = "demo (tiny, untrained)"  # the Sonic Loader's choice of the embedded tiny model (saved in graphs)

@@ -376,6 +376,16 @@ def predict_workload(load: Workload, profile: Profile) -> Prediction:
     return Prediction(sum(stages.values()), int(peak), stages, profile.key, profile.calibrated)
 
 
+GPU_PROFILES = (("H100", "h100"), ("H200", "h100"), ("A100", "a100"), ("L4", "l4"), ("A10", "a10g"))
+
+
+def gpu_profile(name: str) -> str:
+    """The cost profile of a GPU from its name (``torch.cuda.get_device_name``); an unknown GPU is priced as
+    ``cuda``, an A10G-class card. The H200 shares the H100's compute, so its profile is the H100's."""
+    upper = name.upper()
+    return next((profile for marker, profile in GPU_PROFILES if marker in upper), "cuda")
+
+
 def predict(frames: int, resolution: int, steps: int, device: str = "cuda", dtype: str = "fp16", *,
             width: int | None = None, height: int | None = None, model: str = "sonic", interpolate: bool = True,
             coefficients: CostCoefficients | None = None) -> Prediction:

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import SonicError, SonicInputError
-from ..node_ids import CORE_LOAD_AUDIO, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
+from ..node_ids import CORE_LOAD_AUDIO, DEMO_WEIGHTS, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
 from ..paths import os_reason
 from ..settings import SonicSettings
-from ..timing import generated_frames
+from ..timing import GENERATED_FPS, generated_frames
 from .cost import Prediction, predict
 from .tiers import Tier, price, resolve_tier
 
@@ -223,22 +223,36 @@ def _job_duration(graph: _Graph, predata_id: str) -> float:
     return seconds
 
 
-def predict_or_none(frames: int, resolution: int, steps: int, device: str, dtype: str) -> Prediction | None:
+def predict_or_none(frames: int, resolution: int, steps: int, device: str, dtype: str, model: str = "sonic",
+                    interpolate: bool = True) -> Prediction | None:
     """:func:`sonic_core.metering.cost.predict` for one job, or ``None`` when the cost model has no profile for
     ``device``."""
     try:
-        return predict(frames, resolution, steps, device, dtype)
+        return predict(frames, resolution, steps, device, dtype, model=model, interpolate=interpolate)
     except SonicError:
         return None
 
 
+def loader_target(graph: _Graph, sampler_id: str, device: str, dtype: str) -> tuple[str, str, str]:
+    """``(device, dtype, model)`` the sampler's Sonic Loader will run: the demo choice is the tiny model; its
+    device widget ``cpu`` is the CPU, ``auto`` or ``cuda[:N]`` the server's own device (``device``); fp16 runs
+    as fp32 on a CPU, as the Loader does."""
+    model, link = "sonic", graph.raw(sampler_id, "model")
+    if graph.is_link(link) and str(link[0]) in graph.prompt:
+        loader_id = str(link[0])
+        model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS else "sonic"
+        chosen = graph.raw(loader_id, "device")
+        device = "cpu" if chosen == "cpu" else device if chosen in (None, "auto") or str(chosen).startswith("cuda") \
+            else str(chosen)
+        dtype = _text_or(graph.raw(loader_id, "dtype"), dtype)
+    if device == "cpu" and dtype == "fp16":
+        dtype = "fp32"
+    return device, dtype, model
+
+
 def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: str) -> JobCost:
     predata_id, _ = graph.linked_node(node_id, "predata", (PREDATA,))
-    model = graph.raw(node_id, "model")
-    if graph.is_link(model) and str(model[0]) in graph.prompt:
-        loader_id = str(model[0])
-        device = _text_or(graph.raw(loader_id, "device"), device)
-        dtype = _text_or(graph.raw(loader_id, "dtype"), dtype)
+    device, dtype, model = loader_target(graph, node_id, device, dtype)
     duration = _job_duration(graph, predata_id)
     values = {"min_resolution": graph.number(predata_id, "min_resolution"),
               "steps": graph.number(node_id, "steps"),
@@ -250,7 +264,12 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
     except SonicInputError as exc:
         raise GraphCostError(f"{SAMPLER} node {node_id}: {exc}") from None
     frames = generated_frames(duration)
-    prediction = predict_or_none(frames, settings.min_resolution, settings.steps, device, dtype)
+    try:
+        fps = graph.literal(node_id, "fps")
+    except GraphCostError:  # a rate only known when the graph runs: priced with RIFE on, the common case
+        fps = None
+    prediction = predict_or_none(frames, settings.min_resolution, settings.steps, device, dtype, model,
+                                 interpolate=fps != GENERATED_FPS)
     return JobCost(node_id=node_id, tokens=verdict.tokens, duration=duration, resolution=settings.min_resolution,
                    steps=settings.steps, dynamic_scale=settings.dynamic_scale, motion_scale=settings.motion_scale,
                    frames=frames, allowed=verdict.allowed,

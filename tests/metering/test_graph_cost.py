@@ -145,3 +145,36 @@ def test_summary_and_dict_are_consistent():
 def test_not_a_graph():
     with pytest.raises(GraphCostError, match="API-format graph"):
         price(["not", "a", "graph"])
+
+
+def with_loader(weights: str, dtype: str, device: str, fps: float = 25.0) -> dict:
+    prompt = basic_prompt(steps=10)
+    prompt["1"]["inputs"].update(weights=weights, dtype=dtype, device=device)
+    prompt["5"]["inputs"]["fps"] = fps
+    return prompt
+
+
+@pytest.mark.parametrize("weights, dtype, device, server, fps, expected", [
+    ("demo (tiny, untrained)", "fp32", "cpu", "cpu", 25.0, ("cpu", "fp32", "tiny", True)),
+    ("demo (tiny, untrained)", "fp16", "auto", "cpu", 12.5, ("cpu", "fp32", "tiny", False)),  # fp16 runs as fp32
+    ("/models/sonic", "fp16", "cuda:0", "h100", 25.0, ("h100", "fp16", "sonic", True)),
+    ("/models/sonic", "bf16", "auto", "a100", 25.0, ("a100", "bf16", "sonic", True)),
+    ("/models/sonic", "fp16", "cpu", "h100", 25.0, ("cpu", "fp32", "sonic", True)),
+])
+def test_predictions_follow_the_loaders_model_dtype_and_device(weights, dtype, device, server, fps, expected):
+    from sonic_core.metering.cost import predict
+
+    prediction_device, prediction_dtype, model, interpolate = expected
+    (job,) = price(with_loader(weights, dtype, device, fps), device=server, dtype="fp16").jobs
+    want = predict(job.frames, job.resolution, job.steps, prediction_device, prediction_dtype, model=model,
+                   interpolate=interpolate)
+    assert (job.predicted_seconds, job.predicted_peak_bytes) == (want.seconds, want.peak_bytes)
+
+
+@pytest.mark.parametrize("name, profile", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h100"),
+                                           ("NVIDIA A100-SXM4-40GB", "a100"), ("NVIDIA L4", "l4"),
+                                           ("NVIDIA A10G", "a10g"), ("NVIDIA GeForce RTX 4090", "cuda")])
+def test_a_gpu_is_priced_by_its_own_profile_when_one_exists(name, profile):
+    from sonic_core.metering.cost import gpu_profile
+
+    assert gpu_profile(name) == profile
