@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from sonic_core import node_ids
 from sonic_core.audio import FIT_MODES, Speech, speech_from_waveform
-from sonic_core.device import DTYPES, parse_device, parse_dtype
+from sonic_core.device import DTYPES, default_dtype, parse_device, parse_dtype
 from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.face.crop import Reference
 from sonic_core.inputs import PreparedInputs, prepare_inputs
@@ -117,8 +117,9 @@ def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | No
     return load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None), files.yoloface
 
 
-def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = "fp16", device: str = AUTO_DEVICE) -> NodeResult:
-    torch_dtype, load_device = parse_dtype(dtype), resolve_device(device)
+def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = AUTO_DEVICE) -> NodeResult:
+    load_device = resolve_device(device)
+    torch_dtype = default_dtype(load_device) if dtype == AUTO else parse_dtype(dtype)
     if load_device.type == "cpu" and torch_dtype == torch.float16:
         torch_dtype = torch.float32  # half-precision convolutions on a CPU are slow or missing: fp32 there
     if weights == DEMO_WEIGHTS:
@@ -138,8 +139,9 @@ SONIC_LOADER = NodeSpec(
     inputs=(
         Param("weights", "COMBO", default=DEMO_WEIGHTS, options=weights_choices,
               tooltip="a complete weight set (see the README's weights table) or the demo model"),
-        Param("dtype", "COMBO", default="fp16", options=tuple(DTYPES),
-              tooltip="UNet, VAE and CLIP precision (fp32 on a CPU); whisper, adapters and RIFE stay fp32"),
+        Param("dtype", "COMBO", default=AUTO, options=(AUTO, *DTYPES),
+              tooltip="UNet, VAE and CLIP precision: auto = fp16 on a GPU, fp32 on a CPU (where fp16 also runs as "
+                      "fp32); whisper, adapters and RIFE stay fp32"),
         Param("device", "COMBO", default=AUTO_DEVICE, options=device_choices,
               tooltip="auto = ComfyUI's compute device"),
     ),

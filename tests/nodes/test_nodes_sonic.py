@@ -71,7 +71,7 @@ def test_loader_demo_model_is_managed_and_fp32_on_a_cpu(pack, demo_model):
     assert demo_model.load() == torch.device("cpu") and demo_model.managed.is_loaded()
     assert next(demo_model.models.unet.parameters()).dtype == torch.float32
     options = pack.NODE_CLASS_MAPPINGS["SonicLoader"].INPUT_TYPES()["required"]
-    assert options["weights"][0] == [DEMO] and options["dtype"][0] == ["fp32", "fp16", "bf16"]
+    assert options["weights"][0] == [DEMO] and options["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
     assert options["device"][0][:2] == ["auto", "cpu"]
 
 
@@ -213,3 +213,9 @@ def test_speech_from_waveform_is_load_speechs_duration_check_for_audio_in_memory
         speech_from_waveform(second, 16000, 1.5)
     with pytest.raises(SonicAudioError, match="duration mode"):
         speech_from_waveform(second, 16000, 1.5, "stretch")
+
+
+def test_loader_dtype_auto_is_fp32_on_a_cpu(pack):
+    (model,) = run(pack, "SonicLoader", weights=DEMO, dtype="auto", device="cpu")
+    assert model.dtype == torch.float32
+    assert next(model.models.unet.parameters()).dtype == torch.float32
