@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from pathlib import Path
 
 from ..errors import SonicInputError
@@ -126,7 +127,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         where = f" on {s.server}" if s.server else ""
         detail = s.output_path or s.error or ""
         print(f"line {s.line:>4}  {s.status:<10} {s.output}{where}  {detail}".rstrip())
-    counts = {status: sum(1 for s in states if s.status == status) for status in dict.fromkeys(s.status for s in states)}
+    counts = Counter(s.status for s in states)  # in the order the statuses first appear
     print(", ".join(f"{n} {status}" for status, n in counts.items()) or "no jobs")
     return 0
 

@@ -21,6 +21,7 @@ from .. import node_ids
 from ..audio import FIT_MODES
 from ..errors import SonicError, SonicInputError
 from ..inputs import prepare_inputs
+from ..paths import read_config
 from ..settings import SonicSettings
 
 REQUIRED_COLUMNS = ("image", "audio", "output")
@@ -91,9 +92,10 @@ def _knob_value(name: str, value: Any) -> Any:
     """A CSV cell (text) as the knob's type; JSON values pass as they are."""
     if not isinstance(value, str) or name == "expand_ratio":
         return value
-    kind = SonicSettings.knob(name).type
+    if SonicSettings.knob(name).type is bool:
+        return value.strip().lower() == "true"
     try:
-        return kind(float(value)) if kind is int else kind(value) if kind is not bool else value.lower() == "true"
+        return float(value)  # SonicSettings makes whole numbers ints and refuses 2.5 steps
     except ValueError:
         raise SonicInputError(f"{name}={value!r} is not a number") from None
 
@@ -143,14 +145,8 @@ def check_jobs(path: str | Path) -> tuple[list[Job], list[BadRow]]:
 def load_template(path: str | Path | None = None) -> dict[str, Any]:
     """An API-format graph (``workflows/api/*.json`` or a user's export) with at least one Sonic Sampler."""
     path = Path(path) if path else DEFAULT_TEMPLATE
-    try:
-        graph = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SonicInputError(f"graph {str(path)!r} does not exist: pass an API-format JSON export") from None
-    except ValueError as exc:
-        raise SonicInputError(f"graph {str(path)!r} is not valid JSON ({exc})") from None
-    classes = [node.get("class_type") for node in graph.values() if isinstance(node, dict)] \
-        if isinstance(graph, dict) else []
+    graph = read_config(path, "graph", "json", "pass an API-format JSON export")
+    classes = [node.get("class_type") for node in graph.values() if isinstance(node, dict)]
     for needed in (node_ids.SAMPLER, node_ids.VIDEO_COMBINE, "LoadImage", "LoadAudio"):
         if needed not in classes:
             raise SonicInputError(f"graph {path.name} has no {needed} node: export an API-format graph built from "

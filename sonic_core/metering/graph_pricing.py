@@ -241,9 +241,9 @@ def loader_target(graph: _Graph, sampler_id: str, device: str, dtype: str) -> tu
     if graph.is_link(link) and str(link[0]) in graph.prompt:
         loader_id = str(link[0])
         model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS else "sonic"
-        chosen = graph.raw(loader_id, "device")
-        device = "cpu" if chosen == "cpu" else device if chosen in (None, "auto") or str(chosen).startswith("cuda") \
-            else str(chosen)
+        chosen = str(graph.raw(loader_id, "device") or "auto")
+        if chosen != "auto" and not chosen.startswith("cuda"):  # cpu, mps...: that device; else the server's GPU
+            device = chosen
         dtype = _text_or(graph.raw(loader_id, "dtype"), dtype)
     if device == "cpu" and dtype == "fp16":
         dtype = "fp32"
