@@ -182,7 +182,9 @@ class TransformerSpatioTemporalModel(nn.Module):
             mixed = temporal(x + frame_emb, num_frames, context.clip_mean, context.audio_mean)
             x = self.time_mixer(x, mixed)
         x = self.proj_out(x)
-        return x.reshape(bf, h, w, c).permute(0, 3, 1, 2) + residual
+        # residual first: the sum takes its (contiguous) layout; the permuted tokens first would hand channels-last
+        # tensors to every later convolution and GroupNorm, which are slower on them (same values either way)
+        return residual + x.reshape(bf, h, w, c).permute(0, 3, 1, 2)
 
 
 def mask_grid(height: int, width: int, num_queries: int) -> tuple[int, int]:

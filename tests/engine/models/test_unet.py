@@ -62,6 +62,25 @@ def test_temporal_audio_keys_are_projected_once_per_batch_element() -> None:
     assert seen["spatial"] and all(shape == (B * F, T, 16) for shape in seen["spatial"])
 
 
+def test_convolutions_and_norms_see_contiguous_frames() -> None:
+    """No channels-last tensor leaks out of an attention site into the 2-D convolutions and GroupNorms (they are
+    slower on it); 5-D temporal inputs are permuted views by design and not checked."""
+    model = _model()
+    strays: list[str] = []
+
+    def check(name: str):
+        def hook(module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            if args[0].dim() == 4 and not args[0].is_contiguous():
+                strays.append(name)
+        return hook
+
+    for name, module in model.named_modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.GroupNorm)):
+            module.register_forward_pre_hook(check(name))
+    _run(model, face_mask=torch.rand(1, 1, 8 * H, 8 * W))
+    assert strays == []
+
+
 def test_clip_branch_never_computes_keys() -> None:
     """One CLIP token: softmax is 1, so the branch is ``to_v(clip)`` broadcast and ``to_k`` is never run."""
     model = _model()
