@@ -84,7 +84,7 @@ def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.
                      frames=pipeline.output_frames(inputs, settings)) as writer:
         for chunk in chunks:
             tick = time.perf_counter()
-            writer.write(chunk.cpu())
+            writer.write(chunk)  # quantised on the device: a quarter of the bytes cross to the host
             clock.add("encode", tick)
     peak_device = torch.cuda.max_memory_allocated(pipeline.device) / 2**20 if pipeline.device.type == "cuda" else None
     reference = inputs.reference

@@ -178,17 +178,23 @@ def calls_per_step(num_frames: int, options: SamplerOptions) -> int:
 
 
 def cfg_batch(latents: torch.Tensor, windows: torch.Tensor, sigma: torch.Tensor, audio_tokens: torch.Tensor,
-               uncond_tokens: torch.Tensor, image_slots: torch.Tensor, clip_slots: torch.Tensor):
-    """UNet inputs for ``g`` windows ``[g, f]``: batch ``3·g`` ordered window-major, then CFG slot."""
+              uncond_tokens: torch.Tensor, image_slots: torch.Tensor, clip_slots: torch.Tensor):
+    """UNet inputs for ``g`` windows ``[g, f]``: batch ``3·g`` ordered window-major, then CFG slot.
+
+    Returns ``(sample, clip, audio, audio_index)``: the audio is given as its distinct token sets (the shared
+    unconditional tokens first, then each window frame's) and the index of the set every frame row uses, so the
+    UNet projects the unconditional tokens once instead of for two slots of every frame.
+    """
     g, f = windows.shape
     noisy = scale_model_input(latents[windows], sigma)  # [g, f, C, h, w]
     noisy = noisy[:, None].expand(g, 3, *noisy.shape[1:])
     image = image_slots[None, :, None].expand(g, 3, f, *image_slots.shape[1:])
     sample = torch.cat([noisy, image], dim=3).flatten(0, 1)
     clip = clip_slots[None, :, None].expand(g, 3, f, *clip_slots.shape[1:]).reshape(3 * g * f, 1, -1)
-    uncond = uncond_tokens.expand(g, f, *uncond_tokens.shape)
-    audio = torch.stack([uncond, uncond, audio_tokens[windows]], dim=1).reshape(3 * g * f, *uncond_tokens.shape)
-    return sample, clip, audio
+    audio = torch.cat([uncond_tokens[None], audio_tokens[windows.flatten()]])
+    cond_rows = 1 + torch.arange(g * f, device=windows.device).reshape(g, 1, f)
+    audio_index = torch.cat([cond_rows.new_zeros(g, 2, f), cond_rows], dim=1).flatten()
+    return sample, clip, audio, audio_index
 
 
 @torch.no_grad()
@@ -237,10 +243,10 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
         for first in range(0, windows.shape[0], options.windows_per_call):
             stop_if_asked(should_stop)
             group = windows[first:first + options.windows_per_call]
-            sample, clip_ctx, audio_ctx = cfg_batch(latents, group, sigma, cond_tokens, uncond_tokens,
-                                                     image_slots, clip_slots)
+            sample, clip_ctx, audio_ctx, audio_index = cfg_batch(latents, group, sigma, cond_tokens,
+                                                                 uncond_tokens, image_slots, clip_slots)
             ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0)
-            out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask).unflatten(0, (-1, 3))
+            out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask, audio_index).unflatten(0, (-1, 3))
             guided = guide(out[:, 0], out[:, 1], out[:, 2], appearance[k], audio_scale[k])
             stepped = euler_step(latents[group], guided, sigma, sigma_next)
             for frames, window_latents in zip(group, stepped):  # window order, as the official fp16 sums

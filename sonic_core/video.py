@@ -54,10 +54,16 @@ def frames_to_uint8(frames: Any) -> np.ndarray:
     """A chunk of frames as a contiguous uint8 ``[n, H, W, 3]`` array.
 
     Accepts float tensors/arrays ``[n, 3, H, W]`` in [0, 1] (converted by truncating x·255, as the official
-    writer does, after clamping) or uint8 ``[n, H, W, 3]`` / ``[H, W, 3]`` arrays, which pass through.
+    writer does, after clamping) or uint8 ``[n, H, W, 3]`` / ``[H, W, 3]`` arrays, which pass through. A float
+    tensor is quantised where it lies (on a GPU: a quarter of the bytes cross to the host, and the host thread
+    feeding ffmpeg does no per-pixel work); the result equals the NumPy path bit for bit.
     """
     if hasattr(frames, "detach"):  # a torch tensor
-        frames = frames.detach().cpu()
+        frames = frames.detach()
+        if frames.dtype.is_floating_point and frames.ndim == 4 and frames.shape[1] == 3:
+            quantised = (frames.float().clamp(0.0, 1.0) * 255.0).byte()  # truncates toward zero
+            return quantised.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        frames = frames.cpu()
         frames = (frames.float() if frames.dtype.is_floating_point else frames).numpy()
     array = np.asarray(frames)
     if array.dtype == np.uint8:

@@ -85,16 +85,22 @@ class AudioCrossAttention(nn.Module):
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
         self.processor = AudioProjections(inner, context_dim)
 
-    def forward(self, x: torch.Tensor, clip: torch.Tensor, audio: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``mask`` (optional) is ``[1, M, 1]`` and weights the audio branch per query."""
+    def forward(self, x: torch.Tensor, clip: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor | None = None,
+                audio_index: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (optional) is ``[1, M, 1]`` and weights the audio branch per query. With ``audio_index``
+        ``[G]``, ``audio`` holds distinct token sets ``[U, T, D]`` and group ``g`` attends to ``audio[index[g]]``:
+        their keys and values are projected once per distinct set (the guidance slots share the unconditional
+        tokens) and gathered."""
         q = self.to_q(x)
         if clip.shape[1] == 1:
             out = self.to_v(clip).expand_as(q)
         else:
             out = multi_head_attention(q, self.to_k(clip), self.to_v(clip), self.heads)
         proc = self.processor
-        audio_out = multi_head_attention(q, proc.to_k_ip[0](audio), proc.to_v_ip[0](audio), self.heads)
+        keys, values = proc.to_k_ip[0](audio), proc.to_v_ip[0](audio)
+        if audio_index is not None:
+            keys, values = keys[audio_index], values[audio_index]
+        audio_out = multi_head_attention(q, keys, values, self.heads)
         if mask is not None:
             audio_out = audio_out * mask
         return self.to_out[0](out + self.ip_scale * audio_out)
@@ -112,10 +118,10 @@ class BasicTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim)
 
-    def forward(self, x: torch.Tensor, clip: torch.Tensor, audio: torch.Tensor,
-                mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, clip: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor | None,
+                audio_index: torch.Tensor | None = None) -> torch.Tensor:
         x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), clip, audio, mask) + x
+        x = self.attn2(self.norm2(x), clip, audio, mask, audio_index) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -178,7 +184,7 @@ class TransformerSpatioTemporalModel(nn.Module):
         frame_emb = self.time_pos_embed(timestep_embedding(positions, c).to(x.dtype))[:, None, :]
         mask = context.mask_for(h * w, x.dtype)
         for block, temporal in zip(self.transformer_blocks, self.temporal_transformer_blocks):
-            x = block(x, context.clip, context.audio, mask)
+            x = block(x, context.clip, context.audio, mask, context.audio_index)
             mixed = temporal(x + frame_emb, num_frames, context.clip_mean, context.audio_mean)
             x = self.time_mixer(x, mixed)
         x = self.proj_out(x)
@@ -214,15 +220,17 @@ def downsample_mask(mask: torch.Tensor, num_queries: int) -> torch.Tensor:
 class SiteContext:
     """The conditioning shared by every attention site of one UNet call.
 
-    Holds the per-frame contexts ``clip`` ``[B·F, 1, D]`` and ``audio`` ``[B·F, T, D]``, their frame means
+    Holds the per-frame contexts ``clip`` ``[B·F, 1, D]`` and ``audio`` ``[B·F, T, D]`` (or, with
+    ``audio_index`` ``[B·F]``, the distinct token sets ``[U, T, D]`` each frame picks from), their frame means
     ``[B, ·, D]`` for the temporal blocks, and the face mask resized lazily once per token-grid size.
     """
 
     def __init__(self, clip: torch.Tensor, audio: torch.Tensor, num_frames: int,
-                 face_mask: torch.Tensor | None = None) -> None:
-        self.clip, self.audio = clip, audio
+                 face_mask: torch.Tensor | None = None, audio_index: torch.Tensor | None = None) -> None:
+        self.clip, self.audio, self.audio_index = clip, audio, audio_index
+        per_frame_audio = audio if audio_index is None else audio[audio_index]
         self.clip_mean = clip.unflatten(0, (-1, num_frames)).mean(dim=1)
-        self.audio_mean = audio.unflatten(0, (-1, num_frames)).mean(dim=1)
+        self.audio_mean = per_frame_audio.unflatten(0, (-1, num_frames)).mean(dim=1)
         self.face_mask = face_mask.reshape(1, *face_mask.shape[-2:]) if face_mask is not None else None
         self._masks: dict[int, torch.Tensor] = {}
 

@@ -188,13 +188,15 @@ class SonicUNet(nn.Module):
                 module.ip_scale = self._ip_scale
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, clip_embeds: torch.Tensor,
-                audio_tokens: torch.Tensor, added_time_ids: torch.Tensor,
-                face_mask: torch.Tensor | None = None) -> torch.Tensor:
+                audio_tokens: torch.Tensor, added_time_ids: torch.Tensor, face_mask: torch.Tensor | None = None,
+                audio_index: torch.Tensor | None = None) -> torch.Tensor:
         """Predict v for a batch of windows.
 
         sample ``[B, F, Cin, h, w]``; timestep scalar (or ``[B]``); clip_embeds ``[B·F, 1, D]``; audio_tokens
         ``[B·F, T, D]``; added_time_ids ``[B, 3]`` = (fps, bucket0, bucket1); face_mask ``[1, 1, H, W]`` in [0, 1]
         weighting the audio branch of the spatial cross-attentions, or ``None``. Returns ``[B, F, Cout, h, w]``.
+        With ``audio_index`` ``[B·F]``, ``audio_tokens`` are distinct token sets ``[U, T, D]`` and frame row ``i``
+        uses ``audio_tokens[audio_index[i]]``: the same result, with each set's keys and values projected once.
         """
         b, f = sample.shape[:2]
         timestep = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
@@ -203,7 +205,7 @@ class SonicUNet(nn.Module):
         emb = emb + self.add_embedding(time_ids.reshape(b, -1).to(sample.dtype))
         emb = emb.repeat_interleave(f, dim=0)
 
-        context = SiteContext(clip_embeds, audio_tokens, f, face_mask)
+        context = SiteContext(clip_embeds, audio_tokens, f, face_mask, audio_index)
         x = self.conv_in(sample.flatten(0, 1))
         skips = [x]
         for block in self.down_blocks:

@@ -96,8 +96,10 @@ def test_cfg_batch_slots_are_uncond_drop_audio_cond() -> None:
     slots = torch.stack([torch.zeros_like(z), z, z])
     clip = image.image_embeds
     clip_slots = torch.cat([torch.zeros_like(clip), clip, clip])[:, None]
-    sample, clip_ctx, audio_ctx = cfg_batch(noise, windows, torch.tensor(2.0), audio.cond_tokens,
-                                            audio.uncond_tokens, slots, clip_slots)
+    sample, clip_ctx, audio_ctx, audio_index = cfg_batch(noise, windows, torch.tensor(2.0), audio.cond_tokens,
+                                                         audio.uncond_tokens, slots, clip_slots)
+    assert audio_ctx.shape[0] == 1 + windows.numel(), "one unconditional set plus one per window frame"
+    audio_ctx = audio_ctx[audio_index]
     assert sample.shape == (6, WINDOW, 8, *LATENT[1:])
     sample = sample.unflatten(0, (2, 3))
     assert torch.equal(sample[1, 2, :, :4], noise[[1, 2, 3]] / 5 ** 0.5)
@@ -166,9 +168,9 @@ class RecordingUNet(torch.nn.Module):
         super().__init__()
         self.unet, self.time_ids = unet, []
 
-    def forward(self, sample, t, clip, audio, time_ids, mask):
+    def forward(self, sample, t, clip, audio, time_ids, mask, audio_index):
         self.time_ids.append(time_ids.clone())
-        return self.unet(sample, t, clip, audio, time_ids, mask)
+        return self.unet(sample, t, clip, audio, time_ids, mask, audio_index)
 
 
 @pytest.mark.parametrize("dynamic, motion", [(1.0, 2.0), (1.5, 1.0), (0.5, 1.5)])

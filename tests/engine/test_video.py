@@ -33,6 +33,13 @@ def test_float_frames_are_truncated_not_rounded():
     assert np.array_equal(frames_to_uint8(hwc)[0], hwc)
 
 
+def test_tensor_frames_quantised_in_place_equal_the_numpy_path():
+    values = torch.rand(3, 3, 8, 5, generator=torch.Generator().manual_seed(0)) * 1.2 - 0.1
+    values[0, 0, 0, :4] = torch.tensor([k / 255 for k in (1, 128, 254, 255)])  # exact multiples of 1/255
+    assert np.array_equal(frames_to_uint8(values), frames_to_uint8(values.numpy()))
+    assert np.array_equal(frames_to_uint8(values.half()), frames_to_uint8(values.half().float().numpy()))
+
+
 def test_mp4_with_audio_samples_is_cut_to_the_video(tmp_path):
     samples, rate = _speech()
     target = tmp_path / "clip.mp4"
