@@ -1,13 +1,14 @@
 """Sonic Loader, PreData, Sampler, Lip-Sync Align and Motion Smooth in plain Python (no ComfyUI), on the demo model."""
 
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 from PIL import Image
-from sonic_testing import REPO, load_pack
+from sonic_testing import REPO, assert_one_line, load_pack, svd_header_file, write_findable_weight_set
 
 from sonic_core import timing
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError, SonicInterrupted, SonicWeightsError
@@ -80,7 +81,13 @@ def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tm
     (sonic / "Sonic").mkdir(parents=True)
     (sonic / "Sonic" / "unet.pth").write_bytes(b"not a checkpoint")
     loader = importlib.import_module("sonic_pack.nodes.sonic")
-    assert loader.weights_choices() == [DEMO]  # an incomplete set is not offered
+    incomplete = f"{sonic} (incomplete, missing: audio2token.pth, audio2bucket.pth, whisper-tiny/, " \
+                 "svd_xt.safetensors (checkpoints))"
+    assert loader.weights_choices() == [DEMO, incomplete]  # listed with what it lacks; an empty folder is not
+    with pytest.raises(SonicWeightsError) as chosen:
+        run(pack, "SonicLoader", weights=incomplete, dtype="fp16", device="cpu")
+    assert_one_line(str(chosen.value), f"audio2bucket -> {sonic / 'Sonic' / 'audio2bucket.pth'}",
+                    f"svd -> {tmp_path / 'models' / 'checkpoints' / 'svd_xt.safetensors'}")
     with pytest.raises(SonicWeightsError) as error:
         run(pack, "SonicLoader", weights=str(sonic), dtype="fp16", device="cpu")
     message = str(error.value)
@@ -92,6 +99,39 @@ def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tm
     assert f"not offered, incomplete: {sonic}: missing Sonic weights: audio2token -> " in str(error.value)
     with pytest.raises(SonicInputError, match="device"):
         run(pack, "SonicLoader", weights=DEMO, dtype="fp16", device="tpu:9")
+
+
+class FolderPaths:
+    """ComfyUI's folder_paths as an extra_model_paths.yaml leaves it: several folders per name."""
+
+    def __init__(self, folders: dict[str, list[Path]]) -> None:
+        self.folders = folders
+
+    def get_folder_paths(self, folder_name: str) -> list[str]:
+        return [str(folder) for folder in self.folders[folder_name]]
+
+
+def test_weights_list_covers_every_folder_comfyui_knows(pack, tmp_path, monkeypatch):
+    models, extra = tmp_path / "models", tmp_path / "extra"
+    folders = {"sonic": [models / "sonic", extra / "sonic"], "checkpoints": [models / "checkpoints", extra / "ckpt"]}
+    monkeypatch.setattr(importlib.import_module("sonic_pack.nodes.comfy_compat"), "folder_paths",
+                        FolderPaths(folders))
+    svd = extra / "ckpt" / "video" / "svd_xt.safetensors"
+    write_findable_weight_set(extra / "sonic", svd)
+    svd_header_file(svd.with_name("svd_xt_image_decoder.safetensors"), temporal=False)
+    write_findable_weight_set(models / "sonic", None, skip=("Sonic/audio2bucket.pth", "whisper-tiny/model.safetensors"))
+    loader = importlib.import_module("sonic_pack.nodes.sonic")
+    incomplete = f"{models / 'sonic'} (incomplete, missing: audio2bucket.pth, whisper-tiny/)"
+    assert loader.weights_choices() == [DEMO, str(extra / "sonic"), incomplete]
+    sets = loader.weight_sets()
+    assert sets[str(models / "sonic")].svd == svd == sets[str(extra / "sonic")].svd  # any checkpoints folder
+    assert [(r.path.name, "no temporal decoder" in r.reason) for r in sets[str(extra / "sonic")].rejected] == [
+        ("svd_xt_image_decoder.safetensors", True)]
+    with pytest.raises(SonicWeightsError) as chosen:
+        run(pack, "SonicLoader", weights=incomplete, dtype="fp16", device="cpu")
+    assert_one_line(str(chosen.value), f"audio2bucket -> {models / 'sonic' / 'Sonic' / 'audio2bucket.pth'}",
+                    f"whisper -> {models / 'sonic' / 'whisper-tiny' / 'model.safetensors'}")
+    assert "unet" not in str(chosen.value) and "svd ->" not in str(chosen.value)
 
 
 def test_predata_crops_the_face_and_checks_the_duration(pack):
