@@ -130,7 +130,7 @@ class ComfyServer:
                 link.unlink() if link.is_symlink() else shutil.rmtree(link)
             link.symlink_to(target, target_is_directory=True)
 
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
+    def start(self, extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> None:
         for folder in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir / "default"):
             folder.mkdir(parents=True, exist_ok=True)
         (self.user_dir / "default" / "comfy.settings.json").write_text(json.dumps(FRESH_USER_SETTINGS))
@@ -140,7 +140,7 @@ class ComfyServer:
         cmd = [str(self.install.python), "main.py", "--cpu", "--disable-api-nodes", "--listen", "127.0.0.1",
                "--port", str(self.port), "--input-directory", str(self.input_dir), "--output-directory",
                str(self.output_dir), "--user-directory", str(self.user_dir), "--temp-directory",
-               str(self.temp_dir), "--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
+               str(self.temp_dir), "--database-url", f"sqlite:///{self.base / 'comfyui.db'}", *extra_args]
         began = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, cwd=self.install.tree, env=env, stdout=log,
@@ -334,6 +334,43 @@ class ComfyBrowser:
         path = ARTIFACTS / f"{name}.png"
         self.page.screenshot(path=str(path))
         return path
+
+
+def write_synthetic_svd_xt(path: Path, install: ComfyInstall) -> dict[str, int]:
+    """An ``svd_xt.safetensors`` that ComfyUI's Image Only Checkpoint Loader loads as SVD img2vid: the full-size VAE
+    (temporal decoder) and ViT-H/14 image encoder under the Stability names, small random fp16 values, and a zero
+    UNet of SVD's layout at 320 channels on every level (:mod:`svd_unet_shapes`; never run). Returns the parameter
+    count of each part (``vae``, ``clip``, ``unet``)."""
+    import math
+
+    import torch
+    from safetensors.torch import save_file
+
+    from sonic_core.models.bundle import ModelConfigs
+    from sonic_core.weights.svd_single_file import CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, to_stability
+
+    script = Path(__file__).resolve().parent / "svd_unet_shapes.py"
+    result = subprocess.run([str(install.python), str(script)], cwd=install.tree, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{install.stubs}{os.pathsep}{install.tree}"},
+                            timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"{script.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    shapes = {"unet": {name: tuple(shape) for name, shape in json.loads(result.stdout).items()}}
+    build = ModelConfigs.official().factories()
+    for part, prefix, rules, skip in (("vae", VAE_PREFIX, VAE_RULES, "quant_conv."),
+                                      ("clip", CLIP_PREFIX, CLIP_RULES, "vision_model.embeddings.position_ids")):
+        with torch.device("meta"):
+            ours = {k: v for k, v in build["vae" if part == "vae" else "image_encoder"]().state_dict().items()
+                    if not k.startswith(skip)}
+        shapes[part] = {prefix + k: tuple(v.shape) for k, v in to_stability(ours, rules).items()}
+    generator = torch.Generator().manual_seed(0)
+    tensors = {name: torch.zeros(shape, dtype=torch.float16) for name, shape in shapes["unet"].items()}
+    for part in ("vae", "clip"):
+        tensors |= {name: (torch.randn(shape, generator=generator) * 0.02).half()
+                    for name, shape in shapes[part].items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, path)
+    return {part: sum(math.prod(shape) for shape in found.values()) for part, found in shapes.items()}
 
 
 def copy_demo_inputs(server: ComfyServer) -> None:

@@ -134,6 +134,26 @@ def test_weights_list_covers_every_folder_comfyui_knows(pack, tmp_path, monkeypa
     assert "unet" not in str(chosen.value) and "svd ->" not in str(chosen.value)
 
 
+class ImageVAE:
+    """Shaped like a ComfyUI VAE of an image model: a first stage without SVD's temporal decoder."""
+
+    def __init__(self) -> None:
+        self.first_stage_model = torch.nn.ModuleDict({"encoder": torch.nn.ModuleDict(
+            {"conv_in": torch.nn.Conv2d(3, 8, 3)})})
+
+
+def test_loader_refuses_a_vae_or_clip_vision_it_cannot_share_in_one_line(pack):
+    with pytest.raises(SonicInputError) as not_a_vae:
+        run(pack, "SonicLoader", weights=DEMO, dtype="fp32", device="cpu", vae=torch.zeros(1))
+    assert_one_line(str(not_a_vae.value), "vae: a Tensor is not a ComfyUI VAE", "Image Only Checkpoint Loader")
+    with pytest.raises(SonicInputError) as not_a_clip:
+        run(pack, "SonicLoader", weights=DEMO, dtype="fp32", device="cpu", clip_vision=ImageVAE())
+    assert_one_line(str(not_a_clip.value), "clip_vision: a ImageVAE is not a ComfyUI CLIP_VISION")
+    with pytest.raises(SonicWeightsError) as other_vae:
+        run(pack, "SonicLoader", weights=DEMO, dtype="fp32", device="cpu", vae=ImageVAE())
+    assert_one_line(str(other_vae.value), "VAE input", "svd_xt.safetensors (SVD's temporal VAE)")
+
+
 def test_predata_crops_the_face_and_checks_the_duration(pack):
     audio = speech_audio(stereo_rate=44100)
     predata, preview, report = run(pack, "SonicPreData", image=portrait_image(), audio=audio, duration=2.0,

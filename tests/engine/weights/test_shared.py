@@ -68,3 +68,17 @@ def test_another_architecture_is_one_line_naming_the_input():
     with pytest.raises(SonicWeightsError) as clip_error:
         shared_image_encoder(BUILD["image_encoder"], wide, "CLIP_VISION input")
     assert_one_line(str(clip_error.value), "CLIP_VISION input", "visual_projection.weight", "ViT-H/14")
+
+
+def test_an_owner_with_layers_in_another_precision_runs_layer_by_layer():
+    reference = BUILD["image_encoder"]().eval()
+    perturb_(reference, seed=7)
+    fp32_layers = ("vision_model.pre_layrnorm.", "vision_model.post_layernorm.", "visual_projection.")  # ComfyUI's
+    tensors = {k: v.clone() if k.startswith(fp32_layers) else v.half() for k, v in reference.state_dict().items()}
+    encoder = shared_image_encoder(BUILD["image_encoder"], tensors, "CLIP_VISION input")
+    assert {p.dtype for p in encoder.parameters()} == {torch.float16, torch.float32}
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        embeds = encoder(pixels)
+        assert embeds.dtype == torch.float32
+        torch.testing.assert_close(embeds, reference(pixels), atol=2e-3, rtol=2e-2)
