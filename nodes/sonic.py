@@ -61,9 +61,14 @@ def weight_sets() -> dict[str, WeightFiles]:
 
 
 def set_label(folder: str, files: WeightFiles) -> str:
-    """The weights list entry of a set: its folder, and for an incomplete set the files it lacks."""
+    """The weights list entry of a set: its folder, and for an incomplete set the files it lacks and the files found
+    for them but not used (why is said when the set is chosen)."""
     missing = files.missing_files()
-    return f"{folder}{INCOMPLETE_MARK}{', '.join(missing)})" if missing else folder
+    if not missing:
+        return folder
+    passed_over = [r.path.name for r in files.rejected if r.component in files.missing()]
+    note = f"; not used: {', '.join(passed_over)}" if passed_over else ""
+    return f"{folder}{INCOMPLETE_MARK}{', '.join(missing)}{note})"
 
 
 def _listed(files: WeightFiles) -> bool:

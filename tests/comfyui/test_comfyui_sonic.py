@@ -84,6 +84,7 @@ def svd_server(tmp_path_factory):
         yield server
     finally:
         server.stop()
+        (extra / "ckpts" / SVD_CKPT).unlink(missing_ok=True)  # 1.9 GB
 
 
 @pytest.mark.slow  # writes a 1.9 GB checkpoint (SVD's full VAE and ViT-H image encoder) and runs them on the CPU

@@ -80,14 +80,16 @@ def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tm
     sonic = tmp_path / "models" / "sonic"
     (sonic / "Sonic").mkdir(parents=True)
     (sonic / "Sonic" / "unet.pth").write_bytes(b"not a checkpoint")
+    svd_header_file(tmp_path / "models" / "checkpoints" / "video" / "svd_xt_image_decoder.safetensors", temporal=False)
     loader = importlib.import_module("sonic_pack.nodes.sonic")
     incomplete = f"{sonic} (incomplete, missing: audio2token.pth, audio2bucket.pth, whisper-tiny/, " \
-                 "svd_xt.safetensors (checkpoints))"
+                 "svd_xt.safetensors (checkpoints); not used: svd_xt_image_decoder.safetensors)"
     assert loader.weights_choices() == [DEMO, incomplete]  # listed with what it lacks; an empty folder is not
     with pytest.raises(SonicWeightsError) as chosen:
         run(pack, "SonicLoader", weights=incomplete, dtype="fp16", device="cpu")
     assert_one_line(str(chosen.value), f"audio2bucket -> {sonic / 'Sonic' / 'audio2bucket.pth'}",
-                    f"svd -> {tmp_path / 'models' / 'checkpoints' / 'svd_xt.safetensors'}")
+                    f"svd -> {tmp_path / 'models' / 'checkpoints' / 'svd_xt.safetensors'}",
+                    "svd_xt_image_decoder.safetensors (its VAE has no temporal decoder")
     with pytest.raises(SonicWeightsError) as error:
         run(pack, "SonicLoader", weights=str(sonic), dtype="fp16", device="cpu")
     message = str(error.value)
