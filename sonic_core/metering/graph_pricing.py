@@ -234,13 +234,15 @@ def predict_or_none(frames: int, resolution: int, steps: int, device: str, dtype
 
 
 def loader_target(graph: _Graph, sampler_id: str, device: str, dtype: str) -> tuple[str, str, str]:
-    """``(device, dtype, model)`` the sampler's Sonic Loader will run: the demo choice is the tiny model; its
-    device widget ``cpu`` is the CPU, ``auto`` or ``cuda[:N]`` the server's own device (``device``); fp16 runs
-    as fp32 on a CPU, as the Loader does."""
+    """``(device, dtype, model)`` the sampler's Sonic Loader will run: the demo choice is the tiny model, unless a
+    core VAE or CLIP_VISION is connected (SVD's full-size networks then run: priced as the real model, an upper
+    bound); its device widget ``cpu`` is the CPU, ``auto`` or ``cuda[:N]`` the server's own device (``device``);
+    fp16 runs as fp32 on a CPU, as the Loader does."""
     model, link = "sonic", graph.raw(sampler_id, "model")
     if graph.is_link(link) and str(link[0]) in graph.prompt:
         loader_id = str(link[0])
-        model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS else "sonic"
+        shares_svd = any(graph.is_link(graph.raw(loader_id, name)) for name in ("vae", "clip_vision"))
+        model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS and not shares_svd else "sonic"
         chosen = str(graph.raw(loader_id, "device") or "auto")
         if chosen != "auto" and not chosen.startswith("cuda"):  # cpu, mps...: that device; else the server's GPU
             device = chosen
