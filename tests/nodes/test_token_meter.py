@@ -32,6 +32,7 @@ def test_token_meter_prices_the_whole_prompt(comfy_root):
     assert report.startswith(f"{tokens} tokens (1 Sonic Sampler), tier pro: allowed")
     (shown,) = output["ui"][cost.UI_KEY]
     assert shown["total_tokens"] == tokens and shown["summary"] == report and shown["jobs"][0]["node_id"] == "5"
+    assert shown["device"] == "this server's CPU" and shown["jobs"][0]["predicted_profile"] == "cpu/fp32/tiny"
 
 
 def test_tier_choices_are_the_configured_tiers():
