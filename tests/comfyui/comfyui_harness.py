@@ -364,12 +364,6 @@ class ComfyBrowser:
             self.page.keyboard.press("Escape")
             self.page.wait_for_timeout(300)
 
-    def load_workflow(self, workflow: dict) -> list[str]:
-        """Load a UI-format workflow as drag-and-drop would; returns the dialogs it raised (expect none)."""
-        self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
-        self.page.wait_for_timeout(1000)
-        return self.visible_dialogs()
-
     def open_template(self, title: str) -> dict:
         """Open the template browser (Workflow > Browse Templates), wait for the card titled ``title`` and its
         thumbnail, then click it as a user would; returns what the card showed (title, description, thumbnail)."""

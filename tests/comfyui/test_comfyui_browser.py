@@ -65,7 +65,7 @@ def test_template_from_the_template_browser_runs_and_its_meter_predicts_it(comfy
     api_twin = REPO / "workflows" / "api" / f"{template}.json"
     title = template_ui_path(api_twin).stem
     card = browser.open_template(title)
-    assert card["title"] == title and card["thumbnail"]["width"] >= 200, card
+    assert card["title"] == card["description"] == title and card["thumbnail"]["width"] >= 200, card
     assert (200, f"{browser.server.url}/api/workflow_templates/{PACK_NAME}/{title}.jpg") in browser.responses
     assert browser.visible_dialogs() == []
     assert comparable(browser.api_prompt()) == comparable(json.loads(api_twin.read_text()))
