@@ -301,6 +301,7 @@ class ComfyServer:
         prompt_id, messages = self.run_prompt({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 0}},
                                                "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
         assert messages[-1]["type"] == "execution_success", messages[-1]
+        self.history(prompt_id)  # recorded just after execution_success: a later "new in /history" must not see it
 
     def history(self, prompt_id: str, timeout: float = 15) -> dict:
         """The prompt's ``/history`` entry (the server records it just after it sends execution_success)."""
