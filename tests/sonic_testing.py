@@ -14,6 +14,19 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = REPO / "tests" / "data" / "keys"  # the published checkpoints' key lists
+# Templates in the template browser: ComfyUI 0.3.75's frontend (1.32.9) shows a custom node pack's template by its
+# file name, as the title and (with "-" and "_" as spaces) as the description, and loads the thumbnail from the
+# ``<file name>.jpg`` beside it: so each UI file is named by its title, its API twin by a short name.
+TEMPLATE_TITLES = {
+    "sonic_basic": "Sonic basic, one portrait and one voice to a talking head video",
+    "sonic_full": "Sonic full, lip sync check, 25 fps smoothing and the Token Meter",
+    "sonic_audio_to_video": "Sonic audio to video, a voice track over a plain frame (no model)",
+}
+
+
+def template_ui_path(api_file: Path) -> Path:
+    """The UI twin of ``workflows/api/NAME.json``: ``workflows/<its title>.json``."""
+    return REPO / "workflows" / f"{TEMPLATE_TITLES[api_file.stem]}.json"
 
 
 def golden_dir() -> Path:

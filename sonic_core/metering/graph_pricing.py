@@ -54,6 +54,7 @@ class JobCost:
     reason: str | None
     predicted_seconds: float | None
     predicted_peak_bytes: int | None
+    predicted_profile: str  # the cost profile the prediction is for (device/dtype/model), with or without one
 
 
 @dataclass(frozen=True)
@@ -277,7 +278,8 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
                    frames=frames, allowed=verdict.allowed,
                    reason=None if verdict.allowed else f"node {node_id}: {verdict.reason}",
                    predicted_seconds=prediction.seconds if prediction else None,
-                   predicted_peak_bytes=prediction.peak_bytes if prediction else None)
+                   predicted_peak_bytes=prediction.peak_bytes if prediction else None,
+                   predicted_profile=f"{device}/{dtype}/{model}")
 
 
 def _text_or(value: Any, default: str) -> str:

@@ -174,6 +174,7 @@ def test_predictions_follow_the_loaders_model_dtype_and_device(weights, dtype, d
     want = predict(job.frames, job.resolution, job.steps, prediction_device, prediction_dtype, model=model,
                    interpolate=interpolate)
     assert (job.predicted_seconds, job.predicted_peak_bytes) == (want.seconds, want.peak_bytes)
+    assert job.predicted_profile == f"{prediction_device}/{prediction_dtype}/{model}"
 
 
 @pytest.mark.parametrize("name, profile", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h100"),
@@ -183,3 +184,24 @@ def test_a_gpu_is_priced_by_its_own_profile_when_one_exists(name, profile):
     from sonic_core.metering.cost import gpu_profile
 
     assert gpu_profile(name) == profile
+
+
+GIB = 1024 ** 3
+
+
+@pytest.mark.parametrize("name, memory, sms, compute, profile, says", [
+    ("NVIDIA H100 80GB HBM3", 80, 132, (9, 0), "h100", "NVIDIA H100 80GB HBM3 (compute 9.0, 132 SMs, 80 GiB): "
+                                                       "its own h100 profile"),
+    ("NVIDIA GeForce RTX 4090", 24, 128, (8, 9), "a100", "NVIDIA GeForce RTX 4090 is not in the cost model: priced "
+                                                         "as A100-class from its properties (compute 8.9, 128 SMs, "
+                                                         "24 GiB)"),
+    ("NVIDIA GeForce RTX 4060", 8, 24, (8, 9), "l4", "priced as L4-class"),
+    ("NVIDIA A40", 48, 84, (8, 6), "a10g", "priced as A10G-class"),
+    ("Tesla T4", 15, 40, (7, 5), "a10g", "priced as A10G-class"),  # older than every profile: the default class
+    ("NVIDIA B200", 180, 148, (10, 0), "h100", "priced as H100-class"),  # newer than Hopper
+])
+def test_an_unknown_gpu_is_priced_from_its_properties_and_says_so(name, memory, sms, compute, profile, says):
+    from sonic_core.metering.cost import GpuProperties, gpu_pricing
+
+    pricing = gpu_pricing(GpuProperties(name, memory * GIB, sms, *compute))
+    assert pricing.profile == profile and says in pricing.note
