@@ -27,6 +27,7 @@ from typing import Any
 from sonic_core.errors import SonicInputError, SonicInterrupted
 from sonic_core.paths import config_file, inside, read_config, relative_name
 
+
 def _import_comfyui() -> tuple[ModuleType, ModuleType, ModuleType] | None:
     """ComfyUI's folder_paths, comfy.utils and comfy.model_management, or None outside ComfyUI."""
     try:
@@ -154,11 +155,21 @@ else:
 
 
 def sonic_model_dirs() -> list[str]:
-    """The ``models/sonic`` folders; inside ComfyUI the folder is registered with its folder_paths on first use."""
-    if IN_COMFYUI and MODEL_FOLDERS["sonic"] not in folder_paths.folder_names_and_paths:
-        folder_paths.add_model_folder_path(MODEL_FOLDERS["sonic"],
-                                           os.path.join(folder_paths.models_dir, MODEL_FOLDERS["sonic"]))
+    """Every ``sonic`` model folder ComfyUI knows: ``models/sonic`` and those an ``extra_model_paths.yaml`` adds
+    (a ``sonic:`` entry). Inside ComfyUI ``models/sonic`` is registered with its folder_paths on first use (a yaml
+    entry registers the name first, with only its own folder, so the default one is added to it)."""
+    if IN_COMFYUI:
+        default = os.path.join(folder_paths.models_dir, MODEL_FOLDERS["sonic"])
+        known = folder_paths.folder_names_and_paths.get(MODEL_FOLDERS["sonic"], ([], set()))[0]
+        if default not in known:
+            folder_paths.add_model_folder_path(MODEL_FOLDERS["sonic"], default)
     return list(folder_paths.get_folder_paths(MODEL_FOLDERS["sonic"]))
+
+
+def checkpoint_dirs() -> list[str]:
+    """Every ``checkpoints`` folder ComfyUI knows (``models/checkpoints``, ``--base-directory``, and the folders an
+    ``extra_model_paths.yaml`` adds), in ComfyUI's order; their subfolders are searched too."""
+    return list(folder_paths.get_folder_paths(MODEL_FOLDERS["checkpoints"]))
 
 
 def throw_if_interrupted() -> None:
@@ -247,6 +258,27 @@ def soft_empty_cache() -> None:
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _module_tensors(value: Any, attribute: str, name: str, kind: str, source: str) -> dict[str, Any]:
+    module = getattr(value, attribute, None)
+    if not callable(getattr(module, "state_dict", None)):
+        raise SonicInputError(f"{name}: a {type(value).__name__} is not a ComfyUI {kind}; connect the {kind} "
+                              f"output of {source}")
+    return dict(module.state_dict(keep_vars=True))
+
+
+def vae_tensors(vae: Any) -> dict[str, Any]:
+    """The parameters of a ComfyUI ``VAE`` (``comfy.sd.VAE``) by name: the very tensors its first stage model holds
+    (SVD's: the single file's names without ``first_stage_model.``), not copies."""
+    return _module_tensors(vae, "first_stage_model", "vae", "VAE", "Image Only Checkpoint Loader (img2vid model)")
+
+
+def clip_vision_tensors(clip_vision: Any) -> dict[str, Any]:
+    """The parameters of a ComfyUI ``CLIP_VISION`` (``comfy.clip_vision.ClipVisionModel``) by name: the very tensors
+    its model holds (transformers ``CLIPVisionModelWithProjection`` names), not copies."""
+    return _module_tensors(clip_vision, "model", "clip_vision", "CLIP_VISION",
+                           "Image Only Checkpoint Loader (img2vid model)")
 
 
 class ManagedModel:

@@ -8,12 +8,13 @@ change) and after a run (from the node's ``ui`` payload).
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from sonic_core import node_ids
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
-from sonic_core.metering.cost import gpu_profile
+from sonic_core.metering.cost import DevicePricing, GpuProperties, gpu_pricing
 from sonic_core.metering.graph_pricing import GraphCost, price_graph
 from sonic_core.metering.tiers import load_tiers
 from sonic_core.paths import inside
@@ -37,15 +38,29 @@ def input_audio_seconds(name: str) -> float:
     return audio_duration(path)
 
 
-def prediction_device() -> tuple[str, str]:
-    """The cost profile and dtype of ComfyUI's own device, which the predictions assume unless the graph's loader
-    names the CPU: the GPU's profile by its name (an unknown GPU as an A10G-class card), or the CPU."""
+@lru_cache(maxsize=1)
+def server_pricing() -> tuple[DevicePricing, str]:
+    """How ComfyUI's own device is priced, and its dtype, which the predictions assume unless the graph's loader
+    names the CPU: a GPU by its own profile, or (unknown to the cost model) from its properties; else the CPU."""
     device = torch_device()
     if device.type != "cuda":
-        return device.type, "fp32"
+        return DevicePricing(device.type, f"this server's {device.type.upper()}"), "fp32"
     import torch
 
-    return gpu_profile(torch.cuda.get_device_name(device)), "fp16"
+    props = torch.cuda.get_device_properties(device)
+    gpu = GpuProperties(props.name, props.total_memory, props.multi_processor_count, props.major, props.minor)
+    return gpu_pricing(gpu), "fp16"
+
+
+def prediction_device() -> tuple[str, str]:
+    """The cost profile and dtype of ComfyUI's own device (see :func:`server_pricing`)."""
+    pricing, dtype = server_pricing()
+    return pricing.profile, dtype
+
+
+def device_note() -> str:
+    """One line on how this server's device is priced, shown on the Token Meter."""
+    return server_pricing()[0].note
 
 
 def price_prompt(prompt: dict, tier: str) -> GraphCost:
@@ -57,7 +72,8 @@ def price_prompt(prompt: dict, tier: str) -> GraphCost:
 def token_meter(tier: str, prompt: dict[str, Any]) -> NodeResult:
     cost = price_prompt(prompt, tier)
     report = cost.summary()
-    return NodeResult((cost.total_tokens, report), ui={UI_KEY: [cost.to_dict() | {"summary": report}]})
+    shown = cost.to_dict() | {"summary": report, "device": device_note()}
+    return NodeResult((cost.total_tokens, report), ui={UI_KEY: [shown]})
 
 
 def tier_names() -> list[str]:

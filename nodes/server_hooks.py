@@ -28,7 +28,7 @@ from aiohttp import web
 from sonic_core.errors import SonicError, SonicInputError
 from sonic_core.metering.enforcement import KEY_EXTRA_DATA, KEY_HEADER, Admission, Meter, PromptRefused, load_config
 
-from .cost import input_audio_seconds, prediction_device
+from .cost import device_note, input_audio_seconds, prediction_device
 
 PROMPT_PATHS = frozenset({"/prompt", "/api/prompt"})
 log = logging.getLogger("sonic.metering")
@@ -152,7 +152,7 @@ def estimate_handler(meter: Meter) -> Handler:
         except SonicInputError as exc:
             return error_response(str(exc), 400, "unpriced")
         return web.json_response(cost.to_dict() | {"summary": cost.summary(), "enforced": meter.config.enforce,
-                                                    "available_tokens": available})
+                                                    "available_tokens": available, "device": device_note()})
 
     return estimate
 

@@ -9,7 +9,7 @@ runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,23 +23,25 @@ from sonic_core.device import DTYPES, default_dtype, parse_device, parse_dtype
 from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.face.crop import Reference
 from sonic_core.inputs import PreparedInputs, prepare_inputs
-from sonic_core.models.bundle import SonicModels
+from sonic_core.models.bundle import ModelConfigs, SonicModels
 from sonic_core.pipeline import SonicPipeline
 from sonic_core.sampling import SamplerOptions, calls_per_step
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
-from sonic_core.weights.layout import RIFE_WEIGHTS, assets_dir
+from sonic_core.weights.layout import COMPONENTS, RIFE_WEIGHTS, SearchRoot, assets_dir
 from sonic_core.weights.loader import load_rife, load_sonic_models
+from sonic_core.weights.shared import shared_image_encoder, shared_vae
 from sonic_core.weights.tiny import tiny_models
 
 from .audio import audio_value
-from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, offload_device, sonic_model_dirs,
-                           throw_if_interrupted, torch_device)
+from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, checkpoint_dirs, clip_vision_tensors,
+                           offload_device, sonic_model_dirs, throw_if_interrupted, torch_device, vae_tensors)
 from .post import image_to_frames
 from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
 
 DEMO_WEIGHTS = node_ids.DEMO_WEIGHTS
 STANDALONE_PREFIX = "standalone: "
+INCOMPLETE_MARK = " (incomplete, missing: "
 AUTO_DEVICE = "auto"
 YOLOFACE_FILE = "yoloface_v5m.pt"
 DEMO_SEED = 0  # the embedded demo weights are drawn from this seed
@@ -48,16 +50,38 @@ DEMO_SEED = 0  # the embedded demo weights are drawn from this seed
 # --- Sonic Loader -----------------------------------------------------------------------------------------------
 
 def weight_sets() -> dict[str, WeightFiles]:
-    """Every place a full weight set may be, by combo label: each ComfyUI ``models/sonic`` folder (the SVD file
-    from the ``checkpoints`` folder beside it), then the standalone weights folder. Complete or not."""
-    sets = {folder: locate_weights(comfy_models_dir=Path(folder).parent) for folder in sonic_model_dirs()}
+    """Every place a full weight set may be, by folder: each ``sonic`` folder ComfyUI knows (``models/sonic`` and
+    those of ``extra_model_paths.yaml``) with the SVD file from any ``checkpoints`` folder it knows, subfolders
+    included; then the standalone weights folder. Complete or not."""
+    checkpoints = [Path(folder) for folder in checkpoint_dirs()]
+    sets = {folder: locate_weights(comfy_root=SearchRoot.comfy_folders(Path(folder), checkpoints))
+            for folder in sonic_model_dirs()}
     sets[STANDALONE_PREFIX + str(default_weights_dir())] = locate_weights(default_weights_dir())
     return sets
 
 
+def set_label(folder: str, files: WeightFiles) -> str:
+    """The weights list entry of a set: its folder, and for an incomplete set the files it lacks and the files found
+    for them but not used (why is said when the set is chosen)."""
+    missing = files.missing_files()
+    if not missing:
+        return folder
+    passed_over = [r.path.name for r in files.rejected if r.component in files.missing()]
+    note = f"; not used: {', '.join(passed_over)}" if passed_over else ""
+    return f"{folder}{INCOMPLETE_MARK}{', '.join(missing)}{note})"
+
+
+def _listed(files: WeightFiles) -> bool:
+    """A complete set, or an incomplete one of which something was found (an empty folder is not listed)."""
+    return not files.missing() or any(getattr(files, c) is not None for c in COMPONENTS)
+
+
 def weights_choices() -> list[str]:
-    """The demo model, then every weight set with all required files present."""
-    return [DEMO_WEIGHTS, *(label for label, files in weight_sets().items() if not files.missing())]
+    """The demo model, every complete weight set, then every partly present one with what it lacks (choosing one
+    fails with the missing files and where each goes)."""
+    sets = [(folder, files) for folder, files in weight_sets().items() if _listed(files)]
+    ordered = sorted(sets, key=lambda item: bool(item[1].missing()))
+    return [DEMO_WEIGHTS, *(set_label(folder, files) for folder, files in ordered)]
 
 
 def device_choices() -> list[str]:
@@ -91,8 +115,7 @@ class SonicModel:
 
 def _as_module(models: SonicModels) -> torch.nn.ModuleDict:
     """The networks as one module (what ComfyUI's ModelPatcher manages); the same objects, moved in place."""
-    return torch.nn.ModuleDict({f.name: getattr(models, f.name) for f in fields(models)
-                                if getattr(models, f.name) is not None})
+    return torch.nn.ModuleDict(models.modules())
 
 
 def demo_rife_path() -> Path | None:
@@ -101,31 +124,49 @@ def demo_rife_path() -> Path | None:
     return next((path for path in candidates if path.is_file()), None)
 
 
-def _demo_models(dtype: torch.dtype) -> SonicModels:
+def _demo_models(dtype: torch.dtype, shared: dict[str, torch.nn.Module]) -> SonicModels:
     rife_path = demo_rife_path()
-    return tiny_models(DEMO_SEED, dtype, rife=load_rife(rife_path) if rife_path is not None else None)
+    return tiny_models(DEMO_SEED, dtype, rife=load_rife(rife_path) if rife_path is not None else None,
+                       shared=shared)
 
 
-def _real_models(label: str, dtype: torch.dtype) -> tuple[SonicModels, Path | None]:
+def _real_models(label: str, dtype: torch.dtype,
+                 shared: dict[str, torch.nn.Module]) -> tuple[SonicModels, Path | None]:
     sets = weight_sets()
-    if label not in sets:
-        incomplete = "; ".join(f"{name}: {files.explain()}" for name, files in sets.items() if files.missing())
+    files = {set_label(folder, found): found for folder, found in sets.items()}.get(label) or sets.get(label)
+    if files is None:
+        incomplete = "; ".join(f"{name}: {found.explain()}" for name, found in sets.items() if found.missing())
         raise SonicWeightsError(f"weights {label!r} are not a weight set this ComfyUI knows ({DEMO_WEIGHTS!r} or "
                                 f"{', '.join(map(repr, sets))}): pick one from the list"
                                 + (f" (not offered, incomplete: {incomplete})" if incomplete else ""))
-    files = sets[label].require()
-    return load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None), files.yoloface
+    models = load_sonic_models(files, offload_device(), dtype, interpolate=files.rife is not None, shared=shared)
+    return models, files.yoloface
 
 
-def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = AUTO_DEVICE) -> NodeResult:
+def shared_svd_parts(vae: Any = None, clip_vision: Any = None) -> dict[str, torch.nn.Module]:
+    """Our VAE / CLIP image encoder (SVD's published shapes) on the tensors of a connected ComfyUI VAE /
+    CLIP_VISION: one copy in memory. With the demo model, the tiny networks are sized to them."""
+    build = ModelConfigs.official().factories()
+    shared = {}
+    if vae is not None:
+        shared["vae"] = shared_vae(build["vae"], vae_tensors(vae), "VAE input")
+    if clip_vision is not None:
+        shared["image_encoder"] = shared_image_encoder(build["image_encoder"], clip_vision_tensors(clip_vision),
+                                                       "CLIP_VISION input")
+    return shared
+
+
+def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = AUTO_DEVICE, vae: Any = None,
+                 clip_vision: Any = None) -> NodeResult:
     load_device = resolve_device(device)
     torch_dtype = default_dtype(load_device) if dtype == AUTO else parse_dtype(dtype)
     if load_device.type == "cpu" and torch_dtype == torch.float16:
         torch_dtype = torch.float32  # half-precision convolutions on a CPU are slow or missing: fp32 there
+    shared = shared_svd_parts(vae, clip_vision)
     if weights == DEMO_WEIGHTS:
-        models, yoloface = _demo_models(torch_dtype), None
+        models, yoloface = _demo_models(torch_dtype, shared), None
     else:
-        models, yoloface = _real_models(weights, torch_dtype)
+        models, yoloface = _real_models(weights, torch_dtype, shared)
     models.to(offload_device(), torch_dtype)
     model = SonicModel(models, torch_dtype, ManagedModel(_as_module(models), load_device), weights, yoloface)
     return NodeResult((model,))
@@ -134,16 +175,26 @@ def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = A
 SONIC_LOADER = NodeSpec(
     node_id=node_ids.LOADER, display_name="Sonic Loader", category="Sonic/model",
     description="Loads the Sonic networks (UNet, audio adapters, whisper-tiny, SVD's VAE and CLIP image encoder, "
-                "RIFE) from a weight set found in models/sonic + models/checkpoints, or the embedded demo model "
-                "(tiny and untrained: noise-like videos, no download). Memory is managed by ComfyUI.",
+                "RIFE) from a weight set found in the sonic and checkpoints model folders, or the embedded demo "
+                "model (tiny and untrained: noise-like videos, no download). A VAE and CLIP_VISION connected from "
+                "the core Image Only Checkpoint Loader are used without a second copy. Memory is managed by "
+                "ComfyUI.",
     inputs=(
         Param("weights", "COMBO", default=DEMO_WEIGHTS, options=weights_choices,
-              tooltip="a complete weight set (see the README's weights table) or the demo model"),
+              tooltip="a weight set found in a sonic folder ComfyUI knows (models/sonic, or one added by "
+                      "extra_model_paths.yaml) with svd_xt.safetensors anywhere in a checkpoints folder, or the "
+                      "demo model. An entry marked 'incomplete, missing: ...' names the files to add"),
         Param("dtype", "COMBO", default=AUTO, options=(AUTO, *DTYPES),
               tooltip="UNet, VAE and CLIP precision: auto = fp16 on a GPU, fp32 on a CPU (where fp16 also runs as "
                       "fp32); whisper, adapters and RIFE stay fp32"),
         Param("device", "COMBO", default=AUTO_DEVICE, options=device_choices,
               tooltip="auto = ComfyUI's compute device"),
+        Param("vae", "VAE", optional=True,
+              tooltip="optional: the VAE of an Image Only Checkpoint Loader (img2vid model) that loaded "
+                      "svd_xt.safetensors; used as it is (its weights stay in memory once, in its own precision)"),
+        Param("clip_vision", "CLIP_VISION", optional=True,
+              tooltip="optional: the CLIP_VISION of the same loader; used as it is. With both connected the "
+                      "weight set needs no SVD file of its own"),
     ),
     outputs=(Result("model", "SONIC_MODEL"),),
 )

@@ -140,8 +140,8 @@ class SonicPipeline:
     def encode_clip(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """CLIP image embeds ``[1, P]`` (in ``dtype``) of preprocessed pixels ``[3, S, S]``; computed once per run
         and shared by audio2bucket and the UNet (MODEL.md §10.2)."""
-        return self.models.image_encoder(pixel_values.reshape(1, *pixel_values.shape[-3:]).to(self.device,
-                                                                                              self.dtype))
+        pixels = pixel_values.reshape(1, *pixel_values.shape[-3:]).to(self.device, self.dtype)
+        return self.models.image_encoder(pixels).to(self.dtype)  # a shared encoder may hold another dtype
 
     @torch.no_grad()
     def encode_audio(self, mel_pieces: torch.Tensor, audio_len: int, image_embeds: torch.Tensor,
@@ -167,7 +167,8 @@ class SonicPipeline:
     @torch.no_grad()
     def decode_raw(self, latents: torch.Tensor, chunk_size: int) -> Iterator[torch.Tensor]:
         """VAE output ``[n, 3, H, W]`` (about [-1, 1], on the device) per chunk of ``chunk_size`` frames."""
-        yield from self.models.vae.decode_chunks(latents.to(self.device, self.dtype), chunk_size)
+        vae_dtype = next(self.models.vae.parameters()).dtype  # the pipeline's, or a shared VAE's own
+        yield from self.models.vae.decode_chunks(latents.to(self.device, vae_dtype), chunk_size)
 
     def decode(self, latents: torch.Tensor, chunk_size: int) -> Iterator[torch.Tensor]:
         """Frames ``[n, 3, H, W]`` in [0, 1] (float32, on the device), one decode chunk at a time."""

@@ -14,6 +14,19 @@ from types import ModuleType
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = REPO / "tests" / "data" / "keys"  # the published checkpoints' key lists
+# Templates in the template browser: ComfyUI 0.3.75's frontend (1.32.9) shows a custom node pack's template by its
+# file name, as the title and (with "-" and "_" as spaces) as the description, and loads the thumbnail from the
+# ``<file name>.jpg`` beside it: so each UI file is named by its title, its API twin by a short name.
+TEMPLATE_TITLES = {
+    "sonic_basic": "Sonic basic, one portrait and one voice to a talking head video",
+    "sonic_full": "Sonic full, lip sync check, 25 fps smoothing and the Token Meter",
+    "sonic_audio_to_video": "Sonic audio to video, a voice track over a plain frame (no model)",
+}
+
+
+def template_ui_path(api_file: Path) -> Path:
+    """The UI twin of ``workflows/api/NAME.json``: ``workflows/<its title>.json``."""
+    return REPO / "workflows" / f"{TEMPLATE_TITLES[api_file.stem]}.json"
 
 
 def golden_dir() -> Path:
@@ -107,6 +120,37 @@ def write_official_layout(root: Path, models) -> None:
     save_file(clip, svd / "image_encoder" / "model.fp16.safetensors")
     (root / "RIFE").mkdir()
     torch.save({"module." + k: v for k, v in models.rife.state_dict().items()}, root / "RIFE" / "flownet.pkl")
+
+
+def svd_header_file(path: Path, temporal: bool = True, clip: bool = True) -> Path:
+    """A safetensors file with the key names that tell an SVD checkpoint (one tiny tensor each): enough to be found
+    as one (``temporal=False``: an svd_xt_image_decoder look-alike), not to be loaded."""
+    import torch
+    from safetensors.torch import save_file
+
+    from sonic_core.weights.svd_single_file import CLIP_PREFIX, VAE_PREFIX
+
+    decoder = "decoder.up.0.block.0." + ("time_stack.in_layers.0.weight" if temporal else "norm1.weight")
+    names = [VAE_PREFIX + "encoder.conv_in.weight", VAE_PREFIX + decoder, "model.diffusion_model.out.2.weight"]
+    names += [CLIP_PREFIX + "proj"] if clip else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: torch.zeros(1) for name in names}, path)
+    return path
+
+
+SONIC_SET_FILES = ("Sonic/unet.pth", "Sonic/audio2token.pth", "Sonic/audio2bucket.pth",
+                   "whisper-tiny/model.safetensors")
+
+
+def write_findable_weight_set(sonic_dir: Path, checkpoint: Path | None, skip: tuple[str, ...] = ()) -> None:
+    """Files where a ComfyUI weight set is looked for (the Sonic files under ``sonic_dir``, an SVD header file at
+    ``checkpoint``), minus ``skip``: enough to be listed, not to be loaded."""
+    for name in SONIC_SET_FILES:
+        if name not in skip:
+            (sonic_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (sonic_dir / name).write_bytes(b"x")
+    if checkpoint is not None:
+        svd_header_file(checkpoint)
 
 
 # -- graph pricing: a stand-in audio folder and the basic template as an API prompt ------------------------------

@@ -377,6 +377,7 @@ def predict_workload(load: Workload, profile: Profile) -> Prediction:
 
 
 GPU_PROFILES = (("H100", "h100"), ("H200", "h100"), ("A100", "a100"), ("L4", "l4"), ("A10", "a10g"))
+GIB = 1024 ** 3
 
 
 def gpu_profile(name: str) -> str:
@@ -384,6 +385,64 @@ def gpu_profile(name: str) -> str:
     ``cuda``, an A10G-class card. The H200 shares the H100's compute, so its profile is the H100's."""
     upper = name.upper()
     return next((profile for marker, profile in GPU_PROFILES if marker in upper), "cuda")
+
+
+@dataclass(frozen=True)
+class GpuClass:
+    """A GPU the cost model has a profile for, by the properties an unknown card is compared on."""
+
+    profile: str
+    label: str
+    compute: tuple[int, int]  # CUDA compute capability (major, minor)
+    sms: int  # streaming multiprocessors
+
+
+GPU_CLASSES = (GpuClass("h100", "H100", (9, 0), 132), GpuClass("a100", "A100", (8, 0), 108),
+               GpuClass("a10g", "A10G", (8, 6), 80), GpuClass("l4", "L4", (8, 9), 58))
+DEFAULT_GPU_CLASS = GPU_CLASSES[2]  # what ``cuda`` stands for in the coefficients file
+
+
+@dataclass(frozen=True)
+class GpuProperties:
+    """What ``torch.cuda.get_device_properties`` says about a card (memory in bytes)."""
+
+    name: str
+    total_memory: int
+    multi_processor_count: int
+    major: int
+    minor: int
+
+
+@dataclass(frozen=True)
+class DevicePricing:
+    """The profile a device is priced with and one line saying how it was chosen (shown on the Token Meter)."""
+
+    profile: str
+    note: str
+
+
+def gpu_class_from_properties(gpu: GpuProperties) -> GpuClass:
+    """The profiled GPU closest to an unknown card: same architecture generation (compute capability major),
+    then the nearest SM count (by ratio); a newer generation than Hopper is H100-class, an older one A10G-class."""
+    if gpu.major > GPU_CLASSES[0].compute[0]:
+        return GPU_CLASSES[0]
+    same_generation = [known for known in GPU_CLASSES if known.compute[0] == gpu.major]
+    if not same_generation:
+        return DEFAULT_GPU_CLASS
+    sms = max(gpu.multi_processor_count, 1)
+    return min(same_generation, key=lambda known: abs(math.log(sms / known.sms)))
+
+
+def gpu_pricing(gpu: GpuProperties) -> DevicePricing:
+    """Price a GPU by its name when the cost model knows it, else from its properties, and say which."""
+    facts = (f"compute {gpu.major}.{gpu.minor}, {gpu.multi_processor_count} SMs, "
+             f"{gpu.total_memory / GIB:.0f} GiB")
+    by_name = gpu_profile(gpu.name)
+    if by_name != "cuda":
+        return DevicePricing(by_name, f"{gpu.name} ({facts}): its own {by_name} profile")
+    chosen = gpu_class_from_properties(gpu)
+    return DevicePricing(chosen.profile, f"{gpu.name} is not in the cost model: priced as {chosen.label}-class "
+                                         f"from its properties ({facts})")
 
 
 def predict(frames: int, resolution: int, steps: int, device: str = "cuda", dtype: str = "fp16", *,

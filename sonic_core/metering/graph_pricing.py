@@ -54,6 +54,7 @@ class JobCost:
     reason: str | None
     predicted_seconds: float | None
     predicted_peak_bytes: int | None
+    predicted_profile: str  # the cost profile the prediction is for (device/dtype/model), with or without one
 
 
 @dataclass(frozen=True)
@@ -234,13 +235,15 @@ def predict_or_none(frames: int, resolution: int, steps: int, device: str, dtype
 
 
 def loader_target(graph: _Graph, sampler_id: str, device: str, dtype: str) -> tuple[str, str, str]:
-    """``(device, dtype, model)`` the sampler's Sonic Loader will run: the demo choice is the tiny model; its
-    device widget ``cpu`` is the CPU, ``auto`` or ``cuda[:N]`` the server's own device (``device``); fp16 runs
-    as fp32 on a CPU, as the Loader does."""
+    """``(device, dtype, model)`` the sampler's Sonic Loader will run: the demo choice is the tiny model, unless a
+    core VAE or CLIP_VISION is connected (SVD's full-size networks then run: priced as the real model, an upper
+    bound); its device widget ``cpu`` is the CPU, ``auto`` or ``cuda[:N]`` the server's own device (``device``);
+    fp16 runs as fp32 on a CPU, as the Loader does."""
     model, link = "sonic", graph.raw(sampler_id, "model")
     if graph.is_link(link) and str(link[0]) in graph.prompt:
         loader_id = str(link[0])
-        model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS else "sonic"
+        shares_svd = any(graph.is_link(graph.raw(loader_id, name)) for name in ("vae", "clip_vision"))
+        model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS and not shares_svd else "sonic"
         chosen = str(graph.raw(loader_id, "device") or "auto")
         if chosen != "auto" and not chosen.startswith("cuda"):  # cpu, mps...: that device; else the server's GPU
             device = chosen
@@ -275,7 +278,8 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
                    frames=frames, allowed=verdict.allowed,
                    reason=None if verdict.allowed else f"node {node_id}: {verdict.reason}",
                    predicted_seconds=prediction.seconds if prediction else None,
-                   predicted_peak_bytes=prediction.peak_bytes if prediction else None)
+                   predicted_peak_bytes=prediction.peak_bytes if prediction else None,
+                   predicted_profile=f"{device}/{dtype}/{model}")
 
 
 def _text_or(value: Any, default: str) -> str:

@@ -36,16 +36,23 @@ class SonicModels:
     audio2token: nn.Module
     audio2bucket: nn.Module
     rife: nn.Module | None = None
+    shared: frozenset[str] = frozenset()  # parts whose tensors another owner holds (ComfyUI's VAE / CLIP_VISION)
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The networks present, by field name."""
+        return {f.name: module for f in fields(self) if isinstance(module := getattr(self, f.name), nn.Module)}
 
     def to(self, device: str | torch.device, dtype: str | torch.dtype = torch.float32) -> SonicModels:
         """Move every network to ``device`` in eval mode: UNet, VAE and CLIP in ``dtype``, whisper, the audio
-        adapters and RIFE in float32 (MODEL.md §2)."""
+        adapters and RIFE in float32 (MODEL.md §2). A ``shared`` part keeps its dtype: casting would replace its
+        owner's tensors by a copy."""
         low_precision = {"unet", "vae", "image_encoder"}
         dtype = parse_dtype(dtype)
-        for f in fields(self):
-            module = getattr(self, f.name)
-            if module is not None:
-                module.to(device=device, dtype=dtype if f.name in low_precision else torch.float32).eval()
+        for name, module in self.modules().items():
+            if name in self.shared:
+                module.to(device=device).eval()
+            else:
+                module.to(device=device, dtype=dtype if name in low_precision else torch.float32).eval()
         return self
 
 

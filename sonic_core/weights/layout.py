@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +51,10 @@ SONIC_FILES: dict[str, tuple[str, ...]] = {
     "rife": ("RIFE/flownet.pkl",),
 }
 COMPONENTS = (*SONIC_FILES, "whisper", "svd")
+# What a user looks for, per component (the weights list names the missing ones this way).
+FILE_NAMES = {"unet": "unet.pth", "audio2token": "audio2token.pth", "audio2bucket": "audio2bucket.pth",
+              "yoloface": "yoloface_v5m.pt", "rife": "RIFE/flownet.pkl", "whisper": f"{WHISPER_FOLDER}/",
+              "svd": f"{SVD_DEFAULT_FILE} (checkpoints)"}
 PICKLE_SUFFIXES = (".pth", ".pkl")  # a .safetensors of the same name is taken first (yoloface's .pt is TorchScript)
 OPTIONAL = frozenset({"yoloface", "rife"})  # a fallback detector exists; RIFE only runs with interpolation on
 
@@ -76,7 +81,14 @@ class SearchRoot:
 
     @classmethod
     def comfy(cls, models_dir: Path) -> SearchRoot:
-        return cls((models_dir / "sonic",), ((models_dir / "checkpoints", True),))
+        return cls.comfy_folders(models_dir / "sonic", [models_dir / "checkpoints"])
+
+    @classmethod
+    def comfy_folders(cls, sonic_dir: Path, checkpoint_dirs: Sequence[Path]) -> SearchRoot:
+        """One ComfyUI ``sonic`` folder with every ``checkpoints`` folder ComfyUI knows (the first one is where a
+        missing SVD file is said to go), each searched with its subfolders."""
+        checkpoints = tuple(checkpoint_dirs) or (sonic_dir.parent / "checkpoints",)
+        return cls((sonic_dir,), tuple((d, True) for d in checkpoints))
 
     @classmethod
     def standalone(cls, weights_dir: Path) -> SearchRoot:
@@ -129,6 +141,10 @@ class WeightFiles:
             raise SonicWeightsError(f"{self.explain(*components)}; run `{FETCH_COMMAND}` "
                                     "or copy the official files to those paths")
         return self
+
+    def missing_files(self, *components: str) -> list[str]:
+        """The file names of :meth:`missing` (``audio2bucket.pth``, ``whisper-tiny/``...), as a user looks for them."""
+        return [FILE_NAMES[c] for c in self.missing(*components)]
 
     def explain(self, *components: str) -> str:
         """One line: each missing component among ``components`` (default: the required ones) and where it goes,
@@ -189,12 +205,14 @@ def _svd(root: SearchRoot) -> tuple[Path | None, str | None, list[Rejected]]:
             return folder, "folder", []
     chosen: Path | None = None
     rejected: list[Rejected] = []
+    seen: set[Path] = set()  # one folder ComfyUI knows may lie inside another
     for d, recursive in root.checkpoint_dirs:
         if not d.is_dir():
             continue
         found = d.rglob(SVD_FILE_GLOB) if recursive else d.glob(SVD_FILE_GLOB)
         # svd_xt.safetensors sorts before svd_xt_1_1.safetensors: the release Sonic was trained on
-        for path in sorted((p for p in found if p.is_file()), key=lambda p: (p.name, p)):
+        for path in sorted((p for p in found if p.is_file() and p.resolve() not in seen), key=lambda p: (p.name, p)):
+            seen.add(path.resolve())
             problem, notable = _svd_problem(path)
             if problem is None and chosen is None:
                 chosen = path
@@ -221,13 +239,16 @@ def _expected(root: SearchRoot) -> dict[str, Path]:
 
 
 def locate_weights(weights_dir: str | os.PathLike | None = None,
-                   comfy_models_dir: str | os.PathLike | None = None) -> WeightFiles:
-    """Find every component, searching the ComfyUI ``models/`` folder first, then the standalone weights folder.
+                   comfy_models_dir: str | os.PathLike | None = None,
+                   comfy_root: SearchRoot | None = None) -> WeightFiles:
+    """Find every component, searching the ComfyUI ``models/`` folder first (or ``comfy_root``: the folders ComfyUI
+    knows, :meth:`SearchRoot.comfy_folders`), then the standalone weights folder.
 
     Only the headers of ``.safetensors`` checkpoints are read (to tell the SVD file by its keys); nothing else is
     opened or verified here (that happens when a file is read). A component that is absent is ``None``.
     """
     roots = [] if comfy_models_dir is None else [SearchRoot.comfy(Path(comfy_models_dir).expanduser())]
+    roots += [] if comfy_root is None else [comfy_root]
     roots.append(SearchRoot.standalone(Path(weights_dir).expanduser() if weights_dir else default_weights_dir()))
     found: dict[str, object] = {}
     rejected: list[Rejected] = []

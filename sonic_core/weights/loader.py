@@ -26,19 +26,25 @@ from .reading import build_and_load, read_state_dict
 REQUIRED = ("unet", "audio2token", "audio2bucket", "whisper", "svd")
 
 
-def required_components(interpolate: bool) -> tuple[str, ...]:
-    """The weight components a generation reads (RIFE only with interpolation on; the detector is separate)."""
-    return (*REQUIRED, "rife") if interpolate else REQUIRED
+def required_components(interpolate: bool, svd: bool = True) -> tuple[str, ...]:
+    """The weight components a generation reads (RIFE only with interpolation on; SVD unless its VAE and CLIP are
+    shared; the detector is separate)."""
+    required = tuple(c for c in REQUIRED if svd or c != "svd")
+    return (*required, "rife") if interpolate else required
 
 
 def load_sonic_models(files: WeightFiles, device: str | torch.device = "cpu", dtype: str | torch.dtype = "fp16",
-                      interpolate: bool = True, configs: ModelConfigs | None = None) -> SonicModels:
+                      interpolate: bool = True, configs: ModelConfigs | None = None,
+                      shared: Mapping[str, nn.Module] | None = None) -> SonicModels:
     """Every network of a generation, loaded strictly from ``files`` onto ``device``.
 
     A missing file is one :class:`~sonic_core.errors.SonicWeightsError` naming every absent component and where it
     goes, raised before anything is read. ``interpolate=False`` leaves RIFE out (the pipeline then writes 12.5 fps).
+    ``shared`` holds a ``vae`` and/or ``image_encoder`` already built on another owner's tensors (:mod:`.shared`):
+    they are used as they are, and the SVD file is read only for a part not given (not needed with both).
     """
-    files.require(*required_components(interpolate))
+    shared = dict(shared or {})
+    files.require(*required_components(interpolate, svd=not {"vae", "image_encoder"} <= set(shared)))
     low = parse_dtype(dtype)
     build = (configs or ModelConfigs.official()).factories()
 
@@ -46,9 +52,10 @@ def load_sonic_models(files: WeightFiles, device: str | torch.device = "cpu", dt
              **kwargs: str) -> nn.Module:
         return build_and_load(build[name], state_dict, dtype=precision, device=device, source=str(source), **kwargs)
 
-    svd = load_svd_parts(files.svd)
-    vae = load("vae", svd.pop("vae"), files.svd, low)
-    image_encoder = load("image_encoder", svd.pop("image_encoder"), files.svd, low, fix=CLIP_FIX)
+    svd = {} if len(shared) == 2 else load_svd_parts(files.svd)
+    vae = shared.get("vae") or load("vae", svd.pop("vae"), files.svd, low)
+    image_encoder = shared.get("image_encoder") or load("image_encoder", svd.pop("image_encoder"), files.svd, low,
+                                                        fix=CLIP_FIX)
     del svd
     fp32 = torch.float32
     return SonicModels(
@@ -58,6 +65,7 @@ def load_sonic_models(files: WeightFiles, device: str | torch.device = "cpu", dt
         audio2token=load("audio2token", read_state_dict(files.audio2token), files.audio2token, fp32),
         audio2bucket=load("audio2bucket", read_state_dict(files.audio2bucket), files.audio2bucket, fp32),
         rife=load_rife(files.rife, device) if interpolate else None,
+        shared=frozenset(shared),
     )
 
 

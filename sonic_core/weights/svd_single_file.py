@@ -215,16 +215,23 @@ def single_file_problem(keys: Iterable[str]) -> str | None:
     return None
 
 
+def vae_from_stability(tensors: Mapping[str, torch.Tensor], source: str,
+                       fix: str = DEFAULT_FIX) -> dict[str, torch.Tensor]:
+    """Our VAE state dict from the first stage's tensors under their Stability names without the
+    ``first_stage_model.`` prefix, which is also how ComfyUI's loaded SVD VAE names them. Renamed tensors are the
+    given ones or views of them (a 1x1 convolution squeezed to a Linear weight): no tensor is copied."""
+    used = {k: v for k, v in tensors.items() if not k.startswith(UNUSED_VAE_PREFIX[len(VAE_PREFIX):])}
+    return _with_quant_conv(from_stability(used, VAE_RULES, source, fix))
+
+
 def read_single_file(path: Path, fix: str = DEFAULT_FIX) -> dict[str, dict[str, torch.Tensor]]:
     """``{"vae", "image_encoder"}`` state dicts from a Stability ``svd_xt*.safetensors``, reading only those tensors."""
     names = [k for k in safetensors_keys(path, fix) if not k.startswith(UNUSED_VAE_PREFIX)]
     problem = single_file_problem(names)
     if problem:
         raise SonicWeightsError(f"{path}: {problem}; use svd_xt.safetensors or the diffusers folder ({fix})")
-    parts = {}
-    for part, prefix, rules in (("vae", VAE_PREFIX, VAE_RULES), ("image_encoder", CLIP_PREFIX, CLIP_RULES)):
-        wanted = [k for k in names if k.startswith(prefix)]
-        stored = read_state_dict(path, keys=wanted, fix=fix)
-        parts[part] = from_stability({k[len(prefix):]: v for k, v in stored.items()}, rules, str(path), fix)
-    parts["vae"] = _with_quant_conv(parts["vae"])
-    return parts
+    stored = {prefix: read_state_dict(path, keys=[k for k in names if k.startswith(prefix)], fix=fix)
+              for prefix in (VAE_PREFIX, CLIP_PREFIX)}
+    vae, clip = ({k[len(prefix):]: v for k, v in stored[prefix].items()} for prefix in (VAE_PREFIX, CLIP_PREFIX))
+    return {"vae": vae_from_stability(vae, str(path), fix),
+            "image_encoder": from_stability(clip, CLIP_RULES, str(path), fix)}

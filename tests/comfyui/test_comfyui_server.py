@@ -2,6 +2,8 @@
 
 import json
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 from sonic_testing import REPO, load_pack
@@ -56,8 +58,11 @@ def test_templates_are_listed_for_the_pack(comfyui_server):
     templates = comfyui_server.get("/api/workflow_templates")
     ui_names = sorted(p.stem for p in (REPO / "workflows").glob("*.json"))
     assert sorted(templates["comfyui-sonic"]) == ui_names  # each once; workflows/api/ is not a template
-    served = comfyui_server.get(f"/api/workflow_templates/comfyui-sonic/{ui_names[0]}.json")
-    assert served == json.loads((REPO / "workflows" / f"{ui_names[0]}.json").read_text())
+    for name in ui_names:  # the UI file and the thumbnail the template browser asks for, by its quoted file name
+        url = f"/api/workflow_templates/comfyui-sonic/{urllib.parse.quote(name)}"
+        assert comfyui_server.get(f"{url}.json") == json.loads((REPO / "workflows" / f"{name}.json").read_text())
+        with urllib.request.urlopen(f"{comfyui_server.url}{url}.jpg", timeout=60) as response:
+            assert response.read() == (REPO / "workflows" / f"{name}.jpg").read_bytes()
 
 
 @pytest.mark.parametrize("workflow", API_WORKFLOWS, ids=lambda p: p.stem)

@@ -1,9 +1,12 @@
-"""The pipeline nodes inside a real ComfyUI: model memory freed by POST /free and reloaded, cancel mid-sampling."""
+"""The pipeline nodes inside a real ComfyUI: model memory freed by POST /free and reloaded, cancel mid-sampling, and
+the core Image Only Checkpoint Loader's SVD VAE and CLIP_VISION fed to the Sonic Loader from an
+extra_model_paths.yaml folder."""
 
 import json
 
 import pytest
-from sonic_testing import REPO
+from comfyui_harness import ComfyServer, copy_demo_inputs, ensure_comfyui, write_synthetic_svd_xt
+from sonic_testing import REPO, svd_header_file, write_findable_weight_set
 
 from sonic_core.video import probe
 
@@ -53,3 +56,61 @@ def test_cancel_during_sampling_is_an_interrupt_and_writes_nothing(comfyui_serve
     assert messages[-1]["type"] == "execution_interrupted", json.dumps(messages[-1])[:2000]
     assert pressed and pressed[0] < 20
     assert not any((comfyui_server.output_dir / "cancelled_sampling").glob("*"))
+
+
+# --- SVD loaded by ComfyUI's core loader, shared with the Sonic Loader --------------------------------------------
+
+SVD_CKPT = "video/svd_xt.safetensors"  # in a subfolder of a checkpoints folder only extra_model_paths.yaml names
+
+
+@pytest.fixture(scope="module")
+def svd_server(tmp_path_factory):
+    """A server whose extra_model_paths.yaml adds a checkpoints folder (a synthetic svd_xt in a subfolder, an
+    svd_xt_image_decoder look-alike beside it) and a sonic folder (a weight set without audio2bucket.pth)."""
+    install = ensure_comfyui()
+    base = tmp_path_factory.mktemp("comfyui-svd")
+    extra = base / "extra_models"
+    counts = write_synthetic_svd_xt(extra / "ckpts" / SVD_CKPT, install)
+    svd_header_file(extra / "ckpts" / "video" / "svd_xt_image_decoder.safetensors", temporal=False)
+    write_findable_weight_set(extra / "sonic_weights", None, skip=("Sonic/audio2bucket.pth",))
+    config = base / "extra_model_paths.yaml"
+    config.write_text(f"sonic_test:\n    base_path: {extra}\n    checkpoints: ckpts\n    sonic: sonic_weights\n")
+    server = ComfyServer(install, base)
+    try:
+        server.start(extra_args=("--extra-model-paths-config", str(config)))
+        copy_demo_inputs(server)
+        server.svd_parameters = counts
+        server.extra_models = extra
+        yield server
+    finally:
+        server.stop()
+        (extra / "ckpts" / SVD_CKPT).unlink(missing_ok=True)  # 1.9 GB
+
+
+@pytest.mark.slow  # writes a 1.9 GB checkpoint (SVD's full VAE and ViT-H image encoder) and runs them on the CPU
+def test_weights_list_sees_the_folders_of_extra_model_paths(svd_server):
+    info = svd_server.get("/object_info")
+    assert SVD_CKPT in info["ImageOnlyCheckpointLoader"]["input"]["required"]["ckpt_name"][0]
+    weights = info["SonicLoader"]["input"]["required"]["weights"]
+    options = weights[1]["options"] if weights[0] == "COMBO" else weights[0]
+    sonic = svd_server.extra_models / "sonic_weights"
+    assert f"{sonic} (incomplete, missing: audio2bucket.pth)" in options  # the svd_xt in ckpts/video/ was found
+
+
+@pytest.mark.slow
+def test_core_svd_loader_feeds_the_sonic_loader_with_one_copy_in_memory(svd_server):
+    prompt = short_basic_prompt("shared_svd/Sonic")
+    prompt["10"] = {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": SVD_CKPT}}
+    prompt["4"]["inputs"].update(vae=["10", 2], clip_vision=["10", 1])
+    prompt["11"] = {"class_type": "SonicProbeShared", "inputs": {"model": ["4", 0], "vae": ["10", 2],
+                                                                 "clip_vision": ["10", 1]}}
+    prompt_id, messages = svd_server.run_prompt(prompt, timeout=1800)
+    assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
+    assert video_frames(svd_server, prompt_id) == 6
+    report = json.loads(svd_server.history(prompt_id)["outputs"]["11"]["text"][0])
+    print("shared SVD weights:", json.dumps(report))
+    for part, parameters in (("vae", svd_server.svd_parameters["vae"]), ("clip", svd_server.svd_parameters["clip"])):
+        used = report[part]
+        assert used["shared_bytes"] == used["comfy_bytes"] >= 2 * parameters  # all of ComfyUI's tensors, in use
+    assert report["clip"]["extra_bytes"] == 0
+    assert report["vae"]["extra_bytes"] == 4 * (8 * 8 + 8)  # only the identity quant_conv the single file implies

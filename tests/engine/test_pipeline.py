@@ -6,15 +6,24 @@ the schedule facts and the loop's contracts (batching, progress, cancellation, s
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sonic_core import sampling
+from sonic_core.audio import Speech
 from sonic_core.conditioning import AudioConditioning, ImageConditioning, frame_windows
 from sonic_core.errors import SonicInputError, SonicInterrupted
-from sonic_core.pipeline import draw_noise
+from sonic_core.face.box import FaceBox
+from sonic_core.face.crop import Reference
+from sonic_core.inputs import PreparedInputs
+from sonic_core.pipeline import SonicPipeline, draw_noise
 from sonic_core.sampling import SamplerOptions, calls_per_step, cfg_batch, sample_latents
-from sonic_core.weights.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_unet
+from sonic_core.settings import SonicSettings
+from sonic_core.weights.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_models, tiny_unet
 
 
 def test_window_schedule_125_frames_step_1() -> None:
@@ -189,8 +198,6 @@ def test_dynamic_and_motion_scale_reach_the_unet(unet, dynamic, motion) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision_unet_samples_in_its_dtype(dtype) -> None:
-    from sonic_core.weights.tiny import tiny_models
-
     models = tiny_models(dtype=dtype)
     assert {next(m.parameters()).dtype for m in (models.unet, models.vae, models.image_encoder)} == {dtype}
     assert {next(m.parameters()).dtype for m in (models.whisper, models.audio2token, models.audio2bucket)} == {
@@ -198,3 +205,21 @@ def test_low_precision_unet_samples_in_its_dtype(dtype) -> None:
     audio, image, noise = _inputs()
     latents = sample_latents(models.unet, audio, image, noise, OPTIONS, sampling.Schedule.svd())
     assert latents.dtype == dtype and torch.isfinite(latents).all()
+
+
+def test_shared_vae_and_clip_keep_their_precision_in_an_fp32_run() -> None:
+    """ComfyUI's SVD VAE may be bf16 and its CLIP fp16 while the UNet runs in fp32 (weights/shared.py)."""
+    models = tiny_models()
+    models.vae.to(torch.bfloat16)
+    models.image_encoder.to(torch.float16)
+    pipeline = SonicPipeline(replace(models, shared=frozenset({"vae", "image_encoder"})))
+    assert (next(pipeline.models.vae.parameters()).dtype, next(pipeline.models.unet.parameters()).dtype) == (
+        torch.bfloat16, torch.float32)  # a shared part is not cast (that would copy its owner's tensors)
+    width, height, samples = 128, 64, np.zeros(16000, np.float32)
+    box = FaceBox(width / 4, height / 4, width / 2, height / 2)
+    reference = Reference(image=Image.new("RGB", (width, height), "gray"), ref_image=torch.zeros(3, height, width),
+                          face_mask=torch.ones(1, height, width), face_box=box, crop_box=(0, 0, width, height),
+                          mask_box=box, expand_ratio=0.5, clip_source=Image.new("RGB", (width, height), "gray"))
+    frames = torch.cat(list(pipeline(PreparedInputs(Speech(samples[None], 16000, samples), reference),
+                                     SonicSettings(steps=1, interpolate=False))))
+    assert frames.dtype == torch.float32 and frames.shape[1:] == (3, height, width) and torch.isfinite(frames).all()

@@ -147,28 +147,34 @@ def test_not_a_graph():
         price(["not", "a", "graph"])
 
 
-def with_loader(weights: str, dtype: str, device: str, fps: float = 25.0) -> dict:
+def with_loader(weights: str, dtype: str, device: str, fps: float = 25.0, shared: tuple[str, ...] = ()) -> dict:
     prompt = basic_prompt(steps=10)
     prompt["1"]["inputs"].update(weights=weights, dtype=dtype, device=device)
     prompt["5"]["inputs"]["fps"] = fps
+    if shared:  # the core loader's VAE (output 2) / CLIP_VISION (output 1) connected to the Sonic Loader
+        prompt["9"] = {"class_type": "ImageOnlyCheckpointLoader", "inputs": {"ckpt_name": "svd_xt.safetensors"}}
+        prompt["1"]["inputs"].update({name: ["9", {"vae": 2, "clip_vision": 1}[name]] for name in shared})
     return prompt
 
 
-@pytest.mark.parametrize("weights, dtype, device, server, fps, expected", [
-    ("demo (tiny, untrained)", "fp32", "cpu", "cpu", 25.0, ("cpu", "fp32", "tiny", True)),
-    ("demo (tiny, untrained)", "fp16", "auto", "cpu", 12.5, ("cpu", "fp32", "tiny", False)),  # fp16 runs as fp32
-    ("/models/sonic", "fp16", "cuda:0", "h100", 25.0, ("h100", "fp16", "sonic", True)),
-    ("/models/sonic", "bf16", "auto", "a100", 25.0, ("a100", "bf16", "sonic", True)),
-    ("/models/sonic", "fp16", "cpu", "h100", 25.0, ("cpu", "fp32", "sonic", True)),
+@pytest.mark.parametrize("weights, dtype, device, server, fps, shared, expected", [
+    ("demo (tiny, untrained)", "fp32", "cpu", "cpu", 25.0, (), ("cpu", "fp32", "tiny", True)),
+    ("demo (tiny, untrained)", "fp16", "auto", "cpu", 12.5, (), ("cpu", "fp32", "tiny", False)),  # fp16 runs as fp32
+    ("demo (tiny, untrained)", "fp32", "cpu", "cpu", 25.0, ("vae",), ("cpu", "fp32", "sonic", True)),  # SVD's VAE
+    ("demo (tiny, untrained)", "fp32", "cpu", "cpu", 25.0, ("clip_vision",), ("cpu", "fp32", "sonic", True)),
+    ("/models/sonic", "fp16", "cuda:0", "h100", 25.0, (), ("h100", "fp16", "sonic", True)),
+    ("/models/sonic", "bf16", "auto", "a100", 25.0, ("vae", "clip_vision"), ("a100", "bf16", "sonic", True)),
+    ("/models/sonic", "fp16", "cpu", "h100", 25.0, (), ("cpu", "fp32", "sonic", True)),
 ])
-def test_predictions_follow_the_loaders_model_dtype_and_device(weights, dtype, device, server, fps, expected):
+def test_predictions_follow_the_loaders_model_dtype_and_device(weights, dtype, device, server, fps, shared, expected):
     from sonic_core.metering.cost import predict
 
     prediction_device, prediction_dtype, model, interpolate = expected
-    (job,) = price(with_loader(weights, dtype, device, fps), device=server, dtype="fp16").jobs
+    (job,) = price(with_loader(weights, dtype, device, fps, shared), device=server, dtype="fp16").jobs
     want = predict(job.frames, job.resolution, job.steps, prediction_device, prediction_dtype, model=model,
                    interpolate=interpolate)
     assert (job.predicted_seconds, job.predicted_peak_bytes) == (want.seconds, want.peak_bytes)
+    assert job.predicted_profile == f"{prediction_device}/{prediction_dtype}/{model}"
 
 
 @pytest.mark.parametrize("name, profile", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h100"),
@@ -178,3 +184,24 @@ def test_a_gpu_is_priced_by_its_own_profile_when_one_exists(name, profile):
     from sonic_core.metering.cost import gpu_profile
 
     assert gpu_profile(name) == profile
+
+
+GIB = 1024 ** 3
+
+
+@pytest.mark.parametrize("name, memory, sms, compute, profile, says", [
+    ("NVIDIA H100 80GB HBM3", 80, 132, (9, 0), "h100", "NVIDIA H100 80GB HBM3 (compute 9.0, 132 SMs, 80 GiB): "
+                                                       "its own h100 profile"),
+    ("NVIDIA GeForce RTX 4090", 24, 128, (8, 9), "a100", "NVIDIA GeForce RTX 4090 is not in the cost model: priced "
+                                                         "as A100-class from its properties (compute 8.9, 128 SMs, "
+                                                         "24 GiB)"),
+    ("NVIDIA GeForce RTX 4060", 8, 24, (8, 9), "l4", "priced as L4-class"),
+    ("NVIDIA A40", 48, 84, (8, 6), "a10g", "priced as A10G-class"),
+    ("Tesla T4", 15, 40, (7, 5), "a10g", "priced as A10G-class"),  # older than every profile: the default class
+    ("NVIDIA B200", 180, 148, (10, 0), "h100", "priced as H100-class"),  # newer than Hopper
+])
+def test_an_unknown_gpu_is_priced_from_its_properties_and_says_so(name, memory, sms, compute, profile, says):
+    from sonic_core.metering.cost import GpuProperties, gpu_pricing
+
+    pricing = gpu_pricing(GpuProperties(name, memory * GIB, sms, *compute))
+    assert pricing.profile == profile and says in pricing.note

@@ -1,13 +1,14 @@
 """Sonic Loader, PreData, Sampler, Lip-Sync Align and Motion Smooth in plain Python (no ComfyUI), on the demo model."""
 
 import importlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 from PIL import Image
-from sonic_testing import REPO, load_pack
+from sonic_testing import REPO, assert_one_line, load_pack, svd_header_file, write_findable_weight_set
 
 from sonic_core import timing
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError, SonicInterrupted, SonicWeightsError
@@ -79,8 +80,16 @@ def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tm
     sonic = tmp_path / "models" / "sonic"
     (sonic / "Sonic").mkdir(parents=True)
     (sonic / "Sonic" / "unet.pth").write_bytes(b"not a checkpoint")
+    svd_header_file(tmp_path / "models" / "checkpoints" / "video" / "svd_xt_image_decoder.safetensors", temporal=False)
     loader = importlib.import_module("sonic_pack.nodes.sonic")
-    assert loader.weights_choices() == [DEMO]  # an incomplete set is not offered
+    incomplete = f"{sonic} (incomplete, missing: audio2token.pth, audio2bucket.pth, whisper-tiny/, " \
+                 "svd_xt.safetensors (checkpoints); not used: svd_xt_image_decoder.safetensors)"
+    assert loader.weights_choices() == [DEMO, incomplete]  # listed with what it lacks; an empty folder is not
+    with pytest.raises(SonicWeightsError) as chosen:
+        run(pack, "SonicLoader", weights=incomplete, dtype="fp16", device="cpu")
+    assert_one_line(str(chosen.value), f"audio2bucket -> {sonic / 'Sonic' / 'audio2bucket.pth'}",
+                    f"svd -> {tmp_path / 'models' / 'checkpoints' / 'svd_xt.safetensors'}",
+                    "svd_xt_image_decoder.safetensors (its VAE has no temporal decoder")
     with pytest.raises(SonicWeightsError) as error:
         run(pack, "SonicLoader", weights=str(sonic), dtype="fp16", device="cpu")
     message = str(error.value)
@@ -92,6 +101,59 @@ def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tm
     assert f"not offered, incomplete: {sonic}: missing Sonic weights: audio2token -> " in str(error.value)
     with pytest.raises(SonicInputError, match="device"):
         run(pack, "SonicLoader", weights=DEMO, dtype="fp16", device="tpu:9")
+
+
+class FolderPaths:
+    """ComfyUI's folder_paths as an extra_model_paths.yaml leaves it: several folders per name."""
+
+    def __init__(self, folders: dict[str, list[Path]]) -> None:
+        self.folders = folders
+
+    def get_folder_paths(self, folder_name: str) -> list[str]:
+        return [str(folder) for folder in self.folders[folder_name]]
+
+
+def test_weights_list_covers_every_folder_comfyui_knows(pack, tmp_path, monkeypatch):
+    models, extra = tmp_path / "models", tmp_path / "extra"
+    folders = {"sonic": [models / "sonic", extra / "sonic"], "checkpoints": [models / "checkpoints", extra / "ckpt"]}
+    monkeypatch.setattr(importlib.import_module("sonic_pack.nodes.comfy_compat"), "folder_paths",
+                        FolderPaths(folders))
+    svd = extra / "ckpt" / "video" / "svd_xt.safetensors"
+    write_findable_weight_set(extra / "sonic", svd)
+    svd_header_file(svd.with_name("svd_xt_image_decoder.safetensors"), temporal=False)
+    write_findable_weight_set(models / "sonic", None, skip=("Sonic/audio2bucket.pth", "whisper-tiny/model.safetensors"))
+    loader = importlib.import_module("sonic_pack.nodes.sonic")
+    incomplete = f"{models / 'sonic'} (incomplete, missing: audio2bucket.pth, whisper-tiny/)"
+    assert loader.weights_choices() == [DEMO, str(extra / "sonic"), incomplete]
+    sets = loader.weight_sets()
+    assert sets[str(models / "sonic")].svd == svd == sets[str(extra / "sonic")].svd  # any checkpoints folder
+    assert [(r.path.name, "no temporal decoder" in r.reason) for r in sets[str(extra / "sonic")].rejected] == [
+        ("svd_xt_image_decoder.safetensors", True)]
+    with pytest.raises(SonicWeightsError) as chosen:
+        run(pack, "SonicLoader", weights=incomplete, dtype="fp16", device="cpu")
+    assert_one_line(str(chosen.value), f"audio2bucket -> {models / 'sonic' / 'Sonic' / 'audio2bucket.pth'}",
+                    f"whisper -> {models / 'sonic' / 'whisper-tiny' / 'model.safetensors'}")
+    assert "unet" not in str(chosen.value) and "svd ->" not in str(chosen.value)
+
+
+class ImageVAE:
+    """Shaped like a ComfyUI VAE of an image model: a first stage without SVD's temporal decoder."""
+
+    def __init__(self) -> None:
+        self.first_stage_model = torch.nn.ModuleDict({"encoder": torch.nn.ModuleDict(
+            {"conv_in": torch.nn.Conv2d(3, 8, 3)})})
+
+
+def test_loader_refuses_a_vae_or_clip_vision_it_cannot_share_in_one_line(pack):
+    with pytest.raises(SonicInputError) as not_a_vae:
+        run(pack, "SonicLoader", weights=DEMO, dtype="fp32", device="cpu", vae=torch.zeros(1))
+    assert_one_line(str(not_a_vae.value), "vae: a Tensor is not a ComfyUI VAE", "Image Only Checkpoint Loader")
+    with pytest.raises(SonicInputError) as not_a_clip:
+        run(pack, "SonicLoader", weights=DEMO, dtype="fp32", device="cpu", clip_vision=ImageVAE())
+    assert_one_line(str(not_a_clip.value), "clip_vision: a ImageVAE is not a ComfyUI CLIP_VISION")
+    with pytest.raises(SonicWeightsError) as other_vae:
+        run(pack, "SonicLoader", weights=DEMO, dtype="fp32", device="cpu", vae=ImageVAE())
+    assert_one_line(str(other_vae.value), "VAE input", "svd_xt.safetensors (SVD's temporal VAE)")
 
 
 def test_predata_crops_the_face_and_checks_the_duration(pack):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import shutil
+from types import SimpleNamespace
 
 import pytest
 from sonic_testing import REPO, basic_prompt, load_pack
@@ -32,6 +33,7 @@ def test_token_meter_prices_the_whole_prompt(comfy_root):
     assert report.startswith(f"{tokens} tokens (1 Sonic Sampler), tier pro: allowed")
     (shown,) = output["ui"][cost.UI_KEY]
     assert shown["total_tokens"] == tokens and shown["summary"] == report and shown["jobs"][0]["node_id"] == "5"
+    assert shown["device"] == "this server's CPU" and shown["jobs"][0]["predicted_profile"] == "cpu/fp32/tiny"
 
 
 def test_tier_choices_are_the_configured_tiers():
@@ -46,3 +48,23 @@ def test_audio_outside_comfyuis_folders_is_refused(comfy_root):
         cost.input_audio_seconds(f"../{comfy_root.name}-elsewhere/x.wav")
     with pytest.raises(SonicInputError, match="outside"):
         cost.input_audio_seconds(str(SPEECH))
+
+
+@pytest.mark.parametrize("name, sms, compute, profile, says", [
+    ("NVIDIA H100 80GB HBM3", 132, (9, 0), "h100", "its own h100 profile"),
+    ("NVIDIA RTX 6000 Ada Generation", 142, (8, 9), "a100", "not in the cost model: priced as A100-class"),
+])
+def test_the_server_gpu_is_priced_by_its_profile_or_its_properties(monkeypatch, name, sms, compute, profile, says):
+    """ComfyUI's device as a CUDA card: the meter's profile and its 'device' line come from the card itself."""
+    import torch
+
+    card = SimpleNamespace(name=name, total_memory=48 * 1024 ** 3, multi_processor_count=sms, major=compute[0],
+                           minor=compute[1])
+    monkeypatch.setattr(cost, "torch_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: card)
+    cost.server_pricing.cache_clear()
+    try:
+        assert cost.prediction_device() == (profile, "fp16")
+        assert cost.device_note().startswith(name) and says in cost.device_note()
+    finally:
+        cost.server_pricing.cache_clear()

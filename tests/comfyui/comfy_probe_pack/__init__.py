@@ -56,6 +56,19 @@ def managed_model(action: str) -> object:
     return schema.NodeResult((report,), ui={"text": [report]})
 
 
+def shared_svd(model: object, vae: object, clip_vision: object) -> object:
+    """How many bytes of the Sonic model's VAE and CLIP lie in the storages of ComfyUI's own VAE / CLIP_VISION."""
+    shared = importlib.import_module("sonic_core.weights.shared")
+    report = {}
+    for part, ours, theirs in (("vae", model.models.vae, compat.vae_tensors(vae)),
+                               ("clip", model.models.image_encoder, compat.clip_vision_tensors(clip_vision))):
+        in_owner, total = shared.shared_bytes(ours, theirs.values())
+        report[part] = {"shared_bytes": in_owner, "sonic_bytes": total, "extra_bytes": total - in_owner,
+                        "comfy_bytes": sum(t.numel() * t.element_size() for t in theirs.values())}
+    text = json.dumps(report)
+    return schema.NodeResult((text,), ui={"text": [text]})
+
+
 _HIDDEN = schema.NodeSpec("SonicProbeHidden", "Sonic probe: hidden inputs", "Sonic/tests", "test-only",
                           (schema.Param("tag", "STRING", default="x"),), (schema.Result("report", "STRING"),),
                           output_node=True, hidden=("prompt", "unique_id"))
@@ -63,5 +76,11 @@ _MANAGED = schema.NodeSpec("SonicProbeManaged", "Sonic probe: managed model", "S
                            (schema.Param("action", "COMBO", default="load", options=("load", "status")),),
                            (schema.Result("report", "STRING"),), output_node=True, not_idempotent=True)
 
-NODE_CLASS_MAPPINGS = {"SonicProbeHidden": schema.build_node(_HIDDEN, hidden_inputs),
+_SHARED = schema.NodeSpec("SonicProbeShared", "Sonic probe: shared SVD weights", "Sonic/tests", "test-only",
+                          (schema.Param("model", "SONIC_MODEL"), schema.Param("vae", "VAE"),
+                           schema.Param("clip_vision", "CLIP_VISION")),
+                          (schema.Result("report", "STRING"),), output_node=True)
+
+NODE_CLASS_MAPPINGS = {"SonicProbeShared": schema.build_node(_SHARED, shared_svd),
+                       "SonicProbeHidden": schema.build_node(_HIDDEN, hidden_inputs),
                        "SonicProbeManaged": schema.build_node(_MANAGED, managed_model)}

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from sonic_testing import checkpoint_key_list
+from sonic_testing import checkpoint_key_list, svd_header_file
 from torch import nn
 
 from sonic_core.cli.fetch_weights import add_fetch_weights_parser
@@ -57,16 +57,6 @@ def comfy_tree(models: Path) -> None:
         touch(models / "sonic" / name)
     svd_header_file(models / "checkpoints" / "svd_xt_1_1.safetensors")
     svd_header_file(models / "checkpoints" / "svd_xt.safetensors")
-
-
-def svd_header_file(path: Path, temporal: bool = True, clip: bool = True) -> Path:
-    """A safetensors file with the key names that tell an SVD checkpoint (one tiny tensor each)."""
-    decoder = "decoder.up.0.block.0." + ("time_stack.in_layers.0.weight" if temporal else "norm1.weight")
-    names = [VAE_PREFIX + "encoder.conv_in.weight", VAE_PREFIX + decoder, "model.diffusion_model.out.2.weight"]
-    names += [CLIP_PREFIX + "proj"] if clip else []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({name: torch.zeros(1) for name in names}, path)
-    return path
 
 
 def test_comfy_layout(tmp_path):
