@@ -299,7 +299,8 @@ SONIC_SAMPLER = NodeSpec(
         Param("deflicker", "BOOLEAN", optional=True, default=DEFAULT_DEFLICKER,
               tooltip="remove brightness strobing (a temporal filter on per-frame gains; 1.5 s look-ahead)"),
         Param("colour_strength", "FLOAT", optional=True, default=DEFAULT_COLOUR_STRENGTH, min=0.0, max=1.0, step=0.05,
-              tooltip="match each frame's colours to the portrait (off the mouth); 0 = off"),
+              tooltip="match each frame's colours to the portrait (off the mouth) for clips whose colours drift; "
+                      "0 = off (on a moving head without drift it shifts the colours slightly)"),
         Param("paste_back", "BOOLEAN", optional=True, default=False,
               tooltip="paste the generated face back into the whole original image: the frames get its size"),
         Param("paste_feather", "FLOAT", optional=True, default=DEFAULT_FEATHER, min=0.0, max=MAX_FEATHER, step=0.01,

@@ -55,7 +55,8 @@ def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None
                              "default on)")
     parser.add_argument("--colour-strength", type=_unit_number, default=DEFAULT_COLOUR_STRENGTH, metavar="X",
                         help="match each frame's colours to the portrait, 0 (off) to 1 (default "
-                             f"{DEFAULT_COLOUR_STRENGTH:g})")
+                             f"{DEFAULT_COLOUR_STRENGTH:g}); for clips whose colours drift: on a moving head without "
+                             "drift it shifts the colours slightly")
     parser.add_argument("--paste-back", action="store_true",
                         help="paste the generated face back into the full original portrait (the video gets the "
                              "portrait's size; default off: the square crop)")

@@ -6,11 +6,14 @@
 4. Colour match (:mod:`.colour`) — streams frame by frame;
 5. Paste-back (:mod:`.paste`) — streams frame by frame; the frames become the original image's size.
 
-Defaults (:class:`PostOptions`): deflicker on and colour match at full strength — on clips without strobing or
-drift they change nearly nothing (bench/quality_eval.py: mean colour difference to the reference moves by under
-0.5 ΔE, the mouth signal keeps its energy), and on strobed or drifted clips they remove most of it. Lip-Sync Align,
-Motion Smooth and paste-back are off: the first two change timing or geometry and are asked for, paste-back changes
-what the output is (the full original frame instead of the square crop).
+Defaults (:class:`PostOptions`), from bench/quality_eval.py's measurements: deflicker is on — on clips without
+strobing it keeps the mouth's motion (≥ 95 % of its energy, head motion or not) and barely moves the frames, and on
+strobed clips it removes most of the strobe. Colour match is off: on still clips it removes a drift (≥ 90 % of the
+ΔE) and leaves undrifted ones alone, but head motion changes a frame's colour statistics by itself, so on a moving
+clip without drift the match moves the colours by about 0.9 ΔE (over the 0.5 allowed) and removes only about 60 % of
+a drift; ask for it (``colour_strength``) when a clip drifts. Lip-Sync Align, Motion Smooth and paste-back are off:
+the first two change timing or geometry and are asked for, paste-back changes what the output is (the full original
+frame instead of the square crop).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from .temporal import Deflicker
 LIPSYNC_MODES = ("off", "measure", "correct")
 SMOOTH_METHODS = ("off", *METHODS)
 DEFAULT_DEFLICKER = True
-DEFAULT_COLOUR_STRENGTH = 1.0
+DEFAULT_COLOUR_STRENGTH = 0.0  # off: see the module docstring
 
 
 @dataclass(frozen=True)

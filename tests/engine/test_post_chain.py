@@ -39,7 +39,7 @@ def test_post_options_reject_bad_values(kwargs, field) -> None:
 
 def test_post_option_defaults() -> None:
     default = PostOptions()
-    assert default.deflicker and default.colour_strength == 1.0 and not default.paste_back
+    assert default.deflicker and default.colour_strength == 0.0 and not default.paste_back
     assert default.streaming and not default.whole_clip
     assert not PostOptions(deflicker=False, colour_strength=0.0).active
     assert PostOptions(deflicker=False, colour_strength=0.0, smooth="savgol").whole_clip
@@ -67,7 +67,8 @@ def test_render_with_paste_back_writes_the_original_frame_size(tmp_path) -> None
     reference = _reference(original, (120, 40, 184, 104), 64)
     out = tmp_path / "pasted.mp4"
     report = render_video(SonicPipeline(tiny_models()), PreparedInputs(_speech(1.0), reference), out,
-                          SonicSettings(steps=1, interpolate=False), post=PostOptions(paste_back=True))
+                          SonicSettings(steps=1, interpolate=False),
+                          post=PostOptions(paste_back=True, colour_strength=1.0))
     assert set(report.post) == {"deflicker", "colour", "paste"}
     assert (report.width, report.height) == (301, 203)
     assert report.post["paste"]["pasted_box"] == [120, 40, 184, 104] and report.post["paste"]["seam_ratio"] > 0
@@ -105,7 +106,7 @@ def test_render_with_post_processing_reports_and_keeps_lengths(tmp_path) -> None
     out = tmp_path / "post.mp4"
     report = render_video(SonicPipeline(tiny_models()), inputs, out, SonicSettings(steps=1, interpolate=False),
                           post=PostOptions(lipsync="correct", smooth="bezier"))
-    assert set(report.post) == {"lipsync", "smooth", "deflicker", "colour"}  # the last two on by default
+    assert set(report.post) == {"lipsync", "smooth", "deflicker"}  # deflicker is on by default
     # both steps track the face the generation found (no detection on the generated frames)
     assert tuple(report.post["lipsync"]["face_box"]) == box.xywh
     assert tuple(report.post["smooth"]["face_box"]) == box.xywh
