@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..errors import SonicInputError
+from ..errors import SonicInputError, number_in
 from ..face.box import FaceBox
 from ..frames import CHUNK, check_frames
 from .lipsync import mouth_region
@@ -39,13 +39,8 @@ _DELTA = 6.0 / 29.0
 
 def check_strength(strength: Any, name: str = "colour_strength") -> float:
     """A strength in [0, 1] as a float; one line naming ``name`` otherwise."""
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise SonicInputError(f"{name}: expected a number in [0, 1] (0 = off, 1 = full match), got {strength!r}")
-    return value
+    return number_in(strength, 0.0, 1.0, f"{name}: expected a number in [0, 1] (0 = off, 1 = full match), "
+                                         f"got {strength!r}")
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:

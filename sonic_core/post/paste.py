@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import SonicInputError
+from ..errors import SonicInputError, number_in
 from ..frames import CHUNK, check_frames
 
 DEFAULT_FEATHER = 0.1  # share of the crop's side the blend ramp spans
@@ -39,14 +39,8 @@ _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 def check_feather(feather: Any, name: str = "feather") -> float:
     """A feather width in [0, 0.5] (share of the crop's side) as a float; one line naming ``name`` otherwise."""
-    try:
-        value = float(feather)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= MAX_FEATHER:
-        raise SonicInputError(f"{name}: expected a share of the crop's side in [0, {MAX_FEATHER}] "
-                              f"(0 = hard edge), got {feather!r}")
-    return value
+    return number_in(feather, 0.0, MAX_FEATHER, f"{name}: expected a share of the crop's side in [0, {MAX_FEATHER}] "
+                                                 f"(0 = hard edge), got {feather!r}")
 
 
 def check_crop_box(crop_box: Any, height: int, width: int, name: str = "crop_box") -> tuple[int, int, int, int]:

@@ -1,6 +1,5 @@
 """Post-processing wired into generation: PostOptions validation, a tiny-model render with Lip-Sync Align and
-Motion Smooth on, and one with paste-back (plus the default deflicker and colour match), checked through the written
-MP4; the CLI flags."""
+Motion Smooth on, and one with paste-back, deflicker and colour match, checked through the written MP4."""
 
 from __future__ import annotations
 
