@@ -10,8 +10,8 @@ Defaults (:class:`PostOptions`), from bench/quality_eval.py's measurements: defl
 strobing it keeps the mouth's motion (≥ 95 % of its energy, head motion or not) and barely moves the frames, and on
 strobed clips it removes most of the strobe. Colour match is off: on still clips it removes a drift (≥ 90 % of the
 ΔE) and leaves undrifted ones alone, but head motion changes a frame's colour statistics by itself, so on a moving
-clip without drift the match moves the colours by about 0.9 ΔE (over the 0.5 allowed) and removes only about 60 % of
-a drift; ask for it (``colour_strength``) when a clip drifts. Lip-Sync Align, Motion Smooth and paste-back are off:
+clip without drift the match moves the colours by 0.7–0.9 ΔE (over the 0.5 allowed) and removes only 60–70 % of a
+drift; ask for it (``colour_strength``) when a clip drifts. Lip-Sync Align, Motion Smooth and paste-back are off:
 the first two change timing or geometry and are asked for, paste-back changes what the output is (the full original
 frame instead of the square crop).
 """
