@@ -12,8 +12,6 @@ kept share is output over input amplitude at each intended frequency; the true a
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval_report import parse_eval_arguments, print_summary, write_result  # noqa: E402
 
 from sonic_core.post import synthetic  # noqa: E402
 from sonic_core.post.lipsync import DEFAULT_MIN_CONFIDENCE, align, measure_offset  # noqa: E402
@@ -179,18 +179,11 @@ def print_tables(talking: list[dict], silent: list[dict], motion: list[dict], ti
     print(f"Timing at {timing['size']} px, {timing['duration_s']} s ({timing['frames']} frames): "
           f"measure_offset {timing['measure_offset_s']} s, smooth_motion {timing['smooth_motion_s']} s, "
           f"+{timing['extra_for_50fps_linear_s']} s for 50 fps (linear midpoints)")
-    print("Summary")
-    for key, value in summary.items():
-        print(f"  {key}: {value}")
-    for name, passed in verdicts(summary).items():
-        print(f"  [{'PASS' if passed else 'FAIL'}] {name}")
+    print_summary(summary, verdicts(summary))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer clips, small frames (a smoke run)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "post_eval.json")
-    args = parser.parse_args(argv)
+    args = parse_eval_arguments(__doc__, "post_eval", "fewer clips, small frames (a smoke run)", argv)
     if args.quick:
         talking = lipsync_rows(128, OFFSETS[::3], STARTS[:2])
         silent = silent_rows(128, STARTS[:1])
@@ -205,10 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     print_tables(talking, silent, motion, timing, summary)
     result = {"summary": summary, "verdicts": verdicts(summary), "targets": TARGETS, "fps": FPS, "timing": timing,
               "talking": talking, "silent": silent, "motion": motion}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {args.out}")
-    return 0 if all(verdicts(summary).values()) else 1
+    return write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from sonic_core.face.crop import Reference
 from sonic_core.inputs import PreparedInputs, prepare_inputs
 from sonic_core.models.bundle import ModelConfigs, SonicModels
 from sonic_core.pipeline import SonicPipeline
+from sonic_core.post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER, PostOptions, StreamSteps
+from sonic_core.post.paste import DEFAULT_FEATHER, MAX_FEATHER
 from sonic_core.sampling import SamplerOptions, calls_per_step
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
@@ -303,21 +306,29 @@ def speech_audio(speech: Speech, seconds: float) -> dict[str, Any]:
 @torch.no_grad()
 def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_scale: float = 1.0,
                   motion_scale: float = 1.0, seed: int = 72589, audio_guidance: float = 7.5,
-                  appearance_guidance: float = 2.0, fps: float = 25.0) -> NodeResult:
+                  appearance_guidance: float = 2.0, fps: float = 25.0, deflicker: bool = DEFAULT_DEFLICKER,
+                  colour_strength: float = DEFAULT_COLOUR_STRENGTH, paste_back: bool = False,
+                  paste_feather: float = DEFAULT_FEATHER) -> NodeResult:
     if not isinstance(model, SonicModel) or not isinstance(predata, PreData):
         raise SonicInputError("model / predata: connect a Sonic Loader and a Sonic PreData node")
     settings = predata.settings.replace(steps=steps, dynamic_scale=dynamic_scale, motion_scale=motion_scale,
                                         seed=seed, audio_guidance=audio_guidance,
                                         appearance_guidance=appearance_guidance, fps=fps)
-    pipeline = SonicPipeline(model.models, model.load(), model.dtype)
     inputs = predata.inputs
+    options = PostOptions(deflicker=deflicker, colour_strength=colour_strength, paste_back=paste_back,
+                          paste_feather=paste_feather)
+    pipeline = SonicPipeline(model.models, model.load(), model.dtype)
+    post = StreamSteps(options, pipeline.output_fps(settings), inputs.reference)
     progress = ProgressBar(settings.steps * calls_per_step(inputs.num_frames, SamplerOptions.from_settings(settings)))
     chunks = pipeline(inputs, settings, on_step=lambda done, total: progress.update_absolute(done, total),
                       should_stop=cancel_check)
-    frames = torch.cat([chunk.cpu() for chunk in chunks])
+    frames = torch.cat(list(post.run(chunk.cpu() for chunk in chunks)))
     throw_if_interrupted()
+    x1, y1, x2, y2 = inputs.reference.crop_box
+    lines = [f"{name}: {json.dumps(step)}" for name, step in post.report.items()]
     return NodeResult((frames.permute(0, 2, 3, 1).contiguous(), settings.fps,
-                       speech_audio(inputs.speech, len(frames) / settings.fps)))
+                       speech_audio(inputs.speech, len(frames) / settings.fps), f"{x1},{y1},{x2},{y2}"),
+                      ui={"text": lines} if lines else None)
 
 
 SONIC_SAMPLER = NodeSpec(
@@ -336,9 +347,20 @@ SONIC_SAMPLER = NodeSpec(
         _knob_param("audio_guidance"),
         _knob_param("appearance_guidance"),
         _knob_param("fps"),
+        Param("deflicker", "BOOLEAN", optional=True, default=DEFAULT_DEFLICKER,
+              tooltip="remove brightness strobing (a temporal filter on per-frame gains; 1.5 s look-ahead)"),
+        Param("colour_strength", "FLOAT", optional=True, default=DEFAULT_COLOUR_STRENGTH, min=0.0, max=1.0, step=0.05,
+              tooltip="match each frame's colours to the portrait (off the mouth) for clips whose colours drift; "
+                      "0 = off (on a moving head without drift it shifts the colours slightly)"),
+        Param("paste_back", "BOOLEAN", optional=True, default=False,
+              tooltip="paste the generated face back into the whole original image: the frames get its size"),
+        Param("paste_feather", "FLOAT", optional=True, default=DEFAULT_FEATHER, min=0.0, max=MAX_FEATHER, step=0.01,
+              tooltip="paste-back blend ramp as a share of the crop's side; 0 = hard edge"),
     ),
-    outputs=(Result("images", "IMAGE", "the frames [F, H, W, 3]"), Result("fps", "FLOAT"),
-             Result("audio", "AUDIO", "the input audio cut to the video's length")),
+    outputs=(Result("images", "IMAGE", "the frames [F, H, W, 3] (the original's size with paste_back)"),
+             Result("fps", "FLOAT"), Result("audio", "AUDIO", "the input audio cut to the video's length"),
+             Result("box", "STRING", "the crop box in the original portrait, x1,y1,x2,y2 (where paste_back puts "
+                                     "the frames)")),
 )
 
 SonicLoader = build_node(SONIC_LOADER, sonic_loader)

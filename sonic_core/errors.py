@@ -8,6 +8,7 @@ nodes, a queue worker) can catch one type and show its one-line message. Input e
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 
 class SonicError(Exception):
@@ -55,3 +56,15 @@ def stop_if_asked(should_stop: StopCheck | None, what: str = "generation") -> No
     """Raise :class:`SonicInterrupted` when ``should_stop`` says the user cancelled (a cancel, not an error)."""
     if should_stop is not None and should_stop():
         raise SonicInterrupted(f"{what} cancelled by the user: nothing was written")
+
+
+def number_in(value: Any, low: float, high: float, message: str) -> float:
+    """``value`` as a float when it is a number in [low, high]; else :class:`SonicInputError` with ``message`` (the
+    caller's one line naming the input)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SonicInputError(message) from None
+    if not low <= number <= high:
+        raise SonicInputError(message)
+    return number

@@ -1,8 +1,9 @@
 """One generation written to a video file: the pipeline's frame chunks, optionally post-processed, encoded with
 the speech (the user's own track, at its own rate and channels) into an MP4 that appears only when complete.
 
-Without post-processing, host memory stays flat in audio length (frames stream from the decoder through RIFE into
-the encoder). Lip-Sync Align and Motion Smooth need the whole clip, so a run with them holds its frames.
+Host memory stays flat in audio length: frames stream from the decoder through RIFE, deflicker (which holds a
+bounded 1.5 s look-ahead), colour match and paste-back into the encoder. Lip-Sync Align and Motion Smooth need the
+whole clip, so a run with them holds its frames.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 from .errors import ProgressCallback, StopCheck
 from .inputs import PreparedInputs
 from .pipeline import SonicPipeline, StageClock
-from .post.chain import PostOptions, apply_post
+from .post.chain import PostOptions, StreamSteps, apply_clip_steps
 from .settings import SonicSettings
 from .video import VideoWriter
 
@@ -71,23 +72,31 @@ def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.
         torch.cuda.reset_peak_memory_stats(pipeline.device)
     height, width = inputs.reference.ref_image.shape[-2:]
     fps = pipeline.output_fps(settings)
+    steps = StreamSteps(post, fps, inputs.reference) if post is not None and post.streaming else None
+    out_height, out_width = steps.frame_size(height, width) if steps else (height, width)
+    # yuv420p needs an even size; a pasted-back frame is the original's size, which may be odd
+    pix_fmt = "yuv420p" if out_width % 2 == 0 and out_height % 2 == 0 else "yuv444p"
     chunks = pipeline(inputs, settings, windows_per_call=windows_per_call, on_step=on_step,
                       should_stop=should_stop, clock=clock)
     speech, post_report = inputs.speech, {}
-    if post is not None and post.active:
+    if post is not None and post.whole_clip:
         frames = torch.cat([chunk.cpu() for chunk in chunks])
         tick = time.perf_counter()
-        frames, speech, post_report = apply_post(frames, speech, fps, post, inputs.reference.frame_box)
+        frames, speech, post_report = apply_clip_steps(frames, speech, fps, post, inputs.reference.frame_box)
         clock.add("post", tick)
         chunks = iter([frames])
-    with VideoWriter(out, width, height, fps, audio=(speech.waveform, speech.sample_rate), crf=settings.crf,
-                     frames=pipeline.output_frames(inputs, settings)) as writer:
+    if steps is not None:
+        chunks = clock.timed("post", steps.run(chunk.cpu() for chunk in chunks))
+    with VideoWriter(out, out_width, out_height, fps, audio=(speech.waveform, speech.sample_rate), crf=settings.crf,
+                     pix_fmt=pix_fmt, frames=pipeline.output_frames(inputs, settings)) as writer:
         for chunk in chunks:
             tick = time.perf_counter()
             writer.write(chunk)  # quantised on the device: a quarter of the bytes cross to the host
             clock.add("encode", tick)
+    if steps is not None:
+        post_report.update(steps.report)
     peak_device = torch.cuda.max_memory_allocated(pipeline.device) / 2**20 if pipeline.device.type == "cuda" else None
     reference = inputs.reference
-    return GenerationReport(str(Path(out)), inputs.num_frames, writer.frames_written, width, height, fps,
+    return GenerationReport(str(Path(out)), inputs.num_frames, writer.frames_written, out_width, out_height, fps,
                             inputs.speech.seconds, reference.face_box.xywh, reference.expand_ratio, clock.seconds,
                             peak_host_mb(), peak_device, post_report)

@@ -21,7 +21,8 @@ from ..device import DTYPES, check_precision, default_dtype, parse_device, parse
 from ..errors import SonicInputError
 from ..inputs import PreparedInputs, prepare_inputs
 from ..pipeline import SonicPipeline
-from ..post.chain import LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
+from ..post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER, LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
+from ..post.paste import DEFAULT_FEATHER, MAX_FEATHER
 from ..render import render_video
 from ..settings import SonicSettings
 from ..timing import GENERATED_FPS
@@ -49,19 +50,44 @@ def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None
                         help="Motion Smooth: filter the head trajectory and warp the frames (default off)")
     parser.add_argument("--smooth-strength", default="auto", type=_strength, metavar="auto|X",
                         help="Motion Smooth strength, 0-1 or auto from the measured jitter (default auto)")
+    parser.add_argument("--deflicker", action=argparse.BooleanOptionalAction, default=DEFAULT_DEFLICKER,
+                        help="remove brightness strobing (a temporal filter on per-frame gains, 1.5 s look-ahead; "
+                             "default on)")
+    parser.add_argument("--colour-strength", type=_unit_number, default=DEFAULT_COLOUR_STRENGTH, metavar="X",
+                        help="match each frame's colours to the portrait, 0 (off) to 1 (default "
+                             f"{DEFAULT_COLOUR_STRENGTH:g}); for clips whose colours drift: on a moving head without "
+                             "drift it shifts the colours slightly")
+    parser.add_argument("--paste-back", action="store_true",
+                        help="paste the generated face back into the full original portrait (the video gets the "
+                             "portrait's size; default off: the square crop)")
+    parser.add_argument("--paste-feather", type=_feather, default=DEFAULT_FEATHER, metavar="X",
+                        help="paste-back blend ramp as a share of the crop's side, 0 (hard edge) to "
+                             f"{MAX_FEATHER:g} (default {DEFAULT_FEATHER:g})")
     parser.add_argument("--json", action="store_true", help="print the cost report as one JSON object")
+
+
+def _bounded_number(text: str, high: float, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not 0.0 <= value <= high:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and {high:g}")
+    return value
 
 
 def _strength(text: str) -> float | str:
     if text.strip().lower() == "auto":
         return "auto"
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not 'auto' or a number between 0 and 1") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 1")
-    return value
+    return _bounded_number(text, 1.0, "'auto' or a number between 0 and 1")
+
+
+def _unit_number(text: str) -> float:
+    return _bounded_number(text, 1.0, "a number between 0 and 1")
+
+
+def _feather(text: str) -> float:
+    return _bounded_number(text, MAX_FEATHER, f"a number between 0 and {MAX_FEATHER:g}")
 
 
 def add_generate_parser(sub: argparse._SubParsersAction) -> None:
@@ -128,7 +154,9 @@ def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path
     """Render with a progress bar, then print the cost report; ``model`` is (its description, cost-model name)."""
     dtype = next(name for name, value in DTYPES.items() if value == pipeline.dtype)
     prediction = predicted_cost(inputs.speech.seconds, settings, pipeline.device.type, dtype, model[1])
-    post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength)
+    post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength,
+                       deflicker=args.deflicker, colour_strength=args.colour_strength, paste_back=args.paste_back,
+                       paste_feather=args.paste_feather)
     progress = StepProgress()
     try:
         report = render_video(pipeline, inputs, out, settings, post=post, on_step=progress)

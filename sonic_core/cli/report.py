@@ -54,6 +54,19 @@ def _format_post(name: str, step: dict) -> str:
     if name == "lipsync":
         verdict = "applied" if step["applied"] else step["reason"]
         return f"offset {step['offset_s'] * 1000:+.0f} ms, confidence {step['confidence']:.2f}: {verdict}"
+    if name == "deflicker":
+        return (f"flicker {step['flicker_before']:.2f} -> {step['flicker_after']:.2f} % (largest gain change "
+                f"{step['max_gain_change'] * 100:.1f} %)")
+    if name == "colour":
+        if not step["applied"]:
+            return step.get("reason", "off")
+        return (f"strength {step['strength']:.2f}, colour cast (dE of the mean colours) {step['cast_before']:.2f} -> "
+                f"{step['cast_after']:.2f}, mean dE to the portrait {step['delta_e_before']:.2f} -> "
+                f"{step['delta_e_after']:.2f}")
+    if name == "paste":
+        seam = "no inner edge" if step["seam_ratio"] is None else f"seam ratio {step['seam_ratio']:.3f}"
+        return (f"into the {step['frame_size'][0]}x{step['frame_size'][1]} original at {step['pasted_box']}, "
+                f"feather {step['feather_px']:.0f} px, {seam}")
     return (f"{step['method']} strength {step['strength']:.2f}, jitter {step['jitter_before']:.3f} -> "
             f"{step['jitter_after']:.3f} px")
 

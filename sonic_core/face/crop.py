@@ -37,6 +37,7 @@ class Reference:
     mask_box: FaceBox           # the face found again in the crop, before the resize
     expand_ratio: float         # the ratio used (the auto choice when "auto" was asked)
     clip_source: Image.Image    # the image CLIP preprocessing starts from (the resized image, MODEL.md §3.4)
+    original: Image.Image | None = None  # the EXIF-oriented RGB portrait the crop was cut from (for paste-back)
 
     @property
     def frame_box(self) -> FaceBox:
@@ -131,4 +132,5 @@ def prepare_reference(image: Image.Image, detector: Detector, min_resolution: in
     pixels = torch.from_numpy(np.array(cropped)).permute(2, 0, 1).float() / 255.0
     return Reference(image=cropped, ref_image=(pixels - 0.5) / 0.5,
                      face_mask=torch.from_numpy(np.array(mask))[None].float() / 255.0,
-                     face_box=face, crop_box=crop_box, mask_box=mask_box, expand_ratio=ratio, clip_source=cropped)
+                     face_box=face, crop_box=crop_box, mask_box=mask_box, expand_ratio=ratio, clip_source=cropped,
+                     original=original)

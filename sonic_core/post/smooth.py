@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..errors import SonicDependencyError, SonicInputError, StopCheck, stop_if_asked
+from ..errors import SonicDependencyError, SonicInputError, StopCheck, number_in, stop_if_asked
 from ..face.box import FaceBox, as_face_box, clip_region
 from ..face.detect import detect_face_box
 from ..frames import CHUNK, check_fps, check_frames, to_gray, to_gray_uint8
@@ -243,13 +243,7 @@ def _check_strength(strength: float | str) -> float | None:
         if strength != "auto":
             raise SonicInputError(f"strength: expected 'auto' or a number in [0, 1], got {strength!r}")
         return None
-    try:
-        value = float(strength)
-    except (TypeError, ValueError):
-        value = float("nan")
-    if not 0.0 <= value <= 1.0:
-        raise SonicInputError(f"strength: expected 'auto' or a number in [0, 1], got {strength!r}")
-    return value
+    return number_in(strength, 0.0, 1.0, f"strength: expected 'auto' or a number in [0, 1], got {strength!r}")
 
 
 def _cover_zoom(corrections: list[np.ndarray], height: int, width: int) -> float:

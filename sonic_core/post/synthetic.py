@@ -5,6 +5,10 @@
   :mod:`sonic_core.post.lipsync`); ``silent=True`` keeps the mouth closed while the speech plays.
 - ``motion_clip``: the same portrait moved by a slow intended similarity motion (sinusoids) plus jitter of a known
   spectrum (white noise with its low band removed).
+- ``strobed`` / ``drifted``: a clip with injected brightness strobing of known amplitude and period, or a
+  per-channel colour drift (gain and offset) growing linearly over the clip.
+- ``paste_case``: the portrait cut to a wider-than-tall shot as the original, and its crop at a given box, resized to
+  the working size with a brightness change and noise, as the "generated" frames to paste back.
 
 The mouth-opening truth is an envelope computed differently from the detector's (sample-accurate |x|, low-passed
 at ~10 Hz, percentile-normalised, compressed) so the evaluation is not circular.
@@ -23,7 +27,9 @@ from PIL import Image
 
 from ..errors import SonicAudioError
 from ..face.box import FaceBox
+from ..frames import to_gray
 from ..timing import SAMPLE_RATE
+from .lipsync import mouth_activity
 from .signals import moving_average
 from .smooth import similarity_from_params
 
@@ -170,3 +176,53 @@ def dark_border_fraction(frames: torch.Tensor, width: int = 4, level: float = 0.
     strip = torch.ones_like(dark)
     strip[:, width:-width, width:-width] = False
     return float(dark[strip].float().mean())
+
+
+def strobed(frames: torch.Tensor, amplitude: float, period_s: float, fps: float, phase: float = 0.0) -> torch.Tensor:
+    """Frames times a brightness strobe ``1 + amplitude · sin(2π t / period_s + phase)`` (every channel), clipped."""
+    times = torch.arange(len(frames), dtype=torch.float64) / fps
+    gain = 1.0 + amplitude * torch.sin(2 * np.pi * times / period_s + phase)
+    return (frames * gain.float().view(-1, 1, 1, 1)).clamp(0, 1)
+
+
+def drifted(frames: torch.Tensor, gain: tuple[float, float, float] = (1.08, 1.0, 0.94),
+            offset: tuple[float, float, float] = (0.0, 0.02, 0.03)) -> torch.Tensor:
+    """A per-channel (R, G, B) colour drift: none at the first frame, ``gain`` and ``offset`` at the last."""
+    share = torch.linspace(0.0, 1.0, len(frames)).view(-1, 1, 1, 1)
+    gains = 1.0 + share * (torch.tensor(gain) - 1.0).view(1, 3, 1, 1)
+    return (frames * gains + share * torch.tensor(offset).view(1, 3, 1, 1)).clamp(0, 1)
+
+
+def mean_luma(frames: torch.Tensor) -> np.ndarray:
+    """Per-frame mean luma [F] (float64)."""
+    return to_gray(frames).mean(axis=(1, 2), dtype=np.float64)
+
+
+def strobe_amplitude(frames: torch.Tensor, period_s: float, fps: float) -> float:
+    """Relative amplitude of the ``1 / period_s`` Hz component of the per-frame mean luma."""
+    luma = mean_luma(frames)
+    return sinusoid_amplitude(luma / luma.mean(), 1.0 / period_s, fps)
+
+
+def mouth_energy_kept(output: torch.Tensor, clean: torch.Tensor, box: FaceBox) -> float:
+    """Share of the clean clip's mouth-motion energy the output keeps: the squared projection coefficient of the
+    output's mouth signal (:func:`~sonic_core.post.lipsync.mouth_activity`, mean removed) onto the clean one's."""
+    truth = mouth_activity(to_gray(clean), box)
+    found = mouth_activity(to_gray(output), box)
+    truth, found = truth - truth.mean(), found - found.mean()
+    return float(np.dot(found, truth) / np.dot(truth, truth)) ** 2
+
+
+def paste_case(crop_box: tuple[int, int, int, int], size: int = 256, count: int = 3, gain: float = 1.03,
+               noise: float = 0.01, shot: tuple[int, int] = (512, 448),
+               seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(original [3, H, W], frames [count, 3, size, size]): the portrait's top ``shot`` (width, height) as the
+    original, and its ``crop_box`` (black where the box leaves the image) resized to the working size, brightened
+    by ``gain`` and with noise, as generated frames."""
+    rng = np.random.default_rng(seed)
+    original = Image.fromarray(np.round(portrait()[:shot[1], :shot[0]] * 255).astype(np.uint8))
+    crop = original.crop(crop_box).resize((size, size), Image.Resampling.LANCZOS)
+    base = np.asarray(crop, dtype=np.float32) / 255.0 * gain
+    frames = np.clip(base[None] + rng.normal(0.0, noise, (count, *base.shape)).astype(np.float32), 0, 1)
+    pixels = torch.from_numpy(np.asarray(original, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    return pixels, torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()

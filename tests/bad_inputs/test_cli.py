@@ -107,3 +107,18 @@ def test_a_credit_with_an_empty_key_creates_no_ledger(tmp_path, capsys):
     assert_refused(*run(capsys, "ledger", "credit", "--key", "", "--tokens", "5", "--ledger",
                         f"sqlite:///{tmp_path / 'ledger.db'}"), "key")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (("--colour-strength", "2"), "not between 0 and 1"), (("--colour-strength", "red"), "not a number"),
+    (("--paste-feather", "0.9"), "not between 0 and 0.5"), (("--paste-feather", "-1"), "not between 0 and 0.5"),
+])
+def test_generate_refuses_bad_studio_options(tmp_path, capsys, flags, needle):
+    """Refused while parsing (argparse's usage line, then one error line naming the flag), before any work."""
+    before = files_in(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        run(capsys, *generate(tmp_path, PORTRAIT, SPEECH, None, *flags))
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and "Traceback" not in err
+    assert_one_line(err.splitlines()[-1], f"argument {flags[0]}", needle)
+    assert files_in(tmp_path) == before | {tmp_path / "weights"}

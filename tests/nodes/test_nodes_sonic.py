@@ -63,7 +63,7 @@ def short_predata(pack):
 
 
 SAMPLER_DEFAULTS = dict(steps=1, dynamic_scale=1.0, motion_scale=1.0, seed=5, audio_guidance=7.5,
-                        appearance_guidance=2.0)
+                        appearance_guidance=2.0, deflicker=False, colour_strength=0.0)  # raw frames: studio steps below
 
 
 def test_loader_demo_model_is_managed_and_fp32_on_a_cpu(pack, demo_model):
@@ -203,16 +203,47 @@ def test_sampler_frames_rate_audio_and_progress(pack, demo_model, short_predata,
         return bars[-1]
 
     monkeypatch.setattr(sonic, "ProgressBar", recording_bar)
-    frames, fps, audio = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5,
-                             **SAMPLER_DEFAULTS)
+    frames, fps, audio, _ = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5,
+                                **SAMPLER_DEFAULTS)
     assert frames.shape == (6, 256, 256, 3) and frames.dtype == torch.float32 and fps == 12.5
     assert 0.0 <= frames.min() and frames.max() <= 1.0 and frames.std() > 0.01
     assert audio["waveform"].shape[-1] == round(6 / 12.5 * audio["sample_rate"])
     assert (bars[-1].current, bars[-1].total) == (1, 1)  # 1 step x 1 window
-    retimed, fps25, _ = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=25.0,
-                            **SAMPLER_DEFAULTS)
+    retimed, fps25, _, _ = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=25.0,
+                               **SAMPLER_DEFAULTS)
     assert fps25 == 25.0 and retimed.shape[0] == 12  # no RIFE: sonic_core.interpolation.retime's linear midpoints
     assert torch.equal(retimed[::2], frames)  # the same seed gives the same frames: nothing carried over
+
+
+@pytest.mark.slow
+def test_sampler_pastes_back_into_the_portrait_and_reports_the_studio_steps(pack, demo_model, short_predata):
+    node = pack.NODE_CLASS_MAPPINGS["SonicSampler"]
+    optional = node.INPUT_TYPES()["optional"]
+    assert optional["deflicker"][1]["default"] is True and optional["colour_strength"][1]["default"] == 0.0
+    assert optional["paste_back"][1]["default"] is False
+    out = node().execute(model=demo_model, predata=short_predata, fps=12.5, steps=1, dynamic_scale=1.0,
+                         motion_scale=1.0, seed=5, audio_guidance=7.5, appearance_guidance=2.0, paste_back=True,
+                         paste_feather=0.05, colour_strength=0.5)
+    frames, fps, _, box = out["result"]
+    portrait = portrait_image()[0]
+    assert frames.shape == (6, *portrait.shape) and fps == 12.5
+    x1, y1, x2, y2 = (int(v) for v in box.split(","))
+    assert (x1, y1, x2, y2) == short_predata.inputs.reference.crop_box
+    # outside the crop box every frame is the portrait itself
+    outside = torch.ones(portrait.shape[:2], dtype=torch.bool)
+    outside[max(y1, 0):y2, max(x1, 0):x2] = False
+    assert torch.allclose(frames[:, outside], portrait[outside].expand(6, -1, -1), atol=1e-6)
+    text = out["ui"]["text"]
+    assert [line.split(":")[0] for line in text] == ["deflicker", "colour", "paste"]
+    assert '"frame_size": [512, 512]' in text[2]
+
+
+@pytest.mark.parametrize("inputs, needle", [({"colour_strength": 2.0}, "colour_strength"),
+                                            ({"paste_feather": 0.8}, "paste_feather")])
+def test_sampler_refuses_bad_studio_options_before_generating(pack, demo_model, short_predata, inputs, needle):
+    with pytest.raises(SonicInputError, match=needle):
+        run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5,
+            **{**SAMPLER_DEFAULTS, **inputs})
 
 
 def test_sampler_interrupt_raises_before_any_output(pack, demo_model, short_predata, monkeypatch):
