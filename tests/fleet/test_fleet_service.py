@@ -50,7 +50,7 @@ def comfy_servers(tmp_path_factory):
             server.stop()
 
 
-@pytest.fixture(scope="module", params=["redis"])
+@pytest.fixture(scope="module", params=["redis", "rabbitmq"])
 def fleet(request, tmp_path_factory, comfy_servers):
     """redis-server, the broker, a worker beside each ComfyUI server and the gateway; torn down whole."""
     folder = tmp_path_factory.mktemp(f"fleet_{request.param}")
@@ -144,13 +144,17 @@ def test_a_worker_killed_mid_job_loses_no_job_and_charges_each_once(fleet, clips
     jobs = submit_clips(fleet, clips[:4])
     victim, records = fleet.workers[0], JobRecords(fleet.records_url)
     deadline = time.monotonic() + JOB_TIMEOUT_S
-    while not any(record["state"] == "running" and record.get("server") == victim.server.url
-                  and float(record.get("progress") or 0) > 0 for record in map(records.get, jobs)):
+    running_on_victim = []
+    while not running_on_victim:
         assert time.monotonic() < deadline, "no job ever ran on the first worker"
         time.sleep(0.05)
+        running_on_victim = [job_id for job_id, record in zip(jobs, map(records.get, jobs))
+                             if record["state"] == "running" and record.get("server") == victim.server.url
+                             and float(record.get("progress") or 0) > 0]
     victim.kill()
     views = wait_final(fleet, list(jobs))
     assert {view["state"] for view in views.values()} == {"done"}, views
     for view in views.values():
         assert fleet.request("GET", view["video"])[0] == 200
     assert_charged_once(fleet, jobs, spent_before)
+    assert records.get(running_on_victim[0])["server"] == fleet.workers[1].server.url  # taken over by the other
