@@ -89,6 +89,8 @@ class JobRunner:
             try:
                 return self._run_on_server(ledger, record)
             except ComfyUnavailable as exc:
+                if self._cancel_requested(job_id):  # its prompt was deleted from the server's queue
+                    return self._fail(ledger, record, "cancelled", "cancelled")
                 self.records.transition(job_id, "queued", ("running",), worker="", lease_until=0, error=str(exc))
                 return "retry"
             except ComfyError as exc:  # the server refused the graph or a file
@@ -102,6 +104,8 @@ class JobRunner:
 
     def _run_on_server(self, ledger: Ledger, record: dict[str, str]) -> str:
         job_id = record["id"]
+        if self._cancel_requested(job_id):  # cancelled while it was handed to this worker
+            return self._fail(ledger, record, "cancelled", "cancelled")
         self.records.update(job_id, server=self.client.url)
         if self.client.history(job_id) is None and job_id not in sum(self.client.queue(), []):
             with tempfile.TemporaryDirectory() as folder:
@@ -109,10 +113,13 @@ class JobRunner:
                     local = self.storage.get(job_id, name, Path(folder) / name)
                     self.client.upload(local, subfolder=INPUT_FOLDER, name=f"{job_id}-{name}")
             self.client.submit(json.loads(record["graph"]), prompt_id=job_id)
-        if self.records.get(job_id).get("cancel_requested"):
+        if self._cancel_requested(job_id):
             self._stop_prompt(job_id)
         result = self.client.follow(job_id, on_progress=self._progress_writer(job_id), timeout=float("inf"))
         return self._settle(ledger, record, result)
+
+    def _cancel_requested(self, job_id: str) -> bool:
+        return bool(self.records.get(job_id).get("cancel_requested"))
 
     def _progress_writer(self, job_id: str):
         last = [0.0]
@@ -132,7 +139,7 @@ class JobRunner:
 
     def _settle(self, ledger: Ledger, record: dict[str, str], result: PromptResult) -> str:
         job_id = record["id"]
-        cancelled = bool(self.records.get(job_id).get("cancel_requested"))
+        cancelled = self._cancel_requested(job_id)
         if result.status == "interrupted":
             return self._fail(ledger, record, "cancelled" if cancelled else "interrupted on the server",
                               "cancelled" if cancelled else "failed")
