@@ -22,9 +22,10 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -183,6 +184,13 @@ def _save_upload(upload: UploadFile, name: str, folder: Path) -> str:
     return target.name
 
 
+def _chunks(handle: IO[bytes], size: int = 2**20) -> Iterator[bytes]:
+    """The file in ``size``-byte pieces, closed at the end (a binary file iterates by lines otherwise)."""
+    with handle:
+        while chunk := handle.read(size):
+            yield chunk
+
+
 def create_app(config: FleetConfig, keys: KeyBook, tiers: dict[str, Tier] | None = None,
                device: str | None = None) -> FastAPI:
     gateway = Gateway(config, keys, tiers or load_tiers(), device)
@@ -229,8 +237,7 @@ def create_app(config: FleetConfig, keys: KeyBook, tiers: dict[str, Tier] | None
         record = gateway.record(job_id, gateway.key(request))
         if record["state"] != "done":
             raise GatewayError(409, f"job {job_id} is {record['state']}, not done: its video is not ready")
-        handle = gateway.storage.open(job_id, VIDEO)
-        return StreamingResponse(handle, media_type="video/mp4",
+        return StreamingResponse(_chunks(gateway.storage.open(job_id, VIDEO)), media_type="video/mp4",
                                  headers={"Content-Length": str(gateway.storage.size(job_id, VIDEO)),
                                           "Content-Disposition": f'attachment; filename="{job_id}.mp4"'})
 
