@@ -32,7 +32,7 @@ ensure_apt() {
 ensure_venv() {
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     local stamp
-    stamp=$(cat constraints.txt requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+    stamp=$(cat constraints.txt requirements*.txt | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$VENV/.sonic-deps" 2>/dev/null)" != "$stamp" ]; then
         echo "installing Python packages into $VENV (pip, constraints.txt)"
         "$VENV/bin/python" -m pip install -qq --disable-pip-version-check -c constraints.txt -r requirements-dev.txt

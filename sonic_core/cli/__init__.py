@@ -1,4 +1,4 @@
-"""Command line: ``python -m sonic_core {generate,demo,estimate,bench,fetch-weights,weights,ledger} ...``.
+"""Command line: ``python -m sonic_core {generate,demo,estimate,bench,fetch-weights,weights,ledger,queue,gateway} ...``.
 
 Errors of the engine (:class:`SonicError`) end the program with their one-line message and exit status 2; Ctrl-C
 (SIGINT) ends it with status 130 (an interrupted generation leaves no output file: the video is renamed into place
@@ -17,6 +17,7 @@ from .bench import add_bench_parser
 from .demo import add_demo_parser
 from .estimate import add_estimate_parser
 from .fetch_weights import add_fetch_weights_parser
+from .gateway import add_gateway_parser
 from .generate import add_generate_parser
 from .ledger import add_ledger_parser
 from .queue import add_queue_parser
@@ -28,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Sonic talking-head generation and cost metering.")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (add_generate_parser, add_demo_parser, add_estimate_parser, add_bench_parser, add_ledger_parser,
-                add_fetch_weights_parser, add_weights_parser, add_queue_parser):
+                add_fetch_weights_parser, add_weights_parser, add_queue_parser, add_gateway_parser):
         add(sub)
     return parser
 

@@ -238,7 +238,7 @@ class BatchRunner:
         except ComfyError as exc:
             server.down = isinstance(exc, ComfyUnavailable)
             return
-        seconds = _run_seconds(server.client.history(result.prompt_id) or {})
+        seconds = run_seconds(server.client.history(result.prompt_id) or {})
         self._release(server, key, status="done", output_path=str(path), seconds=seconds)
         self.report(f"line {job_state.line}: {job_state.output} done on {server.url}"
                     + (f" in {seconds:.1f} s" if seconds is not None else ""))
@@ -254,7 +254,7 @@ class BatchRunner:
             self.on_finished(self.state.get(key))
 
 
-def _run_seconds(entry: dict[str, Any]) -> float | None:
+def run_seconds(entry: dict[str, Any]) -> float | None:
     """Seconds between the prompt's execution_start and its end, from the history's status messages."""
     stamps = {kind: data.get("timestamp") for kind, data in entry.get("status", {}).get("messages", [])
               if isinstance(data, dict)}

@@ -271,6 +271,10 @@ class ComfyClient:
         """``POST /sonic/estimate``: the graph's tokens, verdict and predicted seconds on this server's device."""
         return self._json("POST", "/sonic/estimate", {"prompt": prompt, **({"tier": tier} if tier else {})})
 
+    def system_stats(self) -> dict[str, Any]:
+        """``GET /system_stats``: the server's devices with their total and free memory."""
+        return self._json("GET", "/system_stats")
+
     def metrics(self) -> str:
         """``GET /sonic/metrics`` (Prometheus text)."""
         status, raw = self._request("GET", "/sonic/metrics")

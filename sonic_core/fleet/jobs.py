@@ -145,19 +145,28 @@ def check_jobs(path: str | Path) -> tuple[list[Job], list[BadRow]]:
 def load_template(path: str | Path | None = None) -> dict[str, Any]:
     """An API-format graph (``workflows/api/*.json`` or a user's export) with at least one Sonic Sampler."""
     path = Path(path) if path else DEFAULT_TEMPLATE
-    graph = read_config(path, "graph", "json", "pass an API-format JSON export")
-    classes = [node.get("class_type") for node in graph.values() if isinstance(node, dict)]
+    return check_template(read_config(path, "graph", "json", "pass an API-format JSON export"), f"graph {path.name}")
+
+
+def check_template(graph: Any, what: str = "the graph") -> dict[str, Any]:
+    """``graph`` if it is an API-format graph with the nodes a job fills in, else one line naming what lacks."""
+    if not isinstance(graph, dict) or not all(isinstance(node, dict) for node in graph.values()):
+        raise SonicInputError(f"{what} is not an API-format graph (an object of nodes): export it with "
+                              "File > Export (API)")
+    classes = [node.get("class_type") for node in graph.values()]
     for needed in (node_ids.SAMPLER, node_ids.VIDEO_COMBINE, "LoadImage", "LoadAudio"):
         if needed not in classes:
-            raise SonicInputError(f"graph {path.name} has no {needed} node: export an API-format graph built from "
+            raise SonicInputError(f"{what} has no {needed} node: export an API-format graph built from "
                                   "the Sonic templates (File > Export (API))")
     return graph
 
 
-def job_graph(template: dict[str, Any], job: Job, image_name: str, audio_name: str) -> dict[str, Any]:
+def job_graph(template: dict[str, Any], job: Job, image_name: str, audio_name: str,
+              prefix: str | None = None) -> dict[str, Any]:
     """The template with this job's uploaded inputs, settings and output prefix set, by class and input name. The
     PreData ``duration`` is the audio's measured length (or the job's own), so the graph can be priced without
-    the server reading the file."""
+    the server reading the file. The video is written under ``prefix`` (default the job's key in the batch's
+    output folder)."""
     graph = copy.deepcopy(template)
     values = {"duration": job.seconds, "fit": job.fit, **job.knobs}
     for node in graph.values():
@@ -171,5 +180,5 @@ def job_graph(template: dict[str, Any], job: Job, image_name: str, audio_name: s
                 if name in inputs and not isinstance(inputs[name], list):
                     inputs[name] = value
             if kind == node_ids.VIDEO_COMBINE:
-                inputs["filename_prefix"] = f"{OUTPUT_FOLDER}/{job.key}"
+                inputs["filename_prefix"] = prefix or f"{OUTPUT_FOLDER}/{job.key}"
     return graph

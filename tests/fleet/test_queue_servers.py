@@ -17,7 +17,7 @@ import time
 import pytest
 import soundfile
 from comfyui_harness import ComfyServer, ensure_comfyui
-from sonic_testing import REPO
+from sonic_testing import REPO, speech_clips
 
 from sonic_core.fleet.comfy_client import ComfyClient
 from sonic_core.metering.ledger import open_ledger
@@ -59,14 +59,9 @@ def servers(tmp_path_factory):
 def batch(tmp_path_factory):
     """12 clips of 0.8 to 1.35 s cut from the bundled speech, the bundled portrait, 256 px, one step, 12.5 fps."""
     folder = tmp_path_factory.mktemp("batch")
-    speech, rate = soundfile.read(ASSETS / "speech.wav", dtype="float32")
-    rows = []
-    for index in range(CLIPS):
-        seconds = 0.8 + 0.05 * index
-        start = int(index * 0.4 * rate)
-        soundfile.write(folder / f"clip{index:02d}.wav", speech[start:start + int(seconds * rate)], rate)
-        rows.append({"image": str(ASSETS / "portrait.jpg"), "audio": f"clip{index:02d}.wav",
-                     "output": f"clip{index:02d}.mp4", "min_resolution": 256, "steps": 1, "fps": 12.5, "seed": index})
+    rows = [{"image": str(ASSETS / "portrait.jpg"), "audio": clip.name, "output": f"{clip.stem}.mp4",
+             "min_resolution": 256, "steps": 1, "fps": 12.5, "seed": index}
+            for index, clip in enumerate(speech_clips(folder, CLIPS))]
     with (folder / "jobs.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

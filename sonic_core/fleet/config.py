@@ -1,0 +1,48 @@
+"""Where the fleet's services find each other, read from the environment (the same variables for the gateway and
+every worker, so one ``.env`` or Kubernetes ConfigMap configures the whole fleet).
+
+- ``SONIC_FLEET_BROKER``: the Celery broker, ``redis://`` (default ``redis://127.0.0.1:6379/0``) or ``amqp://``
+  (RabbitMQ).
+- ``SONIC_FLEET_REDIS``: the Redis of the job records (state, progress, pool counters); default the broker's URL
+  when that is Redis, else ``redis://127.0.0.1:6379/0``.
+- ``SONIC_FLEET_STORAGE``: inputs and videos, a local folder or any fsspec URL (``s3://bucket/prefix``);
+  default ``~/.cache/sonic/fleet``.
+- ``SONIC_LEDGER``: the token ledger (``redis://`` for a fleet; a ``sqlite:///`` file works on one host).
+- ``SONIC_COMFY_URL`` (workers): the ComfyUI server beside the worker, default ``http://127.0.0.1:8188``.
+- ``SONIC_FLEET_LEASE_S``: how long a running job's lease lasts without the worker's heartbeat (default 30).
+- ``SONIC_FLEET_VISIBILITY_TIMEOUT``: seconds before a Redis broker hands an unacknowledged job (its worker died)
+  to another worker (default 300; jobs running longer are protected by their lease, see :mod:`.worker`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..metering.ledger import DEFAULT_LEDGER_URL, LEDGER_ENV
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    broker: str
+    records: str
+    storage: str
+    ledger: str
+    comfy_url: str
+    lease_seconds: float
+    visibility_timeout: float
+
+    @classmethod
+    def from_env(cls) -> "FleetConfig":
+        broker = os.environ.get("SONIC_FLEET_BROKER") or DEFAULT_REDIS
+        default_records = broker if broker.startswith(("redis://", "rediss://")) else DEFAULT_REDIS
+        return cls(broker=broker,
+                   records=os.environ.get("SONIC_FLEET_REDIS") or default_records,
+                   storage=os.environ.get("SONIC_FLEET_STORAGE") or str(Path("~/.cache/sonic/fleet").expanduser()),
+                   ledger=os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER_URL,
+                   comfy_url=os.environ.get("SONIC_COMFY_URL") or "http://127.0.0.1:8188",
+                   lease_seconds=float(os.environ.get("SONIC_FLEET_LEASE_S") or 30),
+                   visibility_timeout=float(os.environ.get("SONIC_FLEET_VISIBILITY_TIMEOUT") or 300))
