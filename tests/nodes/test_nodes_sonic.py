@@ -1,17 +1,19 @@
 """Sonic Loader, PreData, Sampler, Lip-Sync Align and Motion Smooth in plain Python (no ComfyUI), on the demo model."""
 
 import importlib
+import subprocess
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 from PIL import Image
-from sonic_testing import REPO, load_pack
+from sonic_testing import REPO, load_pack, pack_nodes, run_node
 
 from sonic_core import timing
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError, SonicInterrupted, SonicWeightsError
 from sonic_core.post import synthetic
+from sonic_core.video import ffmpeg_exe, probe
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
@@ -28,8 +30,7 @@ def pack(tmp_path, monkeypatch):
 
 
 def run(pack, node_id, **inputs):
-    out = pack.NODE_CLASS_MAPPINGS[node_id]().execute(**inputs)
-    return out["result"] if isinstance(out, dict) else out
+    return run_node(pack_nodes(pack)[node_id], **inputs).args
 
 
 def portrait_image() -> torch.Tensor:
@@ -70,9 +71,10 @@ def test_loader_demo_model_is_managed_and_fp32_on_a_cpu(pack, demo_model):
     assert demo_model.models.rife is None  # no RIFE file anywhere here
     assert demo_model.load() == torch.device("cpu") and demo_model.managed.is_loaded()
     assert next(demo_model.models.unet.parameters()).dtype == torch.float32
-    options = pack.NODE_CLASS_MAPPINGS["SonicLoader"].INPUT_TYPES()["required"]
-    assert options["weights"][0] == [DEMO] and options["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
-    assert options["device"][0][:2] == ["auto", "cpu"]
+    options = pack_nodes(pack)["SonicLoader"].INPUT_TYPES()["required"]
+    assert options["weights"][1]["options"] == [DEMO]
+    assert options["dtype"][1]["options"] == ["auto", "fp32", "fp16", "bf16"]
+    assert options["device"][1]["options"][:2] == ["auto", "cpu"]
 
 
 def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tmp_path):
@@ -153,6 +155,25 @@ def test_sampler_frames_rate_audio_and_progress(pack, demo_model, short_predata,
     assert torch.equal(retimed[::2], frames)  # the same seed gives the same frames: nothing carried over
 
 
+@pytest.mark.slow
+def test_sampler_to_video_streams_the_same_generation_into_an_mp4(pack, demo_model, short_predata, tmp_path):
+    frames, _, _ = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5, **SAMPLER_DEFAULTS)
+    out = run_node(pack_nodes(pack)["SonicSamplerToVideo"], model=demo_model, predata=short_predata, fps=12.5,
+                   **SAMPLER_DEFAULTS)
+    (path,) = out.args  # outside ComfyUI the VIDEO is the file's path
+    assert path == str(tmp_path / "temp" / "sonic" / "SonicSampler_00001_.mp4")
+    assert out.ui == {"images": [{"filename": "SonicSampler_00001_.mp4", "subfolder": "sonic", "type": "temp",
+                                  "format": "video/mp4"}], "animated": (True,)}
+    info = probe(path)
+    assert info["video"]["frames"] == len(frames) == 6 and (info["video"]["width"], info["video"]["height"]) == (256,
+                                                                                                                256)
+    assert info["audio"]["codec"] == "aac" and info["audio"]["duration"] == pytest.approx(6 / 12.5, abs=0.03)
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    decoded = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(-1, 256, 256, 3).float() / 255
+    assert (decoded - frames).abs().mean() < 0.05  # the Sampler's frames, through h264 at crf 18
+
+
 def test_sampler_interrupt_raises_before_any_output(pack, demo_model, short_predata, monkeypatch):
     compat = importlib.import_module("sonic_pack.nodes.comfy_compat")
     checks = []
@@ -170,6 +191,12 @@ def test_sampler_interrupt_raises_before_any_output(pack, demo_model, short_pred
 def test_sampler_refuses_unconnected_inputs(pack, demo_model):
     with pytest.raises(SonicInputError, match="Sonic PreData"):
         run(pack, "SonicSampler", model=demo_model, predata=None, fps=25.0, **SAMPLER_DEFAULTS)
+
+
+def test_samplers_refuse_an_input_they_do_not_declare(pack, demo_model, short_predata):
+    for node_id in ("SonicSampler", "SonicSamplerToVideo"):
+        with pytest.raises(SonicInputError, match=r"unknown Sampler input\(s\) \['duration'\]: .*'steps'"):
+            run(pack, node_id, model=demo_model, predata=short_predata, duration=3.0, **SAMPLER_DEFAULTS)
 
 
 def test_lipsync_align_corrects_a_known_offset_in_the_audio(pack):
