@@ -371,6 +371,8 @@ def sampler_inputs() -> list[Any]:
                                           "guidance, 1-20; 2.0 by default)"),
         knob_input("fps", "frames per second: 12.5 as generated, 25 with RIFE (a Loader whose weights have it); "
                           "other rates are interpolated from the whole clip"),
+        io.Boolean.Input("device_noise", default=False, optional=True,
+                         tooltip=SonicSettings.knob("device_noise").help),
     ]
 
 

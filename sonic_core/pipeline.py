@@ -31,12 +31,21 @@ from .sampling import SamplerOptions, sample_latents
 from .settings import SonicSettings
 
 
-def draw_noise(seed: int, image_shape: tuple[int, ...],
-               latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two random draws of a generation, in the official order, from a CPU generator seeded with ``seed``:
-    pixel noise for the conditioning image, then the start noise of the latents (float32, on the CPU)."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(image_shape, generator=generator), torch.randn(latent_shape, generator=generator)
+def draw_noise(seed: int, image_shape: tuple[int, ...], latent_shape: tuple[int, ...],
+               device: torch.device | None = None,
+               dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two random draws of a generation, in the official order: pixel noise for the conditioning image, then
+    the start noise of the latents, from one generator seeded with ``seed``.
+
+    Portable (the default, ``device`` None): a CPU generator in float32, so a seed gives the same video on every
+    device. Device noise (``device`` and ``dtype`` given): the generator of that device, drawing in that dtype, as
+    the official code does with its global generator after ``torch.manual_seed(seed)`` (on CUDA in fp16): the
+    same seed then reproduces the official video on the same kind of GPU, but draws differ between devices.
+    """
+    generator = torch.Generator(device if device is not None else "cpu").manual_seed(seed)
+    where = {} if device is None else {"device": device, "dtype": dtype}
+    return (torch.randn(image_shape, generator=generator, **where),
+            torch.randn(latent_shape, generator=generator, **where))
 
 
 def to_unit_range(decoded: torch.Tensor) -> torch.Tensor:
@@ -127,7 +136,8 @@ class SonicPipeline:
         reference = inputs.reference
         height, width = reference.ref_image.shape[-2:]
         image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
-                                               self.latent_shape(inputs.num_frames, height, width))
+                                               self.latent_shape(inputs.num_frames, height, width),
+                                               *((self.device, self.dtype) if settings.device_noise else ()))
         clip_size = self.models.image_encoder.config.image_size
         embeds = self.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
         mel = log_mel_pieces(inputs.speech.samples, n_mels=self.models.whisper.config.num_mel_bins)

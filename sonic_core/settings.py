@@ -55,6 +55,9 @@ class SonicSettings:
     fps: float = _knob(25.0, "output frame rate (12.5 generated, 25 with RIFE, others by interpolation)",
                        min=1.0, max=120.0, step=0.5)
     seed: int = _knob(72589, "noise seed", min=0, max=2**64 - 1, step=1)
+    device_noise: bool = _knob(False, "draw the noise on the generation device in its precision, as the official "
+                                      "code does (same seed, same CUDA GPU kind: the official video; other devices "
+                                      "differ); off: the same video on every device")
     audio_guidance: float = _knob(7.5, "classifier-free guidance on the audio condition", min=1.0, max=20.0,
                                   step=0.1)
     appearance_guidance: float = _knob(2.0, "classifier-free guidance on the reference image", min=1.0,

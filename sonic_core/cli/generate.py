@@ -42,6 +42,7 @@ def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None
     knob_option(parser, "min_resolution", default=defaults.get("min_resolution"), metavar="N")
     knob_option(parser, "steps", default=defaults.get("steps"), metavar="N")
     knob_option(parser, "seed", metavar="N")
+    parser.add_argument("--device-noise", action="store_true", help=SonicSettings.knob("device_noise").help)
     parser.add_argument("--no-interpolate", action="store_true", help="no RIFE: write the generated 12.5 fps")
     parser.add_argument("--lipsync", choices=LIPSYNC_MODES, default="off",
                         help="Lip-Sync Align: measure the audio/video offset, or correct it (shifts the audio) when "
@@ -146,7 +147,7 @@ def run_settings(args: argparse.Namespace, **extra: object) -> SonicSettings:
     """The settings of a run from the shared options (``extra``: the ones only ``generate`` has)."""
     interpolate = output_rate(getattr(args, "fps", 2 * GENERATED_FPS), args.no_interpolate)
     return SonicSettings(min_resolution=args.min_resolution, steps=args.steps, seed=args.seed,
-                         interpolate=interpolate, fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, **extra)
+                         device_noise=args.device_noise, interpolate=interpolate, fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, **extra)
 
 
 def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path, settings: SonicSettings,

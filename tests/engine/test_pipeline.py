@@ -169,6 +169,34 @@ def test_seeded_noise_and_sampling_are_reproducible(unet) -> None:
     assert torch.equal(runs[0], runs[1])
 
 
+def test_device_noise_is_the_official_draw_on_the_device_in_its_dtype() -> None:
+    """The official code seeds the global generator and draws both tensors in the pipeline dtype on its device;
+    device noise does the same with the device's own generator (here the CPU's; on CUDA, CUDA's)."""
+    shapes = (1, 3, 8, 8), (1, FRAMES, *LATENT)
+    drawn = draw_noise(3, *shapes, torch.device("cpu"), torch.float16)
+    torch.manual_seed(3)
+    official = torch.randn(*shapes[0], dtype=torch.float16), torch.randn(*shapes[1], dtype=torch.float16)
+    assert all(a.dtype == torch.float16 and torch.equal(a, b) for a, b in zip(drawn, official))
+    assert draw_noise(3, *shapes)[1].dtype == torch.float32  # portable: float32 from a CPU generator
+
+
+def test_device_noise_setting_reaches_the_draw() -> None:
+    """With ``device_noise`` the latent noise comes in the pipeline's dtype from its device's generator."""
+    pipeline = SonicPipeline(tiny_models(), torch.device("cpu"), torch.bfloat16)
+    width, height, samples = 128, 64, np.zeros(16000, np.float32)
+    box = FaceBox(width / 4, height / 4, width / 2, height / 2)
+    reference = Reference(image=Image.new("RGB", (width, height), "gray"), ref_image=torch.zeros(3, height, width),
+                          face_mask=torch.ones(1, height, width), face_box=box, crop_box=(0, 0, width, height),
+                          mask_box=box, expand_ratio=0.5, clip_source=Image.new("RGB", (width, height), "gray"))
+    inputs = PreparedInputs(Speech(samples[None], 16000, samples), reference)
+    portable = pipeline.condition(inputs, SonicSettings(seed=9))[2]
+    on_device = pipeline.condition(inputs, SonicSettings(seed=9, device_noise=True))[2]
+    assert portable.dtype == torch.float32 and on_device.dtype == torch.bfloat16
+    latent_shape = pipeline.latent_shape(inputs.num_frames, height, width)
+    assert torch.equal(on_device, draw_noise(9, (1, 3, height, width), latent_shape, torch.device("cpu"),
+                                             torch.bfloat16)[1])
+
+
 class RecordingUNet(torch.nn.Module):
     """The UNet, recording the ``added_time_ids`` of every call (the effect size of a random tiny network is not a
     contract; that the scales reach the network's inputs is)."""
