@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sonic_core.cli import build_parser
 from sonic_core.fleet.fleet_metrics import render_metrics
+from sonic_core.fleet.jobs import DEFAULT_TEMPLATE
 from sonic_core.fleet.keys import KEYS_ENV
 from sonic_core.fleet.pools import POOLS
 from sonic_core.fleet.records import HISTOGRAMS, JobRecords
@@ -261,6 +262,8 @@ def test_the_dockerfile_copies_files_that_exist_and_starts_real_commands():
         for source in sources.split():
             assert (REPO / source).exists(), f"the Dockerfile copies {source}, which the repository lacks"
             assert source.split("/")[0] not in ignored, f"{source} is left out of the build context"
+    shared_stage = text[:text.index(" AS gateway")]
+    assert f"COPY {DEFAULT_TEMPLATE.parent.parent.relative_to(REPO)} " in shared_stage  # the gateway's job template
     entrypoint = json.loads(re.search(r"^FROM \S+ AS gateway$.*?^ENTRYPOINT (\[[^\n]*\])$", text,
                                       flags=re.MULTILINE | re.DOTALL).group(1))
     assert entrypoint[:3] == ["python", "-m", "sonic_core"]
