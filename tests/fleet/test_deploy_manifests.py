@@ -11,7 +11,7 @@
 - Every PromQL expression (dashboard panels, alert rules, KEDA triggers) is parsed with ``promql-parser`` and each
   metric it names must be a sample the fleet's metrics endpoint really exports: the real collector reads real job
   records of every pool on a redis-server.
-- ``promtool`` (Debian's prometheus package) checks the rules and the compose stack's Prometheus config, and runs
+- ``promtool`` (Debian's prometheus package, required) checks the rules and the compose stack's Prometheus config, and runs
   the alert rules' unit tests (``tests/data/fleet_alerts_test.yml``): each alert fires on the series it watches.
 """
 
@@ -344,7 +344,7 @@ def test_grafana_provisions_the_datasource_and_the_dashboard_folder_compose_moun
 def promtool(*args: str) -> subprocess.CompletedProcess:
     exe = shutil.which("promtool")
     if exe is None:
-        pytest.skip("promtool is not installed: apt-get install prometheus (scripts/apt-packages.txt)")
+        pytest.fail("promtool is missing: apt-get install prometheus (scripts/apt-packages.txt)")
     return subprocess.run([exe, *args], capture_output=True, text=True, timeout=120)
 
 
