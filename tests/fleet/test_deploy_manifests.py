@@ -11,8 +11,8 @@
 - Every PromQL expression (dashboard panels, alert rules, KEDA triggers) is parsed with ``promql-parser`` and each
   metric it names must be a sample the fleet's metrics endpoint really exports: the real collector reads real job
   records of every pool on a redis-server.
-- ``promtool`` (Debian's prometheus package, required) checks the rules and the compose stack's Prometheus config, and runs
-  the alert rules' unit tests (``tests/data/fleet_alerts_test.yml``): each alert fires on the series it watches.
+- ``promtool`` (Debian's prometheus package, required) checks the rules and the compose stack's Prometheus config,
+  and runs the alert rules' unit tests (``tests/data/fleet_alerts_test.yml``): each alert fires on the series it watches.
 """
 
 from __future__ import annotations
