@@ -1,37 +1,28 @@
-"""ComfyUI node classes of the pack, registered by the pack's top-level ``__init__``.
+"""ComfyUI node classes of the pack, registered by the pack's top-level ``__init__`` through ``comfy_entrypoint``.
 
-One module per concern (audio, sonic, post, cost, video) declares its nodes with :mod:`.schema` and lists the
-built classes in ``NODES``. Registration:
-
-* ``NODE_CLASS_MAPPINGS`` / ``NODE_DISPLAY_NAME_MAPPINGS`` always: every ComfyUI reads them, and accepts V3
-  ``io.ComfyNode`` classes in them (ComfyUI ignores ``comfy_entrypoint`` in a module that has these mappings).
-* ``comfy_entrypoint`` (a V3 ``ComfyExtension`` listing the same classes) where the running ComfyUI has the V3
-  API, for loaders that ask for it.
+One module per concern (audio, sonic, post, cost, video) defines its nodes as named ``io.ComfyNode`` classes and
+lists them in ``NODES``. ComfyUI (0.3.75 and later) calls the root package's ``comfy_entrypoint`` and registers
+every class :meth:`SonicExtension.get_node_list` returns, under its schema's ``node_id``.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from . import audio, cost, post, sonic, video
-from .comfy_compat import comfy_extension_type, prompt_server
+from .comfy_compat import ComfyExtension, io, prompt_server
 
-NODE_CLASSES: list[type] = [*audio.NODES, *sonic.NODES, *post.NODES, *cost.NODES, *video.NODES]
+NODE_CLASSES: list[type[io.ComfyNode]] = [*audio.NODES, *sonic.NODES, *post.NODES, *cost.NODES, *video.NODES]
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {cls.SONIC_SPEC.node_id: cls for cls in NODE_CLASSES}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {cls.SONIC_SPEC.node_id: cls.SONIC_SPEC.display_name
-                                              for cls in NODE_CLASSES}
 
-_EXTENSION_BASE = comfy_extension_type()
-if _EXTENSION_BASE is not None:
-    class SonicExtension(_EXTENSION_BASE):
-        """The V3 registration of the pack: the same node classes as the V1 mappings."""
+class SonicExtension(ComfyExtension):
+    """The pack's V3 registration: every node class of the pack."""
 
-        async def get_node_list(self) -> list[type]:
-            return list(NODE_CLASSES)
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return list(NODE_CLASSES)
 
-    async def comfy_entrypoint() -> Any:
-        return SonicExtension()
+
+async def comfy_entrypoint() -> SonicExtension:
+    return SonicExtension()
+
 
 if prompt_server() is not None:  # inside a running ComfyUI server: /sonic/estimate, /sonic/metrics, enforcement
     from .server_hooks import register as _register_metering

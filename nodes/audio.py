@@ -12,8 +12,8 @@ from sonic_core.audio import AUDIO_SUFFIXES
 from sonic_core.errors import SonicAudioError, SonicInputError
 from sonic_core.paths import inside, relative_name
 
-from .comfy_compat import folder_paths
-from .schema import NodeResult, NodeSpec, Param, Result, build_node
+from .comfy_compat import folder_paths, io
+from .schema import refusal
 
 if TYPE_CHECKING:
     import torch
@@ -106,38 +106,71 @@ def duration_check(seconds: float, requested: float) -> tuple[bool, str]:
                    f"requested_duration to {seconds:.2f}")
 
 
-def load_audio_duration(audio: dict[str, Any] | None = None, audio_file: str = NO_FILE,
-                        requested_duration: float = 0.0) -> NodeResult:
-    if audio is not None and audio_file not in ("", NO_FILE):
-        raise SonicInputError(f"audio_file {audio_file!r} and a connected audio: give one of them; set "
-                              f"audio_file to '{NO_FILE}' to use the connected audio")
-    if audio is None:
+class SonicLoadAudioDuration(io.ComfyNode):
+    """Load Audio Duration (Sonic): an AUDIO passed through or loaded from the input folder, and its duration."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_ids.LOAD_AUDIO_DURATION, display_name="Load Audio Duration (Sonic)", category="Sonic/audio",
+            description="Passes an AUDIO through (or loads one from ComfyUI's input folder) and measures its "
+                        "duration in seconds as librosa does (samples / sample rate). With a requested duration, "
+                        "flags a difference of more than one 25-fps frame (0.04 s): the Sonic PreData node refuses "
+                        "such audio unless its fit is trim or pad.",
+            inputs=[
+                io.Audio.Input("audio", optional=True,
+                               tooltip="audio from a core Load Audio node (or leave it unconnected and pick a file)"),
+                io.Combo.Input("audio_file", options=input_audio_files(), default=NO_FILE, optional=True,
+                               upload=io.UploadType.audio,
+                               tooltip="or an audio file in ComfyUI's input folder (wav, mp3, flac, ogg, m4a); "
+                                       "'none' when the audio input is connected"),
+                io.Float.Input("requested_duration", default=0.0, min=0.0, max=3600.0, step=0.01, optional=True,
+                               tooltip="seconds the video should last, compared with the audio within 0.04 s; "
+                                       "0 = no check"),
+            ],
+            outputs=[
+                io.Audio.Output(display_name="audio", tooltip="the audio, unchanged (its own rate and channels)"),
+                io.Float.Output(display_name="duration", tooltip="the audio's length in seconds "
+                                                                 "(samples / sample rate)"),
+                io.Boolean.Output(display_name="duration_ok",
+                                  tooltip="true when within one frame (0.04 s) of the requested duration, or "
+                                          "when none is requested"),
+                io.String.Output(display_name="duration_report", tooltip="the measurement and the check, one line"),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, audio_file: str = NO_FILE) -> bool | str:
+        """A picked file must be inside the input folder and exist, before the prompt is queued."""
         if audio_file in ("", NO_FILE):
-            raise SonicInputError("audio: connect a Load Audio node or pick an audio_file from the input folder")
-        audio = read_audio_file(resolve_input_file(audio_file))
-    seconds = audio_seconds(audio)
-    matches, report = duration_check(seconds, requested_duration)
-    return NodeResult((audio, seconds, matches, report), ui={"text": [report]})
+            return True
+        return refusal(lambda: resolve_input_file(audio_file))
 
+    @classmethod
+    def fingerprint_inputs(cls, audio_file: str = NO_FILE, **_: Any) -> Any:
+        """The picked file's modification time and size: a file replaced under the same name is read again."""
+        if audio_file in ("", NO_FILE):
+            return NO_FILE
+        try:
+            stat = os.stat(resolve_input_file(audio_file))
+        except (OSError, SonicInputError):
+            return audio_file  # execute() reports the problem
+        return audio_file, stat.st_mtime_ns, stat.st_size
 
-LOAD_AUDIO_DURATION = NodeSpec(
-    node_id=node_ids.LOAD_AUDIO_DURATION, display_name="Load Audio Duration (Sonic)", category="Sonic/audio",
-    description="Passes an AUDIO through (or loads one from the input folder) and measures its duration as "
-                "librosa does (samples / rate). With a requested duration, flags a difference of more than one "
-                "25-fps frame (0.04 s).",
-    inputs=(
-        Param("audio", "AUDIO", optional=True, tooltip="audio from a core Load Audio node"),
-        Param("audio_file", "COMBO", optional=True, default=NO_FILE, options=input_audio_files, upload="audio",
-              tooltip="or an audio file in ComfyUI's input folder"),
-        Param("requested_duration", "FLOAT", optional=True, default=0.0, min=0.0, max=3600.0, step=0.01,
-              tooltip="seconds the video should last; 0 = no check"),
-    ),
-    outputs=(Result("audio", "AUDIO"), Result("duration", "FLOAT", "seconds (samples / sample rate)"),
-             Result("duration_ok", "BOOLEAN", "true when within one frame of the requested duration"),
-             Result("duration_report", "STRING")),
-    output_node=False,
-)
+    @classmethod
+    def execute(cls, audio: dict[str, Any] | None = None, audio_file: str = NO_FILE,
+                requested_duration: float = 0.0) -> io.NodeOutput:
+        if audio is not None and audio_file not in ("", NO_FILE):
+            raise SonicInputError(f"audio_file {audio_file!r} and a connected audio: give one of them; set "
+                                  f"audio_file to '{NO_FILE}' to use the connected audio")
+        if audio is None:
+            if audio_file in ("", NO_FILE):
+                raise SonicInputError("audio: connect a Load Audio node or pick an audio_file from the input "
+                                      "folder")
+            audio = read_audio_file(resolve_input_file(audio_file))
+        seconds = audio_seconds(audio)
+        matches, report = duration_check(seconds, requested_duration)
+        return io.NodeOutput(audio, seconds, matches, report, ui={"text": [report]})
 
-SonicLoadAudioDuration = build_node(LOAD_AUDIO_DURATION, load_audio_duration)
 
 NODES = [SonicLoadAudioDuration]

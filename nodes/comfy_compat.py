@@ -1,15 +1,17 @@
 """The one module of the pack that touches ComfyUI.
 
 Inside ComfyUI it hands out ComfyUI's own ``folder_paths``, progress bar, interrupt check, prompt server, model
-management and V3 schema module (``comfy_api.latest.io``). Outside ComfyUI (plain Python, the tests) it provides
-stand-ins with the same call signatures, so every node class can be imported and executed without a server:
+management and V3 node schema (``io`` and ``ComfyExtension`` from ``comfy_api.latest``). Outside ComfyUI (plain
+Python, the tests) it provides stand-ins with the same call signatures, so every node class can be imported and
+executed without a server:
 
 * ``folder_paths``: a :class:`StandaloneFolderPaths` rooted at ``$SONIC_COMFY_ROOT`` or at the ``root`` key of the
   TOML file ``$SONIC_COMFY_CONFIG`` (default ``~/.config/sonic/comfy.toml``), else ``~/.cache/sonic/comfy``; below
   the root: ``models/<folder>/``, ``input/``, ``output/``, ``temp/``. The root is read on every call, so changing
   the variable takes effect at once.
+* ``io`` and ``ComfyExtension``: :mod:`.standin_io`, the part of ComfyUI's V3 schema the pack uses;
 * a progress bar that counts but shows nothing, and an interrupt check that never fires;
-* ``prompt_server()`` and ``comfy_io()`` return ``None``.
+* ``prompt_server()`` returns ``None``.
 
 Nodes import from here (``from .comfy_compat import ...``), never ComfyUI modules directly.
 """
@@ -26,6 +28,8 @@ from typing import Any
 
 from sonic_core.errors import SonicInputError, SonicInterrupted
 from sonic_core.paths import config_file, inside, read_config, relative_name
+
+from . import standin_io
 
 
 def _import_comfyui() -> tuple[ModuleType, ModuleType, ModuleType] | None:
@@ -144,6 +148,11 @@ class _CountingProgressBar:
         self.current = min(int(value), self.total)
 
 
+# ComfyUI's V3 node schema where the server has it (0.3.75, the oldest ComfyUI the pack supports, does).
+_COMFY_API: ModuleType | None = importlib.import_module("comfy_api.latest") if IN_COMFYUI else None
+io: Any = standin_io if _COMFY_API is None else _COMFY_API.io
+ComfyExtension: Any = standin_io.ComfyExtension if _COMFY_API is None else _COMFY_API.ComfyExtension
+
 if _COMFY is not None:
     folder_paths: Any = _COMFY[0]
     ProgressBar: Any = _COMFY[1].ProgressBar
@@ -206,29 +215,10 @@ def prompt_server() -> Any | None:
     return getattr(prompt_server_type, "instance", None)
 
 
-def _comfy_api_latest() -> ModuleType | None:
-    if not IN_COMFYUI:
-        return None
-    try:
-        return importlib.import_module("comfy_api.latest")
-    except ImportError:
-        return None
-
-
-def comfy_io() -> ModuleType | None:
-    """ComfyUI's V3 schema module (``from comfy_api.latest import io``), or None where it does not exist."""
-    return getattr(_comfy_api_latest(), "io", None)
-
-
-def comfy_extension_type() -> type | None:
-    """``comfy_api.latest.ComfyExtension`` (the V3 registration base), or None where it does not exist."""
-    return getattr(_comfy_api_latest(), "ComfyExtension", None)
-
-
-def video_from_file(path: str) -> Any | None:
-    """A core ComfyUI ``VIDEO`` value for a file (``comfy_api.latest.InputImpl.VideoFromFile``), or None."""
-    input_impl = getattr(_comfy_api_latest(), "InputImpl", None)
-    return None if input_impl is None else input_impl.VideoFromFile(path)
+def video_from_file(path: str) -> Any:
+    """A core ComfyUI ``VIDEO`` value for a file (``comfy_api.latest.InputImpl.VideoFromFile``); outside ComfyUI
+    the path itself."""
+    return path if _COMFY_API is None else _COMFY_API.InputImpl.VideoFromFile(path)
 
 
 def torch_device() -> Any:

@@ -9,7 +9,6 @@ change) and after a run (from the node's ``ui`` payload).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
 from sonic_core import node_ids
 from sonic_core.audio import audio_duration
@@ -19,8 +18,7 @@ from sonic_core.metering.graph_pricing import GraphCost, price_graph
 from sonic_core.metering.tiers import load_tiers
 from sonic_core.paths import inside
 
-from .comfy_compat import folder_paths, torch_device
-from .schema import NodeResult, NodeSpec, Param, Result, build_node
+from .comfy_compat import folder_paths, io, torch_device
 
 UI_KEY = "sonic_cost"  # key of the node's ui payload, read by web/sonic_token_meter.js
 
@@ -69,27 +67,35 @@ def price_prompt(prompt: dict, tier: str) -> GraphCost:
     return price_graph(prompt, tier=tier, audio_duration=input_audio_seconds, device=device, dtype=dtype)
 
 
-def token_meter(tier: str, prompt: dict[str, Any]) -> NodeResult:
-    cost = price_prompt(prompt, tier)
-    report = cost.summary()
-    shown = cost.to_dict() | {"summary": report, "device": device_note()}
-    return NodeResult((cost.total_tokens, report), ui={UI_KEY: [shown]})
-
-
 def tier_names() -> list[str]:
     return sorted(load_tiers())
 
 
-TOKEN_METER = NodeSpec(
-    node_id=node_ids.TOKEN_METER, display_name="Sonic Token Meter", category="Sonic/cost",
-    description="Tokens of every Sonic Sampler in this graph (the published token formula), the tier's verdict "
-                "and the predicted time. Shown on the node before queueing and after the run.",
-    inputs=(Param("tier", "COMBO", default="standard", options=tier_names,
-                  tooltip="pricing tier to judge the graph by"),),
-    outputs=(Result("tokens", "INT", "tokens of the whole prompt"), Result("report", "STRING")),
-    output_node=True, hidden=("prompt",),
-)
+class SonicTokenMeter(io.ComfyNode):
+    """Sonic Token Meter: the tokens of the whole prompt, the tier's verdict and the predicted time."""
 
-SonicTokenMeter = build_node(TOKEN_METER, token_meter)
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_ids.TOKEN_METER, display_name="Sonic Token Meter", category="Sonic/cost",
+            description="Tokens of every Sonic Sampler in this graph (the published token formula: audio seconds, "
+                        "resolution and steps), the tier's verdict (allowed, or over which limit) and the "
+                        "predicted seconds on this server. Shown on the node before queueing and after the run; "
+                        "the same figure is charged.",
+            inputs=[io.Combo.Input("tier", options=tier_names(), default="standard",
+                                   tooltip="pricing tier to judge the graph by (its token and duration limits)")],
+            outputs=[io.Int.Output(display_name="tokens", tooltip="tokens of the whole prompt"),
+                     io.String.Output(display_name="report",
+                                      tooltip="tokens per Sampler, the tier's verdict and the predicted time")],
+            hidden=[io.Hidden.prompt], is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, tier: str) -> io.NodeOutput:
+        cost = price_prompt(cls.hidden.prompt, tier)
+        report = cost.summary()
+        shown = cost.to_dict() | {"summary": report, "device": device_note()}
+        return io.NodeOutput(cost.total_tokens, report, ui={UI_KEY: [shown]})
+
 
 NODES = [SonicTokenMeter]

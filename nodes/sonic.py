@@ -1,8 +1,10 @@
-"""The pipeline nodes: Sonic Loader (SONIC_MODEL), Sonic PreData (SONIC_PREDATA + crop preview), Sonic Sampler.
+"""The pipeline nodes: Sonic Loader (SONIC_MODEL), Sonic PreData (SONIC_PREDATA + crop preview), the Samplers.
 
 PreData prepares the inputs with the engine's one preparation step (:func:`sonic_core.inputs.prepare_inputs`) and
-the Sampler runs the engine's one pipeline (:class:`sonic_core.pipeline.SonicPipeline`), collecting its frame chunks
-because ComfyUI's IMAGE output is a tensor of every frame. The networks live under ComfyUI's model management
+both Samplers run the engine's one pipeline (:class:`sonic_core.pipeline.SonicPipeline`): Sonic Sampler collects its
+frame chunks, because ComfyUI's IMAGE output is a tensor of every frame; Sonic Sampler (to video) hands them to the
+engine's one encoder (:func:`sonic_core.render.render_video`) as they come, so host memory stays flat in the clip's
+length, and outputs a core VIDEO. The networks live under ComfyUI's model management
 (:class:`.comfy_compat.ManagedModel`), so ComfyUI's "free model memory" unloads them and nothing is pinned across
 runs.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -28,6 +30,7 @@ from sonic_core.models.bundle import ModelConfigs, SonicModels
 from sonic_core.pipeline import SonicPipeline
 from sonic_core.post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER, PostOptions, StreamSteps
 from sonic_core.post.paste import DEFAULT_FEATHER, MAX_FEATHER
+from sonic_core.render import render_video
 from sonic_core.sampling import SamplerOptions, calls_per_step
 from sonic_core.settings import AUTO, SonicSettings
 from sonic_core.weights import WeightFiles, default_weights_dir, locate_weights
@@ -37,10 +40,12 @@ from sonic_core.weights.shared import shared_image_encoder, shared_vae
 from sonic_core.weights.tiny import tiny_models
 
 from .audio import audio_value
-from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, checkpoint_dirs, clip_vision_tensors,
-                           offload_device, sonic_model_dirs, throw_if_interrupted, torch_device, vae_tensors)
+from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, checkpoint_dirs, clip_vision_tensors, io,
+                           offload_device, sonic_model_dirs, throw_if_interrupted, torch_device, vae_tensors,
+                           video_from_file)
 from .post import image_to_frames
-from .schema import NodeResult, NodeSpec, Param, Result, auto_or_number, build_node
+from .schema import auto_or_number, knob_input, refusal
+from .video import output_path, video_preview
 
 DEMO_WEIGHTS = node_ids.DEMO_WEIGHTS
 STANDALONE_PREFIX = "standalone: "
@@ -48,6 +53,7 @@ INCOMPLETE_MARK = " (incomplete, missing: "
 AUTO_DEVICE = "auto"
 YOLOFACE_FILE = "yoloface_v5m.pt"
 DEMO_SEED = 0  # the embedded demo weights are drawn from this seed
+STREAMED_PREFIX = "sonic/SonicSampler"  # file names of Sonic Sampler (to video) in ComfyUI's temp folder
 
 
 # --- Sonic Loader -----------------------------------------------------------------------------------------------
@@ -159,48 +165,79 @@ def shared_svd_parts(vae: Any = None, clip_vision: Any = None) -> dict[str, torc
     return shared
 
 
-def sonic_loader(weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = AUTO_DEVICE, vae: Any = None,
-                 clip_vision: Any = None) -> NodeResult:
-    load_device = resolve_device(device)
-    torch_dtype = default_dtype(load_device) if dtype == AUTO else parse_dtype(dtype)
-    if load_device.type == "cpu" and torch_dtype == torch.float16:
-        torch_dtype = torch.float32  # half-precision convolutions on a CPU are slow or missing: fp32 there
-    shared = shared_svd_parts(vae, clip_vision)
+def weight_fingerprint(weights: str) -> tuple:
+    """Modification time and size of every file of the chosen weight set (the demo model: of its RIFE file)."""
     if weights == DEMO_WEIGHTS:
-        models, yoloface = _demo_models(torch_dtype, shared), None
+        paths = [demo_rife_path()]
     else:
-        models, yoloface = _real_models(weights, torch_dtype, shared)
-    models.to(offload_device(), torch_dtype)
-    model = SonicModel(models, torch_dtype, ManagedModel(_as_module(models), load_device), weights, yoloface)
-    return NodeResult((model,))
+        sets = weight_sets()
+        files = {set_label(folder, found): found for folder, found in sets.items()}.get(weights) or sets.get(weights)
+        paths = [getattr(files, name) for name in COMPONENTS] if files is not None else []
+    stats = []
+    for path in (p for p in paths if p is not None):
+        for file in sorted([path] if path.is_file() else path.rglob("*") if path.is_dir() else []):
+            if file.is_file():
+                stat = file.stat()
+                stats.append((str(file), stat.st_mtime_ns, stat.st_size))
+    return weights, tuple(stats)
 
 
-SONIC_LOADER = NodeSpec(
-    node_id=node_ids.LOADER, display_name="Sonic Loader", category="Sonic/model",
-    description="Loads the Sonic networks (UNet, audio adapters, whisper-tiny, SVD's VAE and CLIP image encoder, "
-                "RIFE) from a weight set found in the sonic and checkpoints model folders, or the embedded demo "
-                "model (tiny and untrained: noise-like videos, no download). A VAE and CLIP_VISION connected from "
-                "the core Image Only Checkpoint Loader are used without a second copy. Memory is managed by "
-                "ComfyUI.",
-    inputs=(
-        Param("weights", "COMBO", default=DEMO_WEIGHTS, options=weights_choices,
-              tooltip="a weight set found in a sonic folder ComfyUI knows (models/sonic, or one added by "
-                      "extra_model_paths.yaml) with svd_xt.safetensors anywhere in a checkpoints folder, or the "
-                      "demo model. An entry marked 'incomplete, missing: ...' names the files to add"),
-        Param("dtype", "COMBO", default=AUTO, options=(AUTO, *DTYPES),
-              tooltip="UNet, VAE and CLIP precision: auto = fp16 on a GPU, fp32 on a CPU (where fp16 also runs as "
-                      "fp32); whisper, adapters and RIFE stay fp32"),
-        Param("device", "COMBO", default=AUTO_DEVICE, options=device_choices,
-              tooltip="auto = ComfyUI's compute device"),
-        Param("vae", "VAE", optional=True,
-              tooltip="optional: the VAE of an Image Only Checkpoint Loader (img2vid model) that loaded "
-                      "svd_xt.safetensors; used as it is (its weights stay in memory once, in its own precision)"),
-        Param("clip_vision", "CLIP_VISION", optional=True,
-              tooltip="optional: the CLIP_VISION of the same loader; used as it is. With both connected the "
-                      "weight set needs no SVD file of its own"),
-    ),
-    outputs=(Result("model", "SONIC_MODEL"),),
-)
+class SonicLoader(io.ComfyNode):
+    """Sonic Loader: the networks of a weight set (or the demo model) under ComfyUI's model management."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_ids.LOADER, display_name="Sonic Loader", category="Sonic/model",
+            description="Loads the Sonic networks (UNet, audio adapters, whisper-tiny, SVD's VAE and CLIP image "
+                        "encoder, RIFE) from a weight set found in the sonic and checkpoints model folders, or the "
+                        "embedded demo model (tiny and untrained: noise-like videos, no download, for trying "
+                        "graphs). A VAE and CLIP_VISION connected from the core Image Only Checkpoint Loader are "
+                        "used without a second copy. Memory is managed by ComfyUI: 'free model memory' unloads it. "
+                        "A weight file replaced on disk is loaded again on the next run.",
+            inputs=[
+                io.Combo.Input("weights", options=weights_choices(), default=DEMO_WEIGHTS,
+                               tooltip="a weight set found in a sonic folder ComfyUI knows (models/sonic, or one "
+                                       "added by extra_model_paths.yaml) with svd_xt.safetensors anywhere in a "
+                                       "checkpoints folder, or the demo model. An entry marked 'incomplete, "
+                                       "missing: ...' names the files to add"),
+                io.Combo.Input("dtype", options=[AUTO, *DTYPES], default=AUTO,
+                               tooltip="UNet, VAE and CLIP precision: auto = fp16 on a GPU, fp32 on a CPU (where "
+                                       "fp16 also runs as fp32); whisper, adapters and RIFE stay fp32"),
+                io.Combo.Input("device", options=device_choices(), default=AUTO_DEVICE,
+                               tooltip="where the networks run: auto = ComfyUI's compute device"),
+                io.Vae.Input("vae", optional=True,
+                             tooltip="optional: the VAE of an Image Only Checkpoint Loader (img2vid model) that "
+                                     "loaded svd_xt.safetensors; used as it is (its weights stay in memory once, "
+                                     "in its own precision)"),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="optional: the CLIP_VISION of the same loader; used as it is. With both "
+                                            "connected the weight set needs no SVD file of its own"),
+            ],
+            outputs=[io.Custom("SONIC_MODEL").Output(display_name="model",
+                                                     tooltip="the loaded networks, for the Sonic Samplers")],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = AUTO_DEVICE,
+                           vae: Any = None, clip_vision: Any = None) -> Any:
+        return weight_fingerprint(weights), dtype, device
+
+    @classmethod
+    def execute(cls, weights: str = DEMO_WEIGHTS, dtype: str = AUTO, device: str = AUTO_DEVICE, vae: Any = None,
+                clip_vision: Any = None) -> io.NodeOutput:
+        load_device = resolve_device(device)
+        torch_dtype = default_dtype(load_device) if dtype == AUTO else parse_dtype(dtype)
+        if load_device.type == "cpu" and torch_dtype == torch.float16:
+            torch_dtype = torch.float32  # half-precision convolutions on a CPU are slow or missing: fp32 there
+        shared = shared_svd_parts(vae, clip_vision)
+        if weights == DEMO_WEIGHTS:
+            models, yoloface = _demo_models(torch_dtype, shared), None
+        else:
+            models, yoloface = _real_models(weights, torch_dtype, shared)
+        models.to(offload_device(), torch_dtype)
+        model = SonicModel(models, torch_dtype, ManagedModel(_as_module(models), load_device), weights, yoloface)
+        return io.NodeOutput(model)
 
 
 # --- Sonic PreData ----------------------------------------------------------------------------------------------
@@ -254,45 +291,59 @@ def yoloface_path() -> Path | None:
                  if (Path(folder) / YOLOFACE_FILE).is_file()), None)
 
 
-def sonic_predata(image: torch.Tensor, audio: dict[str, Any], duration: float = 0.0, min_resolution: int = 512,
-                  expand_ratio: str = AUTO, fit: str = "error") -> NodeResult:
-    waveform, rate = audio_value(audio)
-    settings = SonicSettings(min_resolution=min_resolution, expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
-                             duration=None if duration == 0 else duration)
-    speech = speech_from_waveform(waveform, rate, settings.duration, fit, "AUDIO input")
-    inputs = prepare_inputs(image_to_pil(image), speech, settings, yoloface=yoloface_path())
-    predata = PreData(inputs, settings)
-    report = predata_report(predata)
-    return NodeResult((predata, pil_to_image(crop_preview(inputs.reference)), report), ui={"text": [report]})
+class SonicPreData(io.ComfyNode):
+    """Sonic PreData: the portrait's face crop and the speech, prepared once for the Sampler."""
 
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_ids.PREDATA, display_name="Sonic PreData", category="Sonic/model",
+            description="Prepares a portrait and a speech track: finds the face, crops a square around it "
+                        "(expand_ratio: the margin around the face, 0.15-0.2 for close-ups, 'auto' from the face's "
+                        "share of the picture), builds the face mask, resizes the crop so its short side is "
+                        "min_resolution pixels (256-1280, a multiple of 64) and checks the audio's duration "
+                        "(seconds). Shows the crop with the mask tinted and the face boxed.",
+            inputs=[
+                io.Image.Input("image", tooltip="the portrait, one face (the first image of the batch is used)"),
+                io.Audio.Input("audio", tooltip="the speech (any rate and channels; used as 16 kHz mono)"),
+                knob_input("min_resolution", "short side of the generated frames in pixels (256-1280, multiple of "
+                                             "64); time and memory grow with its square"),
+                io.String.Input("expand_ratio", default=AUTO, tooltip=SonicSettings.knob("expand_ratio").help),
+                io.Combo.Input("fit", options=list(FIT_MODES), default="error",
+                               tooltip="when duration and audio differ: error, trim longer audio, or pad shorter "
+                                       "audio with silence"),
+                io.Float.Input("duration", default=0.0, min=0.0, max=SonicSettings.knob("duration").max, step=0.01,
+                               optional=True,
+                               tooltip="seconds the video lasts; 0 = the whole audio. Must match the audio within "
+                                       "one frame (0.04 s) unless fit is trim or pad; at least 0.08 s"),
+            ],
+            outputs=[
+                io.Custom("SONIC_PREDATA").Output(display_name="predata",
+                                                  tooltip="the prepared face crop, mask and speech, for the Sonic "
+                                                          "Samplers"),
+                io.Image.Output(display_name="crop_preview", tooltip="the crop, mask tinted red, face boxed green"),
+                io.String.Output(display_name="report", tooltip="face box, expand ratio, crop and frame count"),
+            ],
+        )
 
-def _knob_param(name: str, **overrides: Any) -> Param:
-    """A widget whose default and range come from :class:`SonicSettings` (one place for every default)."""
-    knob = SonicSettings.knob(name)
-    kind = "INT" if knob.type is int else "FLOAT"
-    values = {"default": knob.default, "min": knob.min, "max": knob.max, "step": knob.step, "tooltip": knob.help,
-              **overrides}
-    return Param(name, kind, **values)
+    @classmethod
+    def validate_inputs(cls, duration: float = 0.0) -> bool | str:
+        """A duration of 0 (the whole audio) or one the model can make, 0.08 s (one frame) to an hour. ComfyUI
+        leaves the range check of an input named here to this method."""
+        return refusal(lambda: SonicSettings(duration=None if duration == 0 else duration))
 
-
-SONIC_PREDATA = NodeSpec(
-    node_id=node_ids.PREDATA, display_name="Sonic PreData", category="Sonic/model",
-    description="Prepares a portrait and a speech track: finds the face, crops a square around it (expand_ratio), "
-                "builds the face mask, resizes to min_resolution and checks the audio's duration. Shows the crop.",
-    inputs=(
-        Param("image", "IMAGE", tooltip="the portrait (the first image of the batch is used)"),
-        Param("audio", "AUDIO", tooltip="the speech"),
-        _knob_param("min_resolution"),
-        Param("expand_ratio", "STRING", default=AUTO, tooltip=SonicSettings.knob("expand_ratio").help),
-        Param("fit", "COMBO", default="error", options=FIT_MODES,
-              tooltip="when duration and audio differ: error, trim longer audio, or pad shorter audio with silence"),
-        Param("duration", "FLOAT", optional=True, default=0.0, min=0.0, max=SonicSettings.knob("duration").max,
-              step=0.01, tooltip="seconds the video lasts; 0 = the whole audio. Must match the audio within one "
-                                 "frame (0.04 s) unless fit is trim or pad"),
-    ),
-    outputs=(Result("predata", "SONIC_PREDATA"), Result("crop_preview", "IMAGE", "the crop, mask tinted, face boxed"),
-             Result("report", "STRING", "face box, expand ratio, crop, frames")),
-)
+    @classmethod
+    def execute(cls, image: torch.Tensor, audio: dict[str, Any], duration: float = 0.0, min_resolution: int = 512,
+                expand_ratio: str = AUTO, fit: str = "error") -> io.NodeOutput:
+        waveform, rate = audio_value(audio)
+        settings = SonicSettings(min_resolution=min_resolution,
+                                 expand_ratio=auto_or_number(expand_ratio, "expand_ratio"),
+                                 duration=None if duration == 0 else duration)
+        speech = speech_from_waveform(waveform, rate, settings.duration, fit, "AUDIO input")
+        inputs = prepare_inputs(image_to_pil(image), speech, settings, yoloface=yoloface_path())
+        predata = PreData(inputs, settings)
+        report = predata_report(predata)
+        return io.NodeOutput(predata, pil_to_image(crop_preview(inputs.reference)), report, ui={"text": [report]})
 
 
 # --- Sonic Sampler ----------------------------------------------------------------------------------------------
@@ -303,68 +354,151 @@ def speech_audio(speech: Speech, seconds: float) -> dict[str, Any]:
     return {"waveform": waveform[None], "sample_rate": speech.sample_rate}
 
 
-@torch.no_grad()
-def sonic_sampler(model: SonicModel, predata: PreData, steps: int = 25, dynamic_scale: float = 1.0,
-                  motion_scale: float = 1.0, seed: int = 72589, audio_guidance: float = 7.5,
-                  appearance_guidance: float = 2.0, fps: float = 25.0, deflicker: bool = DEFAULT_DEFLICKER,
-                  colour_strength: float = DEFAULT_COLOUR_STRENGTH, paste_back: bool = False,
-                  paste_feather: float = DEFAULT_FEATHER) -> NodeResult:
+def sampler_inputs() -> list[Any]:
+    """The inputs both Samplers share (graph pricing reads these names)."""
+    seed = SonicSettings.knob("seed")
+    return [
+        io.Custom("SONIC_MODEL").Input("model", tooltip="from Sonic Loader"),
+        io.Custom("SONIC_PREDATA").Input("predata", tooltip="from Sonic PreData"),
+        knob_input("steps", "sampler steps: below 10 blurry, above 30 little gain; time grows linearly with them"),
+        knob_input("dynamic_scale"),
+        knob_input("motion_scale"),
+        io.Int.Input("seed", default=seed.default, min=0, max=2**64 - 1, step=1, control_after_generate=True,
+                     tooltip="noise seed: the same seed and inputs give the same video"),
+        knob_input("audio_guidance", "how strongly the mouth follows the speech (classifier-free guidance, 1-20; "
+                                     "7.5 by default)"),
+        knob_input("appearance_guidance", "how strongly the face keeps the portrait's look (classifier-free "
+                                          "guidance, 1-20; 2.0 by default)"),
+        knob_input("fps", "frames per second: 12.5 as generated, 25 with RIFE (a Loader whose weights have it); "
+                          "other rates are interpolated from the whole clip"),
+    ]
+
+
+def post_inputs() -> list[Any]:
+    """The studio steps both Samplers run on the generated frames as they stream; each default is on only where
+    the quality measurements showed it safe (README, "Post-processing")."""
+    return [
+        io.Boolean.Input("deflicker", default=DEFAULT_DEFLICKER, optional=True,
+                         tooltip="remove brightness strobing (a temporal filter on per-frame gains; 1.5 s "
+                                 "look-ahead)"),
+        io.Float.Input("colour_strength", default=DEFAULT_COLOUR_STRENGTH, min=0.0, max=1.0, step=0.05,
+                       optional=True,
+                       tooltip="match each frame's colours to the portrait (off the mouth) for clips whose colours "
+                               "drift; 0 = off (on a moving head without drift it shifts the colours slightly)"),
+        io.Boolean.Input("paste_back", default=False, optional=True,
+                         tooltip="paste the generated face back into the whole original image: the frames get its "
+                                 "size"),
+        io.Float.Input("paste_feather", default=DEFAULT_FEATHER, min=0.0, max=MAX_FEATHER, step=0.01, optional=True,
+                       tooltip="paste-back blend ramp as a share of the crop's side; 0 = hard edge"),
+    ]
+
+
+def box_output() -> Any:
+    return io.String.Output(display_name="box", tooltip="the crop box in the original portrait, x1,y1,x2,y2 (where "
+                                                        "paste_back puts the frames)")
+
+
+def crop_box_text(predata: PreData) -> str:
+    x1, y1, x2, y2 = predata.inputs.reference.crop_box
+    return f"{x1},{y1},{x2},{y2}"
+
+
+def start_generation(model: SonicModel, predata: PreData,
+                     knobs: dict[str, Any]) -> tuple[SonicPipeline, SonicSettings, Callable[[int, int], None]]:
+    """The pipeline on the model's device, PreData's settings with the Sampler's knobs (the widgets of
+    :func:`sampler_inputs`; one left out keeps PreData's value), and the progress callback of ComfyUI's progress
+    bar (steps x windows)."""
     if not isinstance(model, SonicModel) or not isinstance(predata, PreData):
         raise SonicInputError("model / predata: connect a Sonic Loader and a Sonic PreData node")
-    settings = predata.settings.replace(steps=steps, dynamic_scale=dynamic_scale, motion_scale=motion_scale,
-                                        seed=seed, audio_guidance=audio_guidance,
-                                        appearance_guidance=appearance_guidance, fps=fps)
-    inputs = predata.inputs
-    options = PostOptions(deflicker=deflicker, colour_strength=colour_strength, paste_back=paste_back,
-                          paste_feather=paste_feather)
+    known = [item.id for item in sampler_inputs() if item.id not in ("model", "predata")]
+    unknown = sorted(set(knobs) - set(known))
+    if unknown:
+        raise SonicInputError(f"unknown Sampler input(s) {unknown}: the Samplers take {known}")
+    settings = predata.settings.replace(**knobs)
     pipeline = SonicPipeline(model.models, model.load(), model.dtype)
-    post = StreamSteps(options, pipeline.output_fps(settings), inputs.reference)
-    progress = ProgressBar(settings.steps * calls_per_step(inputs.num_frames, SamplerOptions.from_settings(settings)))
-    chunks = pipeline(inputs, settings, on_step=lambda done, total: progress.update_absolute(done, total),
-                      should_stop=cancel_check)
-    frames = torch.cat(list(post.run(chunk.cpu() for chunk in chunks)))
-    throw_if_interrupted()
-    x1, y1, x2, y2 = inputs.reference.crop_box
-    lines = [f"{name}: {json.dumps(step)}" for name, step in post.report.items()]
-    return NodeResult((frames.permute(0, 2, 3, 1).contiguous(), settings.fps,
-                       speech_audio(inputs.speech, len(frames) / settings.fps), f"{x1},{y1},{x2},{y2}"),
-                      ui={"text": lines} if lines else None)
+    progress = ProgressBar(settings.steps * calls_per_step(predata.inputs.num_frames,
+                                                           SamplerOptions.from_settings(settings)))
+    return pipeline, settings, lambda done, total: progress.update_absolute(done, total)
 
 
-SONIC_SAMPLER = NodeSpec(
-    node_id=node_ids.SAMPLER, display_name="Sonic Sampler", category="Sonic/model",
-    description="Generates the talking-head frames: audio and image conditioning, sliding-window 3-way guided "
-                "sampling (progress: steps x windows), VAE decode, then RIFE to the requested frame rate. Outputs "
-                "the frames, their rate and the audio cut to the video's length.",
-    inputs=(
-        Param("model", "SONIC_MODEL"),
-        Param("predata", "SONIC_PREDATA"),
-        _knob_param("steps"),
-        _knob_param("dynamic_scale"),
-        _knob_param("motion_scale"),
-        Param("seed", "INT", default=SonicSettings.knob("seed").default, min=0, max=2**64 - 1, step=1,
-              tooltip=SonicSettings.knob("seed").help),
-        _knob_param("audio_guidance"),
-        _knob_param("appearance_guidance"),
-        _knob_param("fps"),
-        Param("deflicker", "BOOLEAN", optional=True, default=DEFAULT_DEFLICKER,
-              tooltip="remove brightness strobing (a temporal filter on per-frame gains; 1.5 s look-ahead)"),
-        Param("colour_strength", "FLOAT", optional=True, default=DEFAULT_COLOUR_STRENGTH, min=0.0, max=1.0, step=0.05,
-              tooltip="match each frame's colours to the portrait (off the mouth) for clips whose colours drift; "
-                      "0 = off (on a moving head without drift it shifts the colours slightly)"),
-        Param("paste_back", "BOOLEAN", optional=True, default=False,
-              tooltip="paste the generated face back into the whole original image: the frames get its size"),
-        Param("paste_feather", "FLOAT", optional=True, default=DEFAULT_FEATHER, min=0.0, max=MAX_FEATHER, step=0.01,
-              tooltip="paste-back blend ramp as a share of the crop's side; 0 = hard edge"),
-    ),
-    outputs=(Result("images", "IMAGE", "the frames [F, H, W, 3] (the original's size with paste_back)"),
-             Result("fps", "FLOAT"), Result("audio", "AUDIO", "the input audio cut to the video's length"),
-             Result("box", "STRING", "the crop box in the original portrait, x1,y1,x2,y2 (where paste_back puts "
-                                     "the frames)")),
-)
+class SonicSampler(io.ComfyNode):
+    """Sonic Sampler: the talking-head frames as one IMAGE batch, for graphs that edit frames."""
 
-SonicLoader = build_node(SONIC_LOADER, sonic_loader)
-SonicPreData = build_node(SONIC_PREDATA, sonic_predata)
-SonicSampler = build_node(SONIC_SAMPLER, sonic_sampler)
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_ids.SAMPLER, display_name="Sonic Sampler", category="Sonic/model",
+            description="Generates the talking-head frames: audio and image conditioning, sliding-window 3-way "
+                        "guided sampling (progress: steps x windows), VAE decode, then RIFE to the requested frame "
+                        "rate. Outputs every frame as one IMAGE batch, their rate, and the audio cut to the "
+                        "video's length. The batch holds 12 bytes per pixel (60 s at 512 px and 25 fps is about "
+                        "4.7 GB of memory): for a video whose frames are not edited use Sonic Sampler (to video), "
+                        "which never holds them.",
+            inputs=sampler_inputs() + post_inputs(),
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="the frames [frames, height, width, 3], values 0-1 "
+                                                               "(the original's size with paste_back)"),
+                io.Float.Output(display_name="fps", tooltip="frames per second of the images"),
+                io.Audio.Output(display_name="audio", tooltip="the input audio cut to the video's length"),
+                box_output(),
+            ],
+        )
 
-NODES = [SonicLoader, SonicPreData, SonicSampler]
+    @classmethod
+    @torch.no_grad()
+    def execute(cls, model: SonicModel, predata: PreData, deflicker: bool = DEFAULT_DEFLICKER,
+                colour_strength: float = DEFAULT_COLOUR_STRENGTH, paste_back: bool = False,
+                paste_feather: float = DEFAULT_FEATHER, **knobs: Any) -> io.NodeOutput:
+        options = PostOptions(deflicker=deflicker, colour_strength=colour_strength, paste_back=paste_back,
+                              paste_feather=paste_feather)
+        pipeline, settings, on_step = start_generation(model, predata, knobs)
+        inputs = predata.inputs
+        post = StreamSteps(options, pipeline.output_fps(settings), inputs.reference)
+        chunks = pipeline(inputs, settings, on_step=on_step, should_stop=cancel_check)
+        frames = torch.cat(list(post.run(chunk.cpu() for chunk in chunks)))
+        throw_if_interrupted()
+        lines = [f"{name}: {json.dumps(step)}" for name, step in post.report.items()]
+        return io.NodeOutput(frames.permute(0, 2, 3, 1).contiguous(), settings.fps,
+                             speech_audio(inputs.speech, len(frames) / settings.fps), crop_box_text(predata),
+                             ui={"text": lines} if lines else None)
+
+
+class SonicSamplerToVideo(io.ComfyNode):
+    """Sonic Sampler (to video): the same generation streamed into an MP4, its frames never held together."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id=node_ids.SAMPLER_TO_VIDEO, display_name="Sonic Sampler (to video)", category="Sonic/model",
+            description="The Sonic Sampler's generation written straight into an MP4 (h264 + AAC, with the "
+                        "speech) chunk by chunk as frames leave the decoder, so memory does not grow with the "
+                        "clip's length (at 12.5 fps, or 25 fps with RIFE; other rates retime the whole clip). "
+                        "Outputs a core VIDEO: connect Save Video to keep it (the file is copied, not encoded "
+                        "again). Use Sonic Sampler instead when frames are edited (Lip-Sync Align, Motion Smooth).",
+            inputs=sampler_inputs() + post_inputs(),
+            outputs=[io.Video.Output(display_name="video",
+                                     tooltip="the talking-head video with its speech (a file in ComfyUI's temp "
+                                             "folder until saved)"),
+                     box_output()],
+        )
+
+    @classmethod
+    @torch.no_grad()
+    def execute(cls, model: SonicModel, predata: PreData, deflicker: bool = DEFAULT_DEFLICKER,
+                colour_strength: float = DEFAULT_COLOUR_STRENGTH, paste_back: bool = False,
+                paste_feather: float = DEFAULT_FEATHER, **knobs: Any) -> io.NodeOutput:
+        options = PostOptions(deflicker=deflicker, colour_strength=colour_strength, paste_back=paste_back,
+                              paste_feather=paste_feather)
+        pipeline, settings, on_step = start_generation(model, predata, knobs)
+        height, width = predata.inputs.reference.ref_image.shape[-2:]
+        path, name, subfolder = output_path(STREAMED_PREFIX, int(width), int(height), "mp4", kind="temp")
+        report = render_video(pipeline, predata.inputs, path, settings, post=options, on_step=on_step,
+                              should_stop=cancel_check)
+        throw_if_interrupted()
+        lines = [f"{step}: {json.dumps(value)}" for step, value in report.post.items()]
+        preview = video_preview(name, subfolder, "temp", "mp4")
+        return io.NodeOutput(video_from_file(path), crop_box_text(predata),
+                             ui={**preview, "text": lines} if lines else preview)
+
+
+NODES = [SonicLoader, SonicPreData, SonicSampler, SonicSamplerToVideo]

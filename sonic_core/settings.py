@@ -44,10 +44,13 @@ class SonicSettings:
     min_resolution: int = _knob(512, "short side of the generated frames in pixels",
                                 min=256, max=1280, multiple_of=64, step=64)
     steps: int = _knob(25, "sampler steps (<10 blurry, >30 little gain)", min=1, max=100, step=1)
-    dynamic_scale: float = _knob(1.0, "scales both motion buckets (official motion_bucket_scale)",
+    dynamic_scale: float = _knob(1.0, "scales both motion buckets (official motion_bucket_scale); "
+                                 "1.0-1.2 looks natural, more exaggerates",
                                  min=0.5, max=2.0, step=0.05)
-    motion_scale: float = _knob(1.0, "extra scale on the head-motion bucket only", min=0.5, max=2.0, step=0.05)
-    expand_ratio: float | str = _knob(AUTO, "face-crop margin, 0-1 or 'auto' (0.15-0.5 from the face's share)",
+    motion_scale: float = _knob(1.0, "extra scale on the head-motion bucket only; 1.0-1.2 looks "
+                                "natural", min=0.5, max=2.0, step=0.05)
+    expand_ratio: float | str = _knob(AUTO, "face-crop margin, 0-1 or 'auto' (0.15-0.5 from the face's "
+                                      "share); 0.15-0.2 for close-ups",
                                       min=0.0, max=1.0, step=0.05)
     fps: float = _knob(25.0, "output frame rate (12.5 generated, 25 with RIFE, others by interpolation)",
                        min=1.0, max=120.0, step=0.5)

@@ -4,6 +4,7 @@ fixtures, since several of them exist). The repo root is on sys.path (pytest.ini
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 KEYS = REPO / "tests" / "data" / "keys"  # the published checkpoints' key lists
@@ -52,6 +54,20 @@ def load_pack(name: str = "sonic_pack") -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def pack_nodes(pack: ModuleType) -> dict[str, type]:
+    """The pack's node classes by node id, as ComfyUI registers them: from ``comfy_entrypoint``'s extension."""
+    async def node_list() -> list[type]:
+        return await (await pack.comfy_entrypoint()).get_node_list()
+
+    return {cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(node_list())}
+
+
+def run_node(cls: type, hidden: dict | None = None, **inputs: Any) -> Any:
+    """Execute a node as ComfyUI's executor does: a clone of the class carrying the hidden inputs (keys are
+    ``io.Hidden`` members), ``execute`` normalised to an ``io.NodeOutput`` (``.args``, ``.ui``)."""
+    return cls.PREPARE_CLASS_CLONE(hidden or {}).EXECUTE_NORMALIZED(**inputs)
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:

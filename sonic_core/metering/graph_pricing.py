@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import SonicError, SonicInputError
-from ..node_ids import CORE_LOAD_AUDIO, DEMO_WEIGHTS, LOAD_AUDIO_DURATION, PREDATA, SAMPLER
+from ..node_ids import CORE_LOAD_AUDIO, DEMO_WEIGHTS, LOAD_AUDIO_DURATION, PREDATA, SAMPLERS
 from ..paths import os_reason
 from ..settings import SonicSettings
 from ..timing import GENERATED_FPS, generated_frames
@@ -265,7 +265,7 @@ def _price_sampler(graph: _Graph, node_id: str, tier: Tier, device: str, dtype: 
         settings = SonicSettings(**values)
         verdict = price(settings, tier, duration)
     except SonicInputError as exc:
-        raise GraphCostError(f"{SAMPLER} node {node_id}: {exc}") from None
+        raise GraphCostError(f"{graph.class_type(graph.prompt[node_id])} node {node_id}: {exc}") from None
     frames = generated_frames(duration)
     try:
         fps = graph.literal(node_id, "fps")
@@ -288,7 +288,8 @@ def _text_or(value: Any, default: str) -> str:
 
 def price_graph(prompt: Mapping[str, Any], *, tier: Tier | str, tiers: Mapping[str, Tier] | None = None,
                 audio_duration: AudioDuration, device: str = "cpu", dtype: str = "fp32") -> GraphCost:
-    """Price every ``SonicSampler`` of an API-format prompt and judge the total against ``tier``.
+    """Price every Sonic Sampler (either kind, ``node_ids.SAMPLERS``) of an API-format prompt and judge the total
+    against ``tier``.
 
     ``device``/``dtype`` are used for the time and memory prediction unless the sampler's model loader names
     them. Raises :class:`GraphCostError` (naming the node) when a cost cannot be known before running.
@@ -296,7 +297,7 @@ def price_graph(prompt: Mapping[str, Any], *, tier: Tier | str, tiers: Mapping[s
     chosen = resolve_tier(tier, tiers)
     graph = _Graph(prompt, audio_duration)
     sampler_ids = sorted((str(node_id) for node_id, node in prompt.items()
-                          if isinstance(node, Mapping) and node.get("class_type") == SAMPLER), key=_node_order)
+                          if isinstance(node, Mapping) and node.get("class_type") in SAMPLERS), key=_node_order)
     jobs = tuple(_price_sampler(graph, node_id, chosen, device, dtype) for node_id in sampler_ids)
     total = sum(job.tokens for job in jobs)
     reasons = [job.reason for job in jobs if job.reason]

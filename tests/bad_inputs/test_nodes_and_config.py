@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from sonic_testing import assert_one_line, basic_prompt, files_in, load_pack, unwritable_folder
+from sonic_testing import assert_one_line, basic_prompt, files_in, load_pack, pack_nodes, run_node, unwritable_folder
 
 from sonic_core.errors import SonicAudioError, SonicInputError
 from sonic_core.metering.cost import load_coefficients
@@ -24,7 +24,7 @@ def pack(tmp_path, monkeypatch):
 
 
 def run(pack, node_id, **inputs):
-    return pack.NODE_CLASS_MAPPINGS[node_id]().execute(**inputs)
+    return run_node(pack_nodes(pack)[node_id], **inputs)
 
 
 AUDIO = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
@@ -116,7 +116,8 @@ def test_token_meter_refuses_unpriceable_graphs(pack, change, needle):
     prompt = basic_prompt()
     change(prompt)
     with pytest.raises(SonicInputError) as caught:
-        run(pack, "SonicTokenMeter", tier="standard", prompt=prompt)
+        run_node(pack_nodes(pack)["SonicTokenMeter"], {pack.nodes.comfy_compat.io.Hidden.prompt: prompt},
+                 tier="standard")
     assert_one_line(str(caught.value), needle)
 
 

@@ -242,6 +242,20 @@ class ComfyServer:
         utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
         return (utime + stime + cutime + cstime) / os.sysconf("SC_CLK_TCK")
 
+    def peak_rss_bytes(self) -> int:
+        """The server process's resident-memory high-water mark (Linux ``VmHWM``) since start or the last
+        :meth:`reset_peak_rss`."""
+        assert self.process is not None, "the server is not running"
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmHWM in /proc/PID/status: peak memory needs Linux")
+
+    def reset_peak_rss(self) -> None:
+        """Restart the high-water mark at the current resident size (Linux: ``5`` written to clear_refs)."""
+        assert self.process is not None, "the server is not running"
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
@@ -550,11 +564,11 @@ def comfyui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfySe
 
 
 @pytest.fixture(scope="module")
-def comfyui_server_v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
-    """A second server whose Sonic nodes are built in the V1 shape (``SONIC_NODE_SCHEMA=v1``)."""
-    server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui-v1"))
+def fresh_comfyui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyServer]:
+    """A server of the module's own, for measurements that other tests' runs must not touch (host memory peaks)."""
+    server = ComfyServer(ensure_comfyui(), tmp_path_factory.mktemp("comfyui-fresh"))
     try:
-        server.start(extra_env={"SONIC_NODE_SCHEMA": "v1"})
+        server.start()
         copy_demo_inputs(server)
         yield server
     finally:

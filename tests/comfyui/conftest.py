@@ -1,3 +1,4 @@
-"""Fixtures of the real-ComfyUI tests: a ComfyUI server (V3 and V1 node schema) and a headless browser on its UI."""
+"""Fixtures of the real-ComfyUI tests: ComfyUI servers (one shared, one per module that needs its own) and a
+headless browser on the shared one's UI."""
 
-from comfyui_harness import comfyui_browser, comfyui_server, comfyui_server_v1  # noqa: F401  (fixtures)
+from comfyui_harness import comfyui_browser, comfyui_server, fresh_comfyui_server  # noqa: F401  (fixtures)

@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from sonic_testing import REPO, load_pack
+from sonic_testing import REPO, load_pack, pack_nodes
 
 
 def test_engine_imports_without_comfyui():
@@ -15,8 +15,8 @@ def test_engine_imports_without_comfyui():
 
 def test_pack_imports_like_comfyui_does():
     pack = load_pack()
-    assert isinstance(pack.NODE_CLASS_MAPPINGS, dict)
-    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) <= set(pack.NODE_CLASS_MAPPINGS)
+    assert callable(pack.comfy_entrypoint) and not hasattr(pack, "NODE_CLASS_MAPPINGS")  # the V3 registration
+    assert len(pack_nodes(pack)) == 9
     assert (REPO / pack.WEB_DIRECTORY).is_dir()
     assert "nodes" not in sys.modules or getattr(sys.modules["nodes"], "__file__", "").find(str(REPO)) < 0
 

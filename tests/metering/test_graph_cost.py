@@ -111,6 +111,18 @@ def test_several_samplers_are_summed_in_node_order():
     assert cost.total_tokens == estimate_tokens(2.0, 512, 20) + estimate_tokens(5.0, 768, 10)
 
 
+def test_the_streaming_sampler_is_priced_as_the_image_sampler():
+    image_prompt = basic_prompt(duration=2.0)
+    streamed = copy.deepcopy(image_prompt)
+    streamed["5"]["class_type"] = "SonicSamplerToVideo"
+    image_cost, streamed_cost = price(image_prompt), price(streamed)
+    assert [job.node_id for job in streamed_cost.jobs] == ["5"]
+    assert streamed_cost.to_dict() == image_cost.to_dict() and streamed_cost.total_tokens > 0
+    streamed["5"]["inputs"]["steps"] = 0
+    with pytest.raises(GraphCostError, match="SonicSamplerToVideo node 5: steps"):
+        price(streamed)
+
+
 def test_graph_without_sampler_costs_nothing():
     cost = price({"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}, tier="standard")
     assert (cost.jobs, cost.total_tokens, cost.allowed, cost.predicted_seconds) == ((), 0, True, None)

@@ -21,8 +21,9 @@ def comfy_root(tmp_path, monkeypatch):
 
 def test_stub_mode_outside_comfyui(compat):
     assert compat.IN_COMFYUI is False
-    assert compat.prompt_server() is None and compat.comfy_io() is None and compat.comfy_extension_type() is None
-    assert compat.video_from_file("x.mp4") is None
+    assert compat.prompt_server() is None
+    assert compat.io is compat.standin_io and compat.ComfyExtension is compat.standin_io.ComfyExtension
+    assert compat.video_from_file("x.mp4") == "x.mp4"
     compat.throw_if_interrupted()
     assert compat.interrupt_exception_types() == (SonicInterrupted,)
     with pytest.raises(SonicInterrupted, match="cancelled"):

@@ -1,6 +1,7 @@
 """Sonic Loader, PreData, Sampler, Lip-Sync Align and Motion Smooth in plain Python (no ComfyUI), on the demo model."""
 
 import importlib
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +9,13 @@ import pytest
 import soundfile
 import torch
 from PIL import Image
-from sonic_testing import REPO, assert_one_line, load_pack, svd_header_file, write_findable_weight_set
+from sonic_testing import (REPO, assert_one_line, load_pack, pack_nodes, run_node, svd_header_file,
+                           write_findable_weight_set)
 
 from sonic_core import timing
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError, SonicInterrupted, SonicWeightsError
 from sonic_core.post import synthetic
+from sonic_core.video import ffmpeg_exe, probe
 
 PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
@@ -29,8 +32,7 @@ def pack(tmp_path, monkeypatch):
 
 
 def run(pack, node_id, **inputs):
-    out = pack.NODE_CLASS_MAPPINGS[node_id]().execute(**inputs)
-    return out["result"] if isinstance(out, dict) else out
+    return run_node(pack_nodes(pack)[node_id], **inputs).args
 
 
 def portrait_image() -> torch.Tensor:
@@ -71,9 +73,10 @@ def test_loader_demo_model_is_managed_and_fp32_on_a_cpu(pack, demo_model):
     assert demo_model.models.rife is None  # no RIFE file anywhere here
     assert demo_model.load() == torch.device("cpu") and demo_model.managed.is_loaded()
     assert next(demo_model.models.unet.parameters()).dtype == torch.float32
-    options = pack.NODE_CLASS_MAPPINGS["SonicLoader"].INPUT_TYPES()["required"]
-    assert options["weights"][0] == [DEMO] and options["dtype"][0] == ["auto", "fp32", "fp16", "bf16"]
-    assert options["device"][0][:2] == ["auto", "cpu"]
+    options = pack_nodes(pack)["SonicLoader"].INPUT_TYPES()["required"]
+    assert options["weights"][1]["options"] == [DEMO]
+    assert options["dtype"][1]["options"] == ["auto", "fp32", "fp16", "bf16"]
+    assert options["device"][1]["options"][:2] == ["auto", "cpu"]
 
 
 def test_loader_real_weights_fail_in_one_line_naming_every_missing_file(pack, tmp_path):
@@ -217,14 +220,14 @@ def test_sampler_frames_rate_audio_and_progress(pack, demo_model, short_predata,
 
 @pytest.mark.slow
 def test_sampler_pastes_back_into_the_portrait_and_reports_the_studio_steps(pack, demo_model, short_predata):
-    node = pack.NODE_CLASS_MAPPINGS["SonicSampler"]
+    node = pack_nodes(pack)["SonicSampler"]
     optional = node.INPUT_TYPES()["optional"]
     assert optional["deflicker"][1]["default"] is True and optional["colour_strength"][1]["default"] == 0.0
     assert optional["paste_back"][1]["default"] is False
-    out = node().execute(model=demo_model, predata=short_predata, fps=12.5, steps=1, dynamic_scale=1.0,
-                         motion_scale=1.0, seed=5, audio_guidance=7.5, appearance_guidance=2.0, paste_back=True,
-                         paste_feather=0.05, colour_strength=0.5)
-    frames, fps, _, box = out["result"]
+    out = run_node(node, model=demo_model, predata=short_predata, fps=12.5, steps=1, dynamic_scale=1.0,
+                   motion_scale=1.0, seed=5, audio_guidance=7.5, appearance_guidance=2.0, paste_back=True,
+                   paste_feather=0.05, colour_strength=0.5)
+    frames, fps, _, box = out.args
     portrait = portrait_image()[0]
     assert frames.shape == (6, *portrait.shape) and fps == 12.5
     x1, y1, x2, y2 = (int(v) for v in box.split(","))
@@ -233,7 +236,7 @@ def test_sampler_pastes_back_into_the_portrait_and_reports_the_studio_steps(pack
     outside = torch.ones(portrait.shape[:2], dtype=torch.bool)
     outside[max(y1, 0):y2, max(x1, 0):x2] = False
     assert torch.allclose(frames[:, outside], portrait[outside].expand(6, -1, -1), atol=1e-6)
-    text = out["ui"]["text"]
+    text = out.ui["text"]
     assert [line.split(":")[0] for line in text] == ["deflicker", "colour", "paste"]
     assert '"frame_size": [512, 512]' in text[2]
 
@@ -244,6 +247,26 @@ def test_sampler_refuses_bad_studio_options_before_generating(pack, demo_model, 
     with pytest.raises(SonicInputError, match=needle):
         run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5,
             **{**SAMPLER_DEFAULTS, **inputs})
+
+
+def test_sampler_to_video_streams_the_same_generation_into_an_mp4(pack, demo_model, short_predata, tmp_path):
+    frames, _, _, box = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=12.5,
+                            **SAMPLER_DEFAULTS)
+    out = run_node(pack_nodes(pack)["SonicSamplerToVideo"], model=demo_model, predata=short_predata, fps=12.5,
+                   **SAMPLER_DEFAULTS)
+    path, video_box = out.args  # outside ComfyUI the VIDEO is the file's path
+    assert video_box == box
+    assert path == str(tmp_path / "temp" / "sonic" / "SonicSampler_00001_.mp4")
+    assert out.ui == {"images": [{"filename": "SonicSampler_00001_.mp4", "subfolder": "sonic", "type": "temp",
+                                  "format": "video/mp4"}], "animated": (True,)}
+    info = probe(path)
+    assert info["video"]["frames"] == len(frames) == 6 and (info["video"]["width"], info["video"]["height"]) == (256,
+                                                                                                                256)
+    assert info["audio"]["codec"] == "aac" and info["audio"]["duration"] == pytest.approx(6 / 12.5, abs=0.03)
+    raw = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                         capture_output=True, check=True).stdout
+    decoded = torch.frombuffer(bytearray(raw), dtype=torch.uint8).reshape(-1, 256, 256, 3).float() / 255
+    assert (decoded - frames).abs().mean() < 0.05  # the Sampler's frames, through h264 at crf 18
 
 
 def test_sampler_interrupt_raises_before_any_output(pack, demo_model, short_predata, monkeypatch):
@@ -263,6 +286,12 @@ def test_sampler_interrupt_raises_before_any_output(pack, demo_model, short_pred
 def test_sampler_refuses_unconnected_inputs(pack, demo_model):
     with pytest.raises(SonicInputError, match="Sonic PreData"):
         run(pack, "SonicSampler", model=demo_model, predata=None, fps=25.0, **SAMPLER_DEFAULTS)
+
+
+def test_samplers_refuse_an_input_they_do_not_declare(pack, demo_model, short_predata):
+    for node_id in ("SonicSampler", "SonicSamplerToVideo"):
+        with pytest.raises(SonicInputError, match=r"unknown Sampler input\(s\) \['duration'\]: .*'steps'"):
+            run(pack, node_id, model=demo_model, predata=short_predata, duration=3.0, **SAMPLER_DEFAULTS)
 
 
 def test_lipsync_align_corrects_a_known_offset_in_the_audio(pack):

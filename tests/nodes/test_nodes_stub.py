@@ -1,10 +1,12 @@
-"""The pack's nodes in plain Python (no ComfyUI): the V1 class shape, executed directly."""
+"""The pack's nodes in plain Python (no ComfyUI): the same V3 classes on the compat layer's stand-in ``io``, run as
+ComfyUI's executor runs them."""
 
+import functools
 import shutil
 
 import pytest
 import torch
-from sonic_testing import REPO, load_pack
+from sonic_testing import REPO, load_pack, pack_nodes, run_node
 
 from sonic_core.errors import SonicAudioError, SonicInputError
 from sonic_core.video import probe
@@ -21,58 +23,44 @@ def pack(tmp_path, monkeypatch):
     return load_pack()
 
 
-def node(pack, node_id):
-    return pack.NODE_CLASS_MAPPINGS[node_id]()
-
-
-def test_registration_lists_the_nodes_with_v1_shape(pack):
-    assert set(pack.NODE_CLASS_MAPPINGS) == {"SonicLoadAudioDuration", "SonicLoader", "SonicPreData", "SonicSampler",
-                                            "SonicLipSyncAlign", "SonicMotionSmooth", "SonicTokenMeter",
-                                            "SonicVideoCombine"}
-    assert not hasattr(pack, "comfy_entrypoint")  # V3 registration exists only inside a V3-capable ComfyUI
-    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
-        spec = cls.SONIC_SPEC
-        assert pack.NODE_DISPLAY_NAME_MAPPINGS[node_id] == spec.display_name
-        assert cls.CATEGORY.startswith("Sonic/")
-        assert cls.RETURN_TYPES == tuple(o.kind for o in spec.outputs)
-        declared = {**cls.INPUT_TYPES()["required"], **cls.INPUT_TYPES()["optional"]}
-        assert list(declared) == [p.name for p in spec.inputs]
-    assert pack.NODE_CLASS_MAPPINGS["SonicVideoCombine"].OUTPUT_NODE is True
+def execute(pack, node_id, **inputs):
+    """Run the pack's node ``node_id`` as ComfyUI does; its io.NodeOutput."""
+    return run_node(pack_nodes(pack)[node_id], **inputs)
 
 
 def test_audio_file_list_and_upload_widget(pack, tmp_path):
     shutil.copy(SPEECH, tmp_path / "input" / "speech.wav")
     (tmp_path / "input" / "notes.txt").write_text("x")
-    kind, options = pack.NODE_CLASS_MAPPINGS["SonicLoadAudioDuration"].INPUT_TYPES()["optional"]["audio_file"]
-    assert kind == ["none", "speech.wav"] and options["audio_upload"] is True
+    kind, options = pack_nodes(pack)["SonicLoadAudioDuration"].INPUT_TYPES()["optional"]["audio_file"]
+    assert kind == "COMBO" and options["options"] == ["none", "speech.wav"] and options["audio_upload"] is True
 
 
 def test_load_audio_duration_from_file_matches_librosa(pack, tmp_path):
     shutil.copy(SPEECH, tmp_path / "input" / "speech.wav")
-    audio, seconds, ok, report = node(pack, "SonicLoadAudioDuration").execute(audio_file="speech.wav")["result"]
+    audio, seconds, ok, report = execute(pack, "SonicLoadAudioDuration", audio_file="speech.wav").args
     assert audio["waveform"].shape == (1, 1, 105508) and audio["sample_rate"] == 16000
     assert seconds == pytest.approx(SPEECH_SECONDS, abs=1e-9) and ok and "no duration requested" in report
 
 
 def test_load_audio_duration_flags_a_mismatch_beyond_one_frame(pack):
     stereo = {"waveform": torch.zeros(1, 2, 48000 * 3), "sample_rate": 48000}
-    run = node(pack, "SonicLoadAudioDuration").execute
+    run = functools.partial(execute, pack, "SonicLoadAudioDuration")
     out = run(audio=stereo, requested_duration=3.04)
-    assert out["result"][1:3] == (3.0, True)
-    _, seconds, ok, report = run(audio=stereo, requested_duration=3.05)["result"]
+    assert out.args[1:3] == (3.0, True)
+    _, seconds, ok, report = run(audio=stereo, requested_duration=3.05).args
     assert not ok and report.startswith("MISMATCH") and "0.050 s shorter" in report
-    assert out["ui"]["text"] == [out["result"][3]]
+    assert out.ui["text"] == [out.args[3]]
 
 
 @pytest.mark.parametrize("name, error", [("../../etc/passwd", SonicInputError), ("/etc/passwd", SonicInputError),
                                          ("missing.wav", SonicAudioError)])
 def test_load_audio_duration_refuses_hostile_or_missing_files(pack, name, error):
     with pytest.raises(error, match="audio_file"):
-        node(pack, "SonicLoadAudioDuration").execute(audio_file=name)
+        execute(pack, "SonicLoadAudioDuration", audio_file=name)
 
 
 def test_load_audio_duration_needs_exactly_one_source(pack, tmp_path):
-    run = node(pack, "SonicLoadAudioDuration").execute
+    run = functools.partial(execute, pack, "SonicLoadAudioDuration")
     with pytest.raises(SonicInputError, match="connect a Load Audio"):
         run()
     with pytest.raises(SonicInputError, match="give one of them"):
@@ -88,29 +76,29 @@ def test_video_combine_writes_mp4_with_the_audio_cut_to_the_frames(pack, tmp_pat
     samples, rate = soundfile.read(SPEECH, dtype="float32")
     audio = {"waveform": torch.from_numpy(samples)[None, None], "sample_rate": rate}
     images = torch.rand(30, 48, 64, 3)
-    run = node(pack, "SonicVideoCombine").execute
+    run = functools.partial(execute, pack, "SonicVideoCombine")
     out = run(images=images, fps=25.0, filename_prefix="talks/Sonic", audio=audio)
-    video, path = out["result"]
+    video, path = out.args
     assert video == path == str(tmp_path / "output" / "talks" / "Sonic_00001_.mp4")
-    assert out["ui"] == {"images": [{"filename": "Sonic_00001_.mp4", "subfolder": "talks", "type": "output",
+    assert out.ui == {"images": [{"filename": "Sonic_00001_.mp4", "subfolder": "talks", "type": "output",
                                      "format": "video/mp4"}], "animated": (True,)}
     info = probe(path)
     assert info["video"]["frames"] == 30 and (info["video"]["width"], info["video"]["height"]) == (64, 48)
     assert info["audio"]["codec"] == "aac" and info["audio"]["duration"] == pytest.approx(1.2, abs=0.03)
     second = run(images=images[:4], fps=12.5, format="webm (vp9 + opus)", filename_prefix="talks/Sonic")
-    assert second["result"][1].endswith("Sonic_00002_.webm") and probe(second["result"][1])["audio"] is None
+    assert second.args[1].endswith("Sonic_00002_.webm") and probe(second.args[1])["audio"] is None
 
 
 @pytest.mark.parametrize("prefix", ["../Sonic", "/tmp/Sonic", "a/../../b", "", "videos/"])
 def test_video_combine_refuses_prefixes_that_leave_the_output_folder(pack, tmp_path, prefix):
     with pytest.raises(SonicInputError, match="filename_prefix"):
-        node(pack, "SonicVideoCombine").execute(images=torch.rand(2, 16, 16, 3), filename_prefix=prefix)
+        execute(pack, "SonicVideoCombine", images=torch.rand(2, 16, 16, 3), filename_prefix=prefix)
     assert list((tmp_path / "output").iterdir()) == []
 
 
 def test_video_combine_refuses_what_is_not_an_image_batch(pack):
     with pytest.raises(SonicInputError, match="IMAGE"):
-        node(pack, "SonicVideoCombine").execute(images=torch.rand(2, 3, 16, 16))
+        execute(pack, "SonicVideoCombine", images=torch.rand(2, 3, 16, 16))
 
 
 def test_video_combine_interrupted_midway_leaves_no_file(pack, tmp_path, monkeypatch):
@@ -128,5 +116,5 @@ def test_video_combine_interrupted_midway_leaves_no_file(pack, tmp_path, monkeyp
 
     monkeypatch.setattr(video_nodes, "throw_if_interrupted", cancel_on_second_chunk)
     with pytest.raises(SonicInterrupted):
-        node(pack, "SonicVideoCombine").execute(images=torch.rand(3 * video_nodes.CHUNK_FRAMES, 16, 16, 3))
+        execute(pack, "SonicVideoCombine", images=torch.rand(3 * video_nodes.CHUNK_FRAMES, 16, 16, 3))
     assert len(checks) == 2 and list((tmp_path / "output").rglob("*")) == []

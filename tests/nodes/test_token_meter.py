@@ -7,7 +7,7 @@ import shutil
 from types import SimpleNamespace
 
 import pytest
-from sonic_testing import REPO, basic_prompt, load_pack
+from sonic_testing import REPO, basic_prompt, load_pack, run_node
 
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
@@ -27,18 +27,18 @@ def comfy_root(tmp_path, monkeypatch):
 
 def test_token_meter_prices_the_whole_prompt(comfy_root):
     prompt = basic_prompt(steps=25) | {"9": {"class_type": "SonicTokenMeter", "inputs": {"tier": "pro"}}}
-    output = cost.SonicTokenMeter().execute(tier="pro", prompt=prompt)
-    tokens, report = output["result"]
+    output = run_node(cost.SonicTokenMeter, {cost.io.Hidden.prompt: prompt}, tier="pro")
+    tokens, report = output.args
     assert tokens == estimate_tokens(audio_duration(SPEECH), 512, 25)
     assert report.startswith(f"{tokens} tokens (1 Sonic Sampler), tier pro: allowed")
-    (shown,) = output["ui"][cost.UI_KEY]
+    (shown,) = output.ui[cost.UI_KEY]
     assert shown["total_tokens"] == tokens and shown["summary"] == report and shown["jobs"][0]["node_id"] == "5"
     assert shown["device"] == "this server's CPU" and shown["jobs"][0]["predicted_profile"] == "cpu/fp32/tiny"
 
 
 def test_tier_choices_are_the_configured_tiers():
-    (choices, options) = cost.SonicTokenMeter.INPUT_TYPES()["required"]["tier"]
-    assert choices == ["api", "pro", "standard"] and options["default"] == "standard"
+    (kind, options) = cost.SonicTokenMeter.INPUT_TYPES()["required"]["tier"]
+    assert kind == "COMBO" and options["options"] == ["api", "pro", "standard"] and options["default"] == "standard"
 
 
 def test_audio_outside_comfyuis_folders_is_refused(comfy_root):

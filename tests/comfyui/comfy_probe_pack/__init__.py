@@ -1,7 +1,7 @@
 """Test-only ComfyUI pack: nodes that report what the Sonic pack's compat layer sees inside a real server.
 
 Linked into ``custom_nodes/`` by the harness next to the Sonic pack. It imports the Sonic pack a second time,
-under its own name, to build nodes with the same ``nodes.schema`` builder the real nodes use.
+under its own name, to declare its nodes with the same compat ``io`` the real nodes use.
 """
 
 import asyncio
@@ -20,67 +20,86 @@ if _NAME not in sys.modules:
     _spec.loader.exec_module(sys.modules[_NAME])
 
 compat = importlib.import_module(f"{_NAME}.nodes.comfy_compat")
-schema = importlib.import_module(f"{_NAME}.nodes.schema")
+io = compat.io
 
 _MODELS: dict[str, object] = {}
 
 
-def entrypoint_node_ids() -> list[str] | None:
-    """Node ids the pack's V3 ``comfy_entrypoint`` lists (run on its own thread: ComfyUI may be inside a loop)."""
-    entrypoint = getattr(sys.modules[_NAME], "comfy_entrypoint", None)
-    if entrypoint is None:
-        return None
-
+def entrypoint_node_ids() -> list[str]:
+    """Node ids the pack's ``comfy_entrypoint`` lists (run on its own thread: ComfyUI may be inside a loop)."""
     async def node_ids() -> list[str]:
-        extension = await entrypoint()
-        return [cls.SONIC_SPEC.node_id for cls in await extension.get_node_list()]
+        extension = await sys.modules[_NAME].comfy_entrypoint()
+        return [cls.GET_SCHEMA().node_id for cls in await extension.get_node_list()]
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, node_ids()).result()
 
 
-def hidden_inputs(tag: str, prompt: dict | None = None, unique_id: str | None = None) -> object:
-    report = json.dumps({"tag": tag, "prompt_nodes": sorted(prompt or {}), "unique_id": unique_id,
-                         "v3": schema.use_v3(), "entrypoint": entrypoint_node_ids()})
-    return schema.NodeResult((report,), ui={"text": [report]})
+class SonicProbeHidden(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SonicProbeHidden", display_name="Sonic probe: hidden inputs",
+                         category="Sonic/tests", description="test-only", inputs=[io.String.Input("tag", default="x")],
+                         outputs=[io.String.Output(display_name="report")], is_output_node=True,
+                         hidden=[io.Hidden.prompt, io.Hidden.unique_id])
+
+    @classmethod
+    def execute(cls, tag):
+        report = json.dumps({"tag": tag, "prompt_nodes": sorted(cls.hidden.prompt or {}),
+                             "unique_id": cls.hidden.unique_id, "real_io": io is not compat.standin_io,
+                             "entrypoint": entrypoint_node_ids()})
+        return io.NodeOutput(report, ui={"text": [report]})
 
 
-def managed_model(action: str) -> object:
-    import torch
+class SonicProbeManaged(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SonicProbeManaged", display_name="Sonic probe: managed model",
+                         category="Sonic/tests", description="test-only",
+                         inputs=[io.Combo.Input("action", options=["load", "status"], default="load")],
+                         outputs=[io.String.Output(display_name="report")], is_output_node=True,
+                         not_idempotent=True)
 
-    if action == "load":
-        managed = _MODELS.setdefault("linear", compat.ManagedModel(torch.nn.Linear(4, 4)))
-        managed.load()
-    managed = _MODELS.get("linear")
-    report = json.dumps({"action": action, "loaded": bool(managed and managed.is_loaded())})
-    return schema.NodeResult((report,), ui={"text": [report]})
+    @classmethod
+    def execute(cls, action):
+        import torch
+
+        if action == "load":
+            managed = _MODELS.setdefault("linear", compat.ManagedModel(torch.nn.Linear(4, 4)))
+            managed.load()
+        managed = _MODELS.get("linear")
+        report = json.dumps({"action": action, "loaded": bool(managed and managed.is_loaded())})
+        return io.NodeOutput(report, ui={"text": [report]})
 
 
-def shared_svd(model: object, vae: object, clip_vision: object) -> object:
+class SonicProbeShared(io.ComfyNode):
     """How many bytes of the Sonic model's VAE and CLIP lie in the storages of ComfyUI's own VAE / CLIP_VISION."""
-    shared = importlib.import_module("sonic_core.weights.shared")
-    report = {}
-    for part, ours, theirs in (("vae", model.models.vae, compat.vae_tensors(vae)),
-                               ("clip", model.models.image_encoder, compat.clip_vision_tensors(clip_vision))):
-        in_owner, total = shared.shared_bytes(ours, theirs.values())
-        report[part] = {"shared_bytes": in_owner, "sonic_bytes": total, "extra_bytes": total - in_owner,
-                        "comfy_bytes": sum(t.numel() * t.element_size() for t in theirs.values())}
-    text = json.dumps(report)
-    return schema.NodeResult((text,), ui={"text": [text]})
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SonicProbeShared", display_name="Sonic probe: shared SVD weights",
+                         category="Sonic/tests", description="test-only",
+                         inputs=[io.Custom("SONIC_MODEL").Input("model"), io.Vae.Input("vae"),
+                                 io.ClipVision.Input("clip_vision")],
+                         outputs=[io.String.Output(display_name="report")], is_output_node=True)
+
+    @classmethod
+    def execute(cls, model, vae, clip_vision):
+        shared = importlib.import_module("sonic_core.weights.shared")
+        report = {}
+        for part, ours, theirs in (("vae", model.models.vae, compat.vae_tensors(vae)),
+                                   ("clip", model.models.image_encoder, compat.clip_vision_tensors(clip_vision))):
+            in_owner, total = shared.shared_bytes(ours, theirs.values())
+            report[part] = {"shared_bytes": in_owner, "sonic_bytes": total, "extra_bytes": total - in_owner,
+                            "comfy_bytes": sum(t.numel() * t.element_size() for t in theirs.values())}
+        text = json.dumps(report)
+        return io.NodeOutput(text, ui={"text": [text]})
 
 
-_HIDDEN = schema.NodeSpec("SonicProbeHidden", "Sonic probe: hidden inputs", "Sonic/tests", "test-only",
-                          (schema.Param("tag", "STRING", default="x"),), (schema.Result("report", "STRING"),),
-                          output_node=True, hidden=("prompt", "unique_id"))
-_MANAGED = schema.NodeSpec("SonicProbeManaged", "Sonic probe: managed model", "Sonic/tests", "test-only",
-                           (schema.Param("action", "COMBO", default="load", options=("load", "status")),),
-                           (schema.Result("report", "STRING"),), output_node=True, not_idempotent=True)
+class _ProbeExtension(compat.ComfyExtension):
+    async def get_node_list(self):
+        return [SonicProbeHidden, SonicProbeManaged, SonicProbeShared]
 
-_SHARED = schema.NodeSpec("SonicProbeShared", "Sonic probe: shared SVD weights", "Sonic/tests", "test-only",
-                          (schema.Param("model", "SONIC_MODEL"), schema.Param("vae", "VAE"),
-                           schema.Param("clip_vision", "CLIP_VISION")),
-                          (schema.Result("report", "STRING"),), output_node=True)
 
-NODE_CLASS_MAPPINGS = {"SonicProbeShared": schema.build_node(_SHARED, shared_svd),
-                       "SonicProbeHidden": schema.build_node(_HIDDEN, hidden_inputs),
-                       "SonicProbeManaged": schema.build_node(_MANAGED, managed_model)}
+async def comfy_entrypoint():
+    return _ProbeExtension()
