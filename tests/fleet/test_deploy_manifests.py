@@ -11,6 +11,7 @@
 - Every PromQL expression (dashboard panels, alert rules, KEDA triggers) is parsed with ``promql-parser`` and each
   metric it names must be a sample the fleet's metrics endpoint really exports: the real collector reads real job
   records of every pool on a redis-server.
+- The KEDA thresholds and the README's sizing table are recomputed from the cost model (``estimate``).
 - ``promtool`` (Debian's prometheus package, required) checks the rules and the compose stack's Prometheus config,
   and runs the alert rules' unit tests (``tests/data/fleet_alerts_test.yml``): each alert fires on the series it watches.
 """
@@ -18,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -35,12 +37,15 @@ from fleet_harness import start_redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from sonic_core.cli import build_parser
+from sonic_core.cli.estimate import estimate_report, predicted_cost
 from sonic_core.fleet.fleet_metrics import render_metrics
 from sonic_core.fleet.jobs import DEFAULT_TEMPLATE
 from sonic_core.fleet.keys import KEYS_ENV
 from sonic_core.fleet.pools import POOLS
 from sonic_core.fleet.records import HISTOGRAMS, JobRecords
 from sonic_core.metering.ledger import LEDGER_ENV
+from sonic_core.metering.tiers import load_tiers
+from sonic_core.settings import SonicSettings
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -358,3 +363,39 @@ def test_promtool_accepts_the_rules_and_the_config():
 def test_each_alert_fires_on_the_series_it_watches():
     done = promtool("test", "rules", str(DATA / "fleet_alerts_test.yml"))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+SIZING_CLIP_SECONDS = 10.0
+SIZING_HQ_RESOLUTION = 1024  # hq has no resolution limit: its sizing row and threshold assume 1024 px
+WORK_PER_WORKER_SECONDS = 300  # each worker's share of queued work the KEDA threshold aims at
+
+
+def estimate(resolution: int, profile: str) -> tuple[float, int, float]:
+    """``(predicted seconds, tokens, peak GiB)`` of a 10 s clip, as ``python -m sonic_core estimate`` reports them."""
+    settings = SonicSettings(min_resolution=resolution)
+    prediction = predicted_cost(SIZING_CLIP_SECONDS, settings, profile, "fp16", "sonic")
+    report = estimate_report(SIZING_CLIP_SECONDS, settings, load_tiers(None), prediction=prediction)
+    return report["predicted_seconds"], report["tokens"], report["predicted_peak_bytes"] / 2**30
+
+
+def test_keda_thresholds_are_five_minutes_of_work_on_the_cost_model():
+    thresholds = {document["spec"]["scaleTargetRef"]["name"]: float(trigger["metadata"]["threshold"])
+                  for document in of_kind("ScaledObject") for trigger in document["spec"]["triggers"]
+                  if trigger["name"] == "queued-tokens"}
+    for pool in POOLS:
+        seconds, tokens, _ = estimate(pool.max_resolution or SIZING_HQ_RESOLUTION, pool.profile)
+        assert thresholds[f"sonic-worker-{pool.name}"] == round(tokens / seconds * WORK_PER_WORKER_SECONDS)
+
+
+def test_the_readme_sizing_table_is_what_the_cost_model_predicts():
+    readme = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| (\d+) px \| ([^|]+) \| (\d+) \| ([\d.]+) GiB \| ([\d.]+) \| (\d+) \|$", readme,
+                      flags=re.MULTILINE)
+    assert len(rows) >= len(POOLS)
+    for resolution, card, seconds, peak, per_hour, workers in rows:
+        pool_name = card.split()[0]
+        profile = "a100" if "A100" in card else next(pool.profile for pool in POOLS if pool.name == pool_name)
+        predicted, _, peak_gib = estimate(int(resolution), profile)
+        assert int(seconds) == round(predicted) and float(peak) == round(peak_gib, 1)
+        assert float(per_hour) == round(3600 / predicted, 1)
+        assert int(workers) == math.ceil(100 * predicted / 3600 / 0.8)  # 100 clips/h at 80 % busy
