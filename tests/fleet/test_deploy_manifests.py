@@ -13,7 +13,8 @@
   records of every pool on a redis-server.
 - The KEDA thresholds and the README's sizing table are recomputed from the cost model (``estimate``).
 - ``promtool`` (Debian's prometheus package, required) checks the rules and the compose stack's Prometheus config,
-  and runs the alert rules' unit tests (``tests/data/fleet_alerts_test.yml``): each alert fires on the series it watches.
+  and runs the alert rules' unit tests (``tests/data/fleet_alerts_test.yml``): each alert fires on the series
+  it watches.
 """
 
 from __future__ import annotations
