@@ -36,7 +36,7 @@ def redis_url(tmp_path_factory):
     """A private redis-server on loopback, no persistence; killed at the end of the session."""
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
+        pytest.fail("redis-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
     workdir = tmp_path_factory.mktemp("redis")
     port = _free_port()
     log = open(workdir / "redis.log", "w")
