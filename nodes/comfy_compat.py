@@ -27,6 +27,7 @@ from typing import Any
 from sonic_core.errors import SonicInputError, SonicInterrupted
 from sonic_core.paths import config_file, inside, read_config, relative_name
 
+
 def _import_comfyui() -> tuple[ModuleType, ModuleType, ModuleType] | None:
     """ComfyUI's folder_paths, comfy.utils and comfy.model_management, or None outside ComfyUI."""
     try:
@@ -193,6 +194,16 @@ def prompt_server() -> Any | None:
     server_module = sys.modules.get("server")
     prompt_server_type = getattr(server_module, "PromptServer", None)
     return getattr(prompt_server_type, "instance", None)
+
+
+METER_ATTRIBUTE = "sonic_meter"  # set on the PromptServer by nodes/server_hooks.py once metering is installed
+
+
+def note_output(path: str) -> None:
+    """Tell the server's metering, if installed, that the running prompt wrote ``path`` (see ``Meter.reconcile``)."""
+    meter = getattr(prompt_server(), METER_ATTRIBUTE, None)
+    if meter is not None:
+        meter.output_written(path)
 
 
 def _comfy_api_latest() -> ModuleType | None:

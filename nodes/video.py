@@ -11,7 +11,7 @@ from sonic_core.paths import os_reason, relative_name
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
 from .audio import audio_value
-from .comfy_compat import ProgressBar, folder_paths, throw_if_interrupted, video_from_file
+from .comfy_compat import ProgressBar, folder_paths, note_output, throw_if_interrupted, video_from_file
 from .schema import NodeResult, NodeSpec, Param, Result, build_node
 
 FORMATS = {"mp4 (h264 + aac)": "h264", "webm (vp9 + opus)": "vp9"}
@@ -61,6 +61,7 @@ def video_combine(images: Any, fps: float = 25.0, format: str = "mp4 (h264 + aac
             chunk = images[start:start + CHUNK_FRAMES]
             writer.write(chunk.permute(0, 3, 1, 2))
             progress.update(chunk.shape[0])
+    note_output(path)
     preview = {"filename": name, "subfolder": subfolder, "type": "output",
                "format": f"video/{CODECS[codec]['container']}"}
     video = video_from_file(path)

@@ -28,7 +28,12 @@ class LedgerStateError(SonicInputError):
 
 @dataclass(frozen=True)
 class Charge:
-    """One job's charge as stored; ``seconds`` and ``settled_at`` are set by commit (``settled_at`` by refund)."""
+    """One job's charge as stored; ``seconds`` and ``settled_at`` are set by commit (``settled_at`` by refund).
+
+    ``owner`` names the server that reserved it and ``output`` the file its run wrote while it was still reserved:
+    enough for that server, restarted after a crash, to settle the holds its dead predecessor left
+    (:meth:`Ledger.holds`).
+    """
 
     job_id: str
     key: str
@@ -39,6 +44,8 @@ class Charge:
     reserved_at: datetime
     settled_at: datetime | None = None
     seconds: float | None = None
+    owner: str = ""
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,14 @@ class Ledger(ABC):
             raise SonicInputError("the ledger clock returned a naive datetime: return an aware UTC one")
         return now.astimezone(timezone.utc)
 
-    def reserve(self, key: str, job_id: str, tokens: int, tier: str = "") -> Charge:
-        """Hold ``tokens`` of ``key`` for ``job_id`` (repeats and refusals: :mod:`sonic_core.metering.ledger`)."""
+    def reserve(self, key: str, job_id: str, tokens: int, tier: str = "", owner: str = "") -> Charge:
+        """Hold ``tokens`` of ``key`` for ``job_id`` (repeats and refusals: :mod:`sonic_core.metering.ledger`);
+        ``owner`` names the server that will run the job (see :meth:`holds`)."""
         key, job_id, tokens = _text("key", key), _text("job_id", job_id), _count("tokens", tokens, 0)
-        if not isinstance(tier, str):
-            raise SonicInputError(f"tier must be a string, got {tier!r}")
-        charge, available = self._reserve(key, job_id, tokens, tier, self._now())
+        for name, value in (("tier", tier), ("owner", owner)):
+            if not isinstance(value, str):
+                raise SonicInputError(f"{name} must be a string, got {value!r}")
+        charge, available = self._reserve(key, job_id, tokens, tier, owner, self._now())
         if charge is None:
             raise BudgetExceeded(f"key {key!r} needs {tokens} tokens for job {job_id!r} but has {available} "
                                  "available: top the key up or lower the job's cost", tokens=tokens, limit=available)
@@ -168,6 +177,22 @@ class Ledger(ABC):
             raise LedgerStateError(f"job {job_id!r} is already {charge.status} and cannot be {target}: "
                                    "committed and refunded are final")
         return charge
+
+    def note_output(self, job_id: str, output: str) -> Charge:
+        """Record the file a reserved job has written, so that a restart can commit it if its server dies before
+        the commit (a settled job is left as it is)."""
+        job_id, output = _text("job_id", job_id), _text("output", output)
+        charge = self._note_output(job_id, output)
+        if charge is None:
+            raise LedgerStateError(f"job {job_id!r} has no reservation: reserve it before it writes an output")
+        return charge
+
+    def holds(self, owner: str | None = None) -> list[Charge]:
+        """The charges still reserved (of ``owner`` only, if given), oldest first."""
+        if owner is not None and not isinstance(owner, str):
+            raise SonicInputError(f"owner must be a string, got {owner!r}")
+        held = self._holds()
+        return sorted((c for c in held if owner is None or c.owner == owner), key=lambda c: (c.reserved_at, c.job_id))
 
     def credit(self, key: str, tokens: int) -> Balance:
         """Top ``key`` up by ``tokens`` (creates the key)."""
@@ -201,9 +226,17 @@ class Ledger(ABC):
         """Charges committed in [start, end), oldest first."""
 
     @abstractmethod
-    def _reserve(self, key: str, job_id: str, tokens: int, tier: str,
+    def _reserve(self, key: str, job_id: str, tokens: int, tier: str, owner: str,
                  now: datetime) -> tuple[Charge | None, int | None]:
         """Atomically: the stored charge if ``job_id`` exists, else a new reservation, else (None, available)."""
+
+    @abstractmethod
+    def _note_output(self, job_id: str, output: str) -> Charge | None:
+        """Atomically set ``output`` of a reserved charge; return the stored charge (``None`` if unknown)."""
+
+    @abstractmethod
+    def _holds(self) -> list[Charge]:
+        """Every charge in the reserved state."""
 
     @abstractmethod
     def _settle(self, job_id: str, status: str, seconds: float | None, now: datetime) -> Charge | None:

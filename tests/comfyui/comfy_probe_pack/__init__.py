@@ -9,6 +9,7 @@ import concurrent.futures
 import importlib.util
 import json
 import sys
+import threading
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[3]  # tests/comfyui/comfy_probe_pack/__init__.py -> the repo
@@ -56,6 +57,13 @@ def managed_model(action: str) -> object:
     return schema.NodeResult((report,), ui={"text": [report]})
 
 
+def hold_after(path: str, marker: str) -> object:
+    """Write ``marker`` (holding ``path``, the file the node before wrote), then block the worker until the server
+    is killed: a prompt that has written its output but never reaches ComfyUI's task_done."""
+    Path(marker).write_text(path)
+    threading.Event().wait()
+
+
 _HIDDEN = schema.NodeSpec("SonicProbeHidden", "Sonic probe: hidden inputs", "Sonic/tests", "test-only",
                           (schema.Param("tag", "STRING", default="x"),), (schema.Result("report", "STRING"),),
                           output_node=True, hidden=("prompt", "unique_id"))
@@ -63,5 +71,10 @@ _MANAGED = schema.NodeSpec("SonicProbeManaged", "Sonic probe: managed model", "S
                            (schema.Param("action", "COMBO", default="load", options=("load", "status")),),
                            (schema.Result("report", "STRING"),), output_node=True, not_idempotent=True)
 
+_HOLD = schema.NodeSpec("SonicProbeHoldAfter", "Sonic probe: block after an output", "Sonic/tests", "test-only",
+                        (schema.Param("path", "STRING", default=""), schema.Param("marker", "STRING", default="")),
+                        (schema.Result("report", "STRING"),), output_node=True)
+
 NODE_CLASS_MAPPINGS = {"SonicProbeHidden": schema.build_node(_HIDDEN, hidden_inputs),
-                       "SonicProbeManaged": schema.build_node(_MANAGED, managed_model)}
+                       "SonicProbeManaged": schema.build_node(_MANAGED, managed_model),
+                       "SonicProbeHoldAfter": schema.build_node(_HOLD, hold_after)}
