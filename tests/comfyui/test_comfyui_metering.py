@@ -20,6 +20,7 @@ from comfyui_harness import CHROMIUM, ComfyBrowser, ComfyServer, copy_demo_input
 from prometheus_client.parser import text_string_to_metric_families
 from sonic_testing import REPO, basic_prompt, run_cli
 
+from bench.load_http import run_load
 from sonic_core.audio import audio_duration
 from sonic_core.metering.ledger import COMMITTED, REFUNDED, open_ledger
 from sonic_core.tokens import estimate_tokens
@@ -259,6 +260,22 @@ def test_server_killed_with_prompts_held_reconciles_them_on_restart(tmp_path_fac
         assert "held" in server.log_tail(100_000) and ids[0] in server.log_tail(100_000)
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_estimate_and_metrics_under_a_bounded_load(metered):
+    """100 requests/s for 20 s (estimate and metrics alternately, open loop, at most 64 in flight): every one is
+    answered 200 with a priced estimate, and nothing is reserved. The latencies are reported, never judged here
+    (bench/load_http.py records them in bench/results/)."""
+    server, ledger_url = metered
+    with open_ledger(ledger_url) as ledger:
+        before = ledger.balance("local")
+    report = run_load(server.url, rate=100, seconds=20)
+    for path, route in report["routes"].items():
+        assert (route["requests"], route["errors"]) == (1000, 0), (path, route["first_errors"], server.log_tail())
+    with open_ledger(ledger_url) as ledger:
+        assert ledger.balance("local") == before
+    print(json.dumps(report))
 
 
 @pytest.mark.browser
