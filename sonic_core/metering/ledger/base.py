@@ -6,7 +6,6 @@ See :mod:`sonic_core.metering.ledger` for the state machine of one charge.
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ...errors import BudgetExceeded, SonicInputError
+from ...finite import is_finite_number, shown
 
 LEDGER_ENV = "SONIC_LEDGER"
 DEFAULT_LEDGER_URL = "sqlite:///~/.cache/sonic/ledger.db"
@@ -159,9 +159,8 @@ class Ledger(ABC):
     def commit(self, job_id: str, seconds: float) -> Charge:
         """Charge the reserved tokens of a finished job and record how long it ran."""
         job_id = _text("job_id", job_id)
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-                or seconds < 0:
-            raise SonicInputError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        if not is_finite_number(seconds) or seconds < 0:
+            raise SonicInputError(f"seconds must be a finite number >= 0, got {shown(seconds)}")
         return self._final(job_id, COMMITTED, self._settle(job_id, COMMITTED, float(seconds), self._now()))
 
     def refund(self, job_id: str) -> Charge:
