@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sonic_core import node_ids
 from sonic_core.audio import AUDIO_SUFFIXES
 from sonic_core.errors import SonicAudioError, SonicInputError
+from sonic_core.finite import is_finite_number, shown
 from sonic_core.paths import inside, relative_name
 
 from .comfy_compat import folder_paths, io
@@ -71,9 +71,8 @@ def audio_value(audio: Any, what: str = "audio") -> tuple[torch.Tensor, int]:
         raise SonicAudioError(f"{what}: not a ComfyUI AUDIO value (needs 'waveform' and 'sample_rate'); "
                               "connect a Load Audio node")
     waveform, rate = audio["waveform"], audio["sample_rate"]
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate) or rate < 1 \
-            or rate != int(rate):
-        raise SonicAudioError(f"{what}: sample rate {rate!r} is not a positive whole number of Hz; connect a "
+    if not is_finite_number(rate) or rate < 1 or rate != int(rate):
+        raise SonicAudioError(f"{what}: sample rate {shown(rate)} is not a positive whole number of Hz; connect a "
                               "Load Audio node")
     if not isinstance(waveform, torch.Tensor) or waveform.ndim != 3 or waveform.shape[-1] == 0:
         shape = tuple(waveform.shape) if isinstance(waveform, torch.Tensor) else type(waveform).__name__
@@ -92,9 +91,8 @@ def audio_seconds(audio: dict[str, Any]) -> float:
 
 def duration_check(seconds: float, requested: float) -> tuple[bool, str]:
     """Whether the real duration matches the requested one within one 25-fps frame, and a one-line report."""
-    if isinstance(requested, bool) or not isinstance(requested, (int, float)) or not math.isfinite(requested) \
-            or requested < 0:
-        raise SonicInputError(f"requested_duration {requested!r}: pass seconds >= 0 (0 = no check)")
+    if not is_finite_number(requested) or requested < 0:
+        raise SonicInputError(f"requested_duration {shown(requested)}: pass seconds >= 0 (0 = no check)")
     if requested == 0:
         return True, f"audio is {seconds:.3f} s (no duration requested)"
     difference = seconds - requested

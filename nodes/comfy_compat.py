@@ -215,6 +215,16 @@ def prompt_server() -> Any | None:
     return getattr(prompt_server_type, "instance", None)
 
 
+METER_ATTRIBUTE = "sonic_meter"  # set on the PromptServer by nodes/server_hooks.py once metering is installed
+
+
+def note_output(path: str) -> None:
+    """Tell the server's metering, if installed, that the running prompt wrote ``path`` (see ``Meter.reconcile``)."""
+    meter = getattr(prompt_server(), METER_ATTRIBUTE, None)
+    if meter is not None:
+        meter.output_written(path)
+
+
 def video_from_file(path: str) -> Any:
     """A core ComfyUI ``VIDEO`` value for a file (``comfy_api.latest.InputImpl.VideoFromFile``); outside ComfyUI
     the path itself."""

@@ -18,6 +18,7 @@ from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, 
 from sonic_core.post.smooth import METHODS, smooth_motion
 from sonic_core.settings import AUTO
 
+from .audio import audio_value
 from .comfy_compat import cancel_check, io
 from .schema import auto_or_number, refusal
 
@@ -27,7 +28,7 @@ BORDERS = ("reflect", "zoom")
 
 def image_to_frames(images: Any, name: str = "images") -> torch.Tensor:
     """ComfyUI IMAGE ``[F, H, W, 3]`` → engine frames ``[F, 3, H, W]`` (float32, CPU)."""
-    if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
         raise SonicInputError(f"{name} of shape {tuple(getattr(images, 'shape', ()))}: expected a ComfyUI IMAGE "
                               "batch [frames, height, width, 3]; connect a Load Image node or a Sonic node")
     return images.detach().cpu().float().permute(0, 3, 1, 2)
@@ -73,7 +74,7 @@ class SonicLipSyncAlign(io.ComfyNode):
     def execute(cls, images: Any, audio: dict[str, Any], fps: float = 25.0, mode: str = "measure",
                 max_offset: float = DEFAULT_MAX_OFFSET,
                 min_confidence: float = DEFAULT_MIN_CONFIDENCE) -> io.NodeOutput:
-        speech = speech_from_waveform(audio["waveform"], int(audio["sample_rate"]), name="audio")
+        speech = speech_from_waveform(*audio_value(audio), name="audio")
         frames, _, report = align(image_to_frames(images), speech.samples, fps, mode, max_offset=max_offset,
                                   min_confidence=min_confidence)
         out_audio = audio

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -28,6 +30,7 @@ from aiohttp import web
 from sonic_core.errors import SonicError, SonicInputError
 from sonic_core.metering.enforcement import KEY_EXTRA_DATA, KEY_HEADER, Admission, Meter, PromptRefused, load_config
 
+from .comfy_compat import METER_ATTRIBUTE, folder_paths
 from .cost import device_note, input_audio_seconds, prediction_device
 
 PROMPT_PATHS = frozenset({"/prompt", "/api/prompt"})
@@ -44,8 +47,6 @@ class _Gate:
 
 
 _GATE: contextvars.ContextVar[_Gate | None] = contextvars.ContextVar("sonic_metering_gate", default=None)
-
-INSTALLED_ATTRIBUTE = "sonic_meter"  # set on the PromptServer once metering is installed
 
 
 def error_response(message: str, status: int, reason: str) -> web.Response:
@@ -246,23 +247,34 @@ def install(server: Any, meter: Meter) -> None:
     watch_queue(server.prompt_queue, meter)
 
 
+def server_owner(output_dir: str) -> str:
+    """Who reserves this server's holds when the config names no ``server_id``: its host and output folder (a
+    restarted server finds its predecessor's holds; two servers sharing a ledger never settle each other's)."""
+    return f"{socket.gethostname()}:{output_dir}"
+
+
 def register(server: Any) -> Meter | None:
     """Install metering on ComfyUI's ``PromptServer`` (at pack import); a broken config refuses every prompt.
 
     Once per server: a second import of the pack (under another module name) gets the installed meter, so a
-    prompt is never priced, reserved or refused twice.
+    prompt is never priced, reserved or refused twice. The holds a previous process of this server left (it was
+    killed with prompts queued or running) are settled first: see ``Meter.reconcile``.
     """
-    if hasattr(server, INSTALLED_ATTRIBUTE):
-        return getattr(server, INSTALLED_ATTRIBUTE)
+    if hasattr(server, METER_ATTRIBUTE):
+        return getattr(server, METER_ATTRIBUTE)
     device, dtype = prediction_device()
+    output_dir = os.path.realpath(folder_paths.get_output_directory())
     try:
-        meter = Meter(load_config(), audio_duration=input_audio_seconds, device=device, dtype=dtype)
+        config = load_config()
+        meter = Meter(config, audio_duration=input_audio_seconds, device=device, dtype=dtype,
+                      owner=config.server_id or server_owner(output_dir))
+        meter.reconcile(output_dir)
     except SonicError as exc:
         log.error("sonic metering: %s", exc)
         server.app.middlewares.append(refuse_all_middleware(str(exc)))
-        setattr(server, INSTALLED_ATTRIBUTE, None)
+        setattr(server, METER_ATTRIBUTE, None)
         return None
     install(server, meter)
-    setattr(server, INSTALLED_ATTRIBUTE, meter)
+    setattr(server, METER_ATTRIBUTE, meter)
     log.info("sonic metering: %s", "enforced" if meter.config.enforce else "not enforced (set $SONIC_METERING)")
     return meter

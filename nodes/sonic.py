@@ -41,8 +41,8 @@ from sonic_core.weights.tiny import tiny_models
 
 from .audio import audio_value
 from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, checkpoint_dirs, clip_vision_tensors, io,
-                           offload_device, sonic_model_dirs, throw_if_interrupted, torch_device, vae_tensors,
-                           video_from_file)
+                           note_output, offload_device, sonic_model_dirs, throw_if_interrupted, torch_device,
+                           vae_tensors, video_from_file)
 from .post import image_to_frames
 from .schema import auto_or_number, knob_input, refusal
 from .video import output_path, video_preview
@@ -496,6 +496,7 @@ class SonicSamplerToVideo(io.ComfyNode):
         path, name, subfolder = output_path(STREAMED_PREFIX, int(width), int(height), "mp4", kind="temp")
         report = render_video(pipeline, predata.inputs, path, settings, post=options, on_step=on_step,
                               should_stop=cancel_check)
+        note_output(path)
         throw_if_interrupted()
         lines = [f"{step}: {json.dumps(value)}" for step, value in report.post.items()]
         preview = video_preview(name, subfolder, "temp", "mp4")

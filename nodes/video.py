@@ -11,7 +11,7 @@ from sonic_core.paths import os_reason, relative_name
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
 from .audio import audio_value
-from .comfy_compat import ProgressBar, folder_paths, io, throw_if_interrupted, video_from_file
+from .comfy_compat import ProgressBar, folder_paths, io, note_output, throw_if_interrupted, video_from_file
 from .schema import refusal
 
 FORMATS = {"mp4 (h264 + aac)": "h264", "webm (vp9 + opus)": "vp9"}
@@ -93,6 +93,7 @@ class SonicVideoCombine(io.ComfyNode):
                 chunk = images[start:start + CHUNK_FRAMES]
                 writer.write(chunk.permute(0, 3, 1, 2))
                 progress.update(chunk.shape[0])
+        note_output(path)
         preview = video_preview(name, subfolder, "output", CODECS[codec]["container"])
         return io.NodeOutput(video_from_file(path), path, ui=preview)
 

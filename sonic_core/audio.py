@@ -8,7 +8,6 @@ makes it (channel mean, then the soxr_hq resampler); the video carries the origi
 
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ import soundfile
 import torch
 
 from .errors import SonicAudioError, SonicDependencyError
+from .finite import is_finite_number, shown
 from .paths import existing_file
 from .timing import AUDIO_FPS, AUDIO_FRAMES_PER_VIDEO_FRAME, SAMPLE_RATE, SAMPLES_PER_AUDIO_FRAME
 
@@ -167,9 +167,8 @@ def _fit_to(signal: np.ndarray, rate: int, duration: float) -> np.ndarray:
 def _check_fit(fit: str, duration: float | None) -> None:
     if fit not in FIT_MODES:
         raise SonicAudioError(f"fit={fit!r} is not a duration mode: use one of {', '.join(FIT_MODES)}")
-    if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
-                                 or not math.isfinite(duration) or duration <= 0):
-        raise SonicAudioError(f"requested audio duration {duration!r} s is not positive and finite: pass "
+    if duration is not None and (not is_finite_number(duration) or duration <= 0):
+        raise SonicAudioError(f"requested audio duration {shown(duration)} s is not positive and finite: pass "
                               "seconds > 0 or None")
 
 
@@ -201,10 +200,9 @@ def speech_from_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int, 
     if waveform.ndim != 2:
         raise SonicAudioError(f"audio {name} has shape {tuple(waveform.shape)}: expected [channels, samples] "
                               "or [1, channels, samples]")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float, np.number)) \
-            or not math.isfinite(sample_rate) or sample_rate < 1:
-        raise SonicAudioError(f"audio {name}: sample rate {sample_rate!r} is not a positive number of Hz; pass the "
-                              "clip's rate in Hz")
+    if not is_finite_number(sample_rate) or sample_rate < 1:
+        raise SonicAudioError(f"audio {name}: sample rate {shown(sample_rate)} is not a positive number of Hz; "
+                              "pass the clip's rate in Hz")
     if not np.isfinite(waveform).all():
         raise SonicAudioError(f"audio {name} holds NaN or infinite samples: pass a clean waveform (re-export the "
                               "audio)")

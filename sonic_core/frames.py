@@ -30,7 +30,7 @@ def check_fps(fps: float, name: str = "fps") -> float:
     """A finite, positive frame rate as a float."""
     try:
         value = float(fps)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SonicInputError(f"{name}: expected a positive number of frames per second, got {fps!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise SonicInputError(f"{name}: expected a positive number of frames per second, got {fps!r}")

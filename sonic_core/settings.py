@@ -7,11 +7,11 @@ The CLI, the ComfyUI nodes and the cost estimator all read their defaults and wi
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import SonicInputError
+from .finite import is_finite_number, shown
 
 AUTO = "auto"
 
@@ -145,7 +145,7 @@ def _validate(f: dataclasses.Field, value: Any) -> Any:
     kind = _base_type(f)
 
     def bad(why: str) -> SonicInputError:
-        return SonicInputError(f"{name}={value!r} {why}: use {_allowed(f)}")
+        return SonicInputError(f"{name}={shown(value)} {why}: use {_allowed(f)}")
 
     if value is None and f.default is None:
         return None
@@ -163,7 +163,7 @@ def _validate(f: dataclasses.Field, value: Any) -> Any:
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise bad("is not a number")
-    if not math.isfinite(value):
+    if not is_finite_number(value):
         raise bad("is not finite")
     if kind is int:
         if not float(value).is_integer():

@@ -13,20 +13,19 @@ from __future__ import annotations
 import math
 
 from .errors import SonicInputError
+from .finite import is_finite_number, shown
 from .settings import SonicSettings
 
 
 def _positive(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise SonicInputError(f"{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise SonicInputError(f"{name} must be a finite number greater than 0, got {value!r}")
+    if not is_finite_number(value) or value <= 0:
+        raise SonicInputError(f"{name} must be a finite number greater than 0, got {shown(value)}")
     return value
 
 
 def _finite(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SonicInputError(f"{name} must be a finite number, got {value!r}")
+    if not is_finite_number(value):
+        raise SonicInputError(f"{name} must be a finite number, got {shown(value)}")
     return value
 
 

@@ -1,4 +1,4 @@
-"""``python -m sonic_core ledger {report,credit,balance}``: the operator's view of the token ledger."""
+"""``python -m sonic_core ledger {report,credit,balance,holds}``: the operator's view of the token ledger."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import io
 import json
 from dataclasses import asdict
 
-from ..metering.ledger import DEFAULT_LEDGER_URL, LEDGER_ENV, Usage, checked_credit, month_range, open_ledger
+from ..metering.ledger import (DEFAULT_LEDGER_URL, LEDGER_ENV, Charge, Usage, checked_credit, month_range, open_ledger,
+                               timestamp_text)
 
 
 def add_ledger_parser(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,13 @@ def add_ledger_parser(sub: argparse._SubParsersAction) -> None:
     balance.add_argument("--ledger", metavar="URL", help=url_help)
     balance.set_defaults(run=cmd_balance)
 
+    holds = commands.add_parser("holds", help="reservations still open (queued or running jobs, or jobs of a server "
+                                              "that died and has not restarted), oldest first")
+    holds.add_argument("--owner", metavar="SERVER", help="only the holds of this server (its server_id)")
+    holds.add_argument("--format", choices=("csv", "json"), default="csv", help="output format (default csv)")
+    holds.add_argument("--ledger", metavar="URL", help=url_help)
+    holds.set_defaults(run=cmd_holds)
+
 
 def format_usage(month: str, rows: list[Usage], fmt: str) -> str:
     """The report as CSV (a header and one row per key) or one JSON object with totals; seconds to the ms."""
@@ -48,6 +56,22 @@ def format_usage(month: str, rows: list[Usage], fmt: str) -> str:
     return out.getvalue().rstrip("\n")
 
 
+HOLD_FIELDS = ("job_id", "key", "tier", "tokens", "owner", "reserved_at", "output")
+
+
+def format_holds(holds: list[Charge], fmt: str) -> str:
+    """Open reservations as CSV (a header and one row each) or one JSON object with the total held."""
+    rows = [{**{name: getattr(hold, name) for name in HOLD_FIELDS}, "reserved_at": timestamp_text(hold.reserved_at),
+             "output": hold.output or ""} for hold in holds]
+    if fmt == "json":
+        return json.dumps({"holds": rows, "total": {"jobs": len(rows), "tokens": sum(h.tokens for h in holds)}})
+    out = io.StringIO()
+    writer = csv.DictWriter(out, HOLD_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue().rstrip("\n")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     month_range(args.month)  # a bad month fails before any ledger is opened
     with open_ledger(args.ledger, create=False) as ledger:
@@ -59,6 +83,12 @@ def cmd_credit(args: argparse.Namespace) -> int:
     checked_credit(args.key, args.tokens)  # a bad top-up fails before a new ledger file is created
     with open_ledger(args.ledger) as ledger:
         print(json.dumps(asdict(ledger.credit(args.key, args.tokens))))
+    return 0
+
+
+def cmd_holds(args: argparse.Namespace) -> int:
+    with open_ledger(args.ledger, create=False) as ledger:
+        print(format_holds(ledger.holds(args.owner), args.format))
     return 0
 
 

@@ -57,7 +57,7 @@ def as_face_box(value: Any, name: str = "face_box") -> FaceBox:
 
 
 def check_rgb_image(image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or 0 in image.shape:
         raise SonicInputError(f"face detection needs an RGB uint8 [H, W, 3] image, got {image.dtype} "
                               f"{tuple(image.shape)}")
 

@@ -28,6 +28,7 @@ from typing import Any, Mapping
 
 from .. import timing
 from ..errors import SonicInputError
+from ..finite import is_finite_number, shown
 from ..paths import config_file, read_config
 
 COEFFICIENTS_FILE = Path(__file__).with_name("cost_coefficients.json")
@@ -307,8 +308,9 @@ class CostCoefficients:
 
 
 def _number(where: str, value: Any, minimum: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
-        raise SonicInputError(f"{where} = {value!r} must be a finite number >= {minimum}: fix the coefficients file")
+    if not is_finite_number(value) or value < minimum:
+        raise SonicInputError(f"{where} = {shown(value)} must be a finite number >= {minimum}: "
+                              "fix the coefficients file")
     return float(value)
 
 

@@ -5,6 +5,7 @@ the on-prompt handler and the prompt-queue hooks. Lifecycle of one prompt::
 
     admit (priced; refused, or reserved in the ledger and queued) -> started -> finished(success | error |
     interrupted)        or        admit -> abandoned (ComfyUI rejected the graph) | cancelled (removed from the queue)
+    admit -> (the server dies) -> reconcile at the next start: committed if the run wrote its output, else refunded
 
 ``finished``, ``abandoned`` and ``cancelled`` settle a prompt once: the first one wins and the others are no-ops,
 and the ledger's own job-id rule makes its charge exactly-once even across processes.
@@ -16,6 +17,8 @@ Configuration (TOML, path in ``$SONIC_METERING``; without it nothing is enforced
     default_key = "local"                           # the caller when a request names no key (single-user)
     default_tier = "standard"                       # the tier of the default key and of estimates without a key
     tiers_file = "/etc/sonic/tiers.toml"            # optional, default: the bundled tiers
+    server_id = "gpu-7"                             # optional: whose holds this server settles after a crash
+                                                    # (default: host name and output folder)
 
     [keys]                                          # API key -> tier
     "k-alice" = "pro"
@@ -30,12 +33,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..errors import BudgetExceeded, SonicError, SonicInputError
 from ..paths import config_file, read_config
 from .graph_pricing import AudioDuration, GraphCost, GraphCostError, price_graph
-from .ledger import Ledger, open_ledger
+from .ledger import Charge, Ledger, open_ledger, reconcile_holds
 from .metrics import SonicMetrics
 from .tiers import Tier, load_tiers
 
@@ -65,6 +69,7 @@ class MeteringConfig:
     default_tier: str = "standard"
     keys: Mapping[str, str] = field(default_factory=dict)
     tiers: Mapping[str, Tier] = field(default_factory=load_tiers)
+    server_id: str | None = None
 
     def __post_init__(self) -> None:
         for key, tier in {**self.keys, "(default_tier)": self.default_tier}.items():
@@ -83,7 +88,7 @@ class MeteringConfig:
 
 
 _CONFIG_KEYS = {"enforce": bool, "ledger": str, "default_key": str, "default_tier": str, "tiers_file": str,
-                "keys": dict}
+                "keys": dict, "server_id": str}
 
 
 def load_config(path: str | os.PathLike | None = None) -> MeteringConfig:
@@ -103,7 +108,7 @@ def load_config(path: str | os.PathLike | None = None) -> MeteringConfig:
         raise SonicInputError(f"metering config {file}: [keys] must map API keys to tier names")
     return MeteringConfig(enforce=table.get("enforce", True), ledger_url=table.get("ledger"),
                           default_key=table.get("default_key"), default_tier=table.get("default_tier", "standard"),
-                          keys=keys, tiers=load_tiers(table.get("tiers_file")))
+                          keys=keys, tiers=load_tiers(table.get("tiers_file")), server_id=table.get("server_id"))
 
 
 def _masked(key: str) -> str:
@@ -130,13 +135,22 @@ class Admission:
     cost: GraphCost
 
 
+def _output_in(output: str | None, root: Path) -> Path | None:
+    """The recorded output file when it exists inside ``root``, else None."""
+    if not output:
+        return None
+    path = Path(output).resolve()
+    return path if path.is_relative_to(root) and path.is_file() else None
+
+
 class Meter:
     """Prices prompts, enforces the config, keeps the ledger and the metrics in step with the queue."""
 
     def __init__(self, config: MeteringConfig, *, audio_duration: AudioDuration, metrics: SonicMetrics | None = None,
                  ledger: Ledger | None = None, device: str = "cpu", dtype: str = "fp32",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, owner: str = "") -> None:
         self.config = config
+        self.owner = owner
         self.metrics = metrics or SonicMetrics()
         self.ledger = ledger if ledger is not None else (
             open_ledger(config.ledger_url) if config.enforce and config.ledger_url else None)
@@ -144,6 +158,7 @@ class Meter:
         self._device, self._dtype = device, dtype
         self._clock = clock
         self._jobs: dict[str, _Job] = {}
+        self._running: str | None = None
         self._lock = threading.Lock()
         if self.ledger is not None:
             for key in {*config.keys, *([config.default_key] if config.default_key else [])}:
@@ -224,7 +239,7 @@ class Meter:
         if not job.reserved:
             return
         try:
-            self.ledger.reserve(job.key, job.prompt_id, job.tokens, job.tier)
+            self.ledger.reserve(job.key, job.prompt_id, job.tokens, job.tier, self.owner)
         except BudgetExceeded as exc:
             raise PromptRefused(str(exc), status=402, reason="budget") from None
         except SonicInputError as exc:
@@ -241,10 +256,44 @@ class Meter:
             if job is None or job.started_at is not None:
                 return
             job.started_at = self._clock()
+            self._running = prompt_id
         self.metrics.job_started(job.tokens)
+
+    def output_written(self, path: str | os.PathLike) -> None:
+        """The running prompt wrote ``path``: noted on its hold, so that a crash before its commit still charges
+        it at the next start (:meth:`reconcile`)."""
+        with self._lock:
+            job = self._jobs.get(self._running) if self._running is not None else None
+        if job is not None and job.reserved:
+            self._ledger_call("note_output", job.prompt_id, os.fspath(path))
+
+    def reconcile(self, output_dir: str | os.PathLike) -> list[Charge]:
+        """Settle the holds that this server's previous process left when it died with prompts queued or running.
+
+        A hold whose output file exists in ``output_dir`` is committed (its seconds run from the reservation to
+        the file's last write: an upper bound, queue time included); every other one is refunded. Call it at
+        start, before any prompt is admitted: the holds of ``owner`` then all belong to a process that is gone.
+        Returns the settled charges.
+        """
+        if self.ledger is None:
+            return []
+        root = Path(output_dir).resolve()
+
+        def seconds_run(hold: Charge) -> float | None:
+            output = _output_in(hold.output, root)
+            return None if output is None else max(0.0, output.stat().st_mtime - hold.reserved_at.timestamp())
+
+        settled = reconcile_holds(self.ledger, lambda hold: False, owner=self.owner, seconds_run=seconds_run)
+        for charge in settled:
+            log.warning("sonic metering: prompt %s held %d tokens of %r when this server last stopped: %s",
+                        charge.job_id, charge.tokens, charge.key, charge.status)
+        return settled
 
     def finished(self, prompt_id: str, outcome: str, peak_bytes: int | None = None) -> None:
         """A prompt ran to ``outcome`` ("success", "error" or "interrupted"): commit or refund its tokens."""
+        with self._lock:
+            if self._running == prompt_id:
+                self._running = None
         job = self._settle(prompt_id)
         if job is None:
             return

@@ -240,7 +240,7 @@ def loader_target(graph: _Graph, sampler_id: str, device: str, dtype: str) -> tu
     bound); its device widget ``cpu`` is the CPU, ``auto`` or ``cuda[:N]`` the server's own device (``device``);
     fp16 runs as fp32 on a CPU, as the Loader does."""
     model, link = "sonic", graph.raw(sampler_id, "model")
-    if graph.is_link(link) and str(link[0]) in graph.prompt:
+    if graph.is_link(link) and isinstance(graph.prompt.get(str(link[0])), Mapping):
         loader_id = str(link[0])
         shares_svd = any(graph.is_link(graph.raw(loader_id, name)) for name in ("vae", "clip_vision"))
         model = "tiny" if graph.raw(loader_id, "weights") == DEMO_WEIGHTS and not shares_svd else "sonic"

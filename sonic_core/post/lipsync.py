@@ -168,7 +168,7 @@ def _estimate(video: np.ndarray, audio: np.ndarray, fps: float, max_offset: floa
 def _check_offset(max_offset: float) -> float:
     try:
         value = float(max_offset)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         value = float("nan")
     if not math.isfinite(value) or value <= 0:
         raise SonicInputError(f"max_offset: expected a positive number of seconds (default 0.2), got {max_offset!r}")

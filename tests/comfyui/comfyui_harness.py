@@ -256,6 +256,13 @@ class ComfyServer:
         assert self.process is not None, "the server is not running"
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as a crash or the OOM killer would: nothing gets to clean up."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            self.process = None
+
     def log_tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 

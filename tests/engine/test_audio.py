@@ -34,7 +34,7 @@ def stereo_44k(tmp_path_factory) -> tuple[np.ndarray, "object"]:
 
 @pytest.fixture(scope="module")
 def encoded(stereo_44k) -> dict:
-    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    import imageio_ffmpeg
     _, wav = stereo_44k
     files = {}
     for suffix, codec in ENCODED_FORMATS.items():
@@ -152,7 +152,7 @@ def test_comfyui_waveform_matches_librosa_load(stereo_44k) -> None:
 
 
 def _reference_features(samples: np.ndarray, n_mels: int) -> torch.Tensor:
-    transformers = pytest.importorskip("transformers")
+    import transformers
     extractor = transformers.WhisperFeatureExtractor(feature_size=n_mels)
     pieces = [samples[i:i + 480_000] for i in range(0, samples.size, 480_000)]
     return torch.cat([extractor(p, sampling_rate=16000, return_tensors="pt").input_features for p in pieces])

@@ -32,7 +32,7 @@ def pipeline() -> SonicPipeline:
 
     weights = assets_dir() / RIFE_WEIGHTS
     if not weights.is_file():
-        pytest.skip(f"real RIFE weights absent at {weights}: run scripts/fetch_assets.py")
+        pytest.fail(f"real RIFE weights absent at {weights}: run scripts/fetch_assets.py")
     return SonicPipeline(tiny_models(rife=load_rife(weights)))
 
 

@@ -23,7 +23,7 @@ PORTRAIT = REPO / "sonic_core" / "assets" / "portrait.jpg"
 def weights_path():
     path = assets_dir() / RIFE_WEIGHTS
     if not path.is_file():
-        pytest.skip(f"real RIFE weights absent at {path}: run scripts/fetch_assets.py")
+        pytest.fail(f"real RIFE weights absent at {path}: run scripts/fetch_assets.py")
     return path
 
 

@@ -30,8 +30,9 @@ ENFORCED = {"enforce": True, "default_key": "local", "default_tier": "standard",
             "keys": {"k-pro-alice": "pro", "k-api-svc": "api"}}
 
 
-def enforced(ledger, **changes) -> Meter:
-    return Meter(MeteringConfig(**{**ENFORCED, **changes}), audio_duration=seconds_of, ledger=ledger, clock=Clock())
+def enforced(ledger, owner: str = "", **changes) -> Meter:
+    return Meter(MeteringConfig(**{**ENFORCED, **changes}), audio_duration=seconds_of, ledger=ledger, clock=Clock(),
+                 owner=owner)
 
 
 def body(duration=10.0, **kwargs) -> dict:
@@ -108,6 +109,32 @@ def test_reserve_then_commit_on_success(ledger):
     got = samples(meter)
     assert got[("sonic_job_seconds_count", ())] == 1 and got[("sonic_job_seconds_sum", ())] == 12.5
     assert got[("sonic_tokens_total", (("tier", "standard"),))] == 100 and got[("sonic_running_jobs", ())] == 0
+
+
+def test_restart_reconciles_the_holds_a_killed_server_left(ledger, tmp_path):
+    """A server dies with one prompt that wrote its video, one running and one queued: the next process of the
+    same server commits the first, refunds the others and leaves another server's hold alone."""
+    ledger.credit("local", 1000)
+    output_dir = tmp_path / "output"
+    output_dir.mkdir()
+    dead = enforced(ledger, owner="gpu-1")
+    written, running, queued = (dead.admit(body(duration=10.0)).prompt_id for _ in range(3))
+    dead.started(written)
+    (output_dir / "Sonic_00001_.mp4").write_bytes(b"video")
+    dead.output_written(output_dir / "Sonic_00001_.mp4")
+    dead.started(running)  # ComfyUI runs one prompt at a time; the first never reached task_done
+    dead.output_written(tmp_path / "elsewhere.mp4")  # outside the output folder: no proof of this prompt's output
+    other = enforced(ledger, owner="gpu-2")
+    elsewhere = other.admit(body(duration=10.0)).prompt_id
+    assert {h.job_id for h in ledger.holds()} == {written, running, queued, elsewhere}
+
+    restarted = enforced(ledger, owner="gpu-1")
+    settled = {charge.job_id: charge.status for charge in restarted.reconcile(output_dir)}
+    assert settled == {written: COMMITTED, running: REFUNDED, queued: REFUNDED}
+    assert [h.job_id for h in ledger.holds()] == [elsewhere]
+    assert (ledger.balance("local").balance, ledger.balance("local").held, ledger.balance("local").spent) == \
+        (800, 100, 100)
+    assert restarted.reconcile(output_dir) == []
 
 
 @pytest.mark.parametrize("outcome", ["error", "interrupted"])

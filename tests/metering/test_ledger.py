@@ -20,7 +20,7 @@ from sonic_testing import REPO
 
 from sonic_core.errors import BudgetExceeded, SonicDependencyError, SonicInputError
 from sonic_core.metering.ledger import (COMMITTED, REFUNDED, RESERVED, LedgerStateError, SQLiteLedger, month_range,
-                                        open_ledger)
+                                        open_ledger, reconcile_holds)
 
 UTC = timezone.utc
 
@@ -36,7 +36,7 @@ def redis_url(tmp_path_factory):
     """A private redis-server on loopback, no persistence; killed at the end of the session."""
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
+        pytest.fail("redis-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
     workdir = tmp_path_factory.mktemp("redis")
     port = _free_port()
     log = open(workdir / "redis.log", "w")
@@ -287,6 +287,73 @@ def test_open_ledger_urls(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     with open_ledger() as default:
         assert default.path == tmp_path / ".cache" / "sonic" / "ledger.db"
+
+
+def test_holds_name_their_server_and_output_until_settled(ledger, clock):
+    ledger.credit("alice", 100)
+    ledger.reserve("alice", "a1", 10, "standard", owner="gpu-1")
+    clock.now += timedelta(seconds=1)
+    ledger.reserve("alice", "a2", 20, "standard", owner="gpu-2")
+    clock.now += timedelta(seconds=1)
+    ledger.reserve("alice", "a3", 30, "standard", owner="gpu-1")
+    assert ledger.note_output("a3", "/out/Sonic_00001_.mp4").output == "/out/Sonic_00001_.mp4"
+    assert [(h.job_id, h.owner, h.output) for h in ledger.holds()] == \
+        [("a1", "gpu-1", None), ("a2", "gpu-2", None), ("a3", "gpu-1", "/out/Sonic_00001_.mp4")]
+    assert [h.job_id for h in ledger.holds("gpu-1")] == ["a1", "a3"] and ledger.holds("gpu-9") == []
+    ledger.commit("a3", 2.0)
+    ledger.refund("a1")
+    assert [h.job_id for h in ledger.holds()] == ["a2"]
+    assert ledger.note_output("a1", "/out/late.mp4").output is None  # a settled charge is left as it is
+    assert ledger.charge("a3").output == "/out/Sonic_00001_.mp4" and ledger.charge("a3").owner == "gpu-1"
+    with pytest.raises(LedgerStateError, match="'nope' has no reservation"):
+        ledger.note_output("nope", "/out/x.mp4")
+    with pytest.raises(SonicInputError, match="owner must be a string"):
+        ledger.reserve("alice", "a4", 1, "standard", owner=7)
+
+
+def test_reconcile_settles_only_the_holds_of_dead_owners(ledger, clock):
+    """The runner says which owners live; a dead owner's hold is committed where its work exists, else refunded;
+    a hold committed meanwhile by someone else is not refunded, and a second pass finds nothing."""
+    ledger.credit("alice", 1000)
+    for job_id, owner in (("w1", "gpu-1"), ("w2", "gpu-2"), ("w3", "gpu-1"), ("w4", "gpu-3"), ("w5", "gpu-3")):
+        ledger.reserve("alice", job_id, 100, "standard", owner=owner)
+        clock.now += timedelta(seconds=1)
+    ledger.note_output("w3", "/out/w3.mp4")
+
+    def alive(hold):
+        if hold.job_id == "w4":
+            ledger.commit("w5", 3.0)  # an operator settles w5 while the reconciler walks the holds
+        return hold.owner == "gpu-2"
+
+    settled = reconcile_holds(ledger, alive, seconds_run=lambda hold: 7.5 if hold.output else None)
+    assert [(c.job_id, c.status, c.seconds) for c in settled] == \
+        [("w1", REFUNDED, None), ("w3", COMMITTED, 7.5), ("w4", REFUNDED, None)]
+    assert [h.job_id for h in ledger.holds()] == ["w2"]
+    assert ledger.charge("w5").status == COMMITTED and _counts(ledger, "alice") == (700, 100, 200)
+    assert reconcile_holds(ledger, lambda hold: hold.owner == "gpu-2") == []
+    assert [c.job_id for c in reconcile_holds(ledger, lambda hold: False, owner="gpu-9")] == []
+    assert [c.status for c in reconcile_holds(ledger, lambda hold: False, owner="gpu-2")] == [REFUNDED]
+
+
+def test_sqlite_ledger_made_before_holds_gains_their_columns(tmp_path):
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as raw:  # the schema of the first release, with one reservation in it
+        raw.executescript("""
+            CREATE TABLE accounts (key TEXT PRIMARY KEY, balance INTEGER NOT NULL DEFAULT 0, held INTEGER NOT NULL
+                DEFAULT 0, spent INTEGER NOT NULL DEFAULT 0, metered INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE charges (job_id TEXT PRIMARY KEY, key TEXT NOT NULL, tier TEXT NOT NULL, tokens INTEGER NOT
+                NULL, metered INTEGER NOT NULL, status TEXT NOT NULL, seconds REAL, reserved_at TEXT NOT NULL,
+                settled_at TEXT);
+            INSERT INTO accounts VALUES ('alice', 70, 30, 0, 0);
+            INSERT INTO charges VALUES ('old', 'alice', 'standard', 30, 0, 'reserved', NULL,
+                                        '2026-11-01T00:00:00.000000Z', NULL);
+        """)
+    with open_ledger(f"sqlite:///{path}") as ledger:
+        assert [(h.job_id, h.owner, h.output) for h in ledger.holds()] == [("old", "", None)]
+        ledger.reserve("alice", "new", 5, "standard", owner="gpu-1")
+        assert ledger.note_output("new", "/out/v.mp4").owner == "gpu-1"
+    with open_ledger(f"sqlite:///{path}") as again:  # opening a migrated file again changes nothing
+        assert [h.job_id for h in again.holds()] == ["old", "new"]
 
 
 def test_sqlite_file_is_wal_and_durable(tmp_path, clock):

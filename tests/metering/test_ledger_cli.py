@@ -110,6 +110,17 @@ def test_missing_ledger_file_is_a_one_line_error(tmp_path):
     assert not (tmp_path / "none.db").exists()
 
 
+def test_holds_lists_open_reservations(filled):
+    r = run_cli("ledger", "holds", "--ledger", filled)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["job_id,key,tier,tokens,owner,reserved_at,output",
+                                     "b-pending,bob,,60,,2026-12-01T00:00:00.000000Z,"]
+    r = run_cli("ledger", "holds", "--format", "json", "--ledger", filled)
+    assert json.loads(r.stdout)["total"] == {"jobs": 1, "tokens": 60}
+    r = run_cli("ledger", "holds", "--owner", "gpu-1", "--format", "json", "--ledger", filled)
+    assert json.loads(r.stdout) == {"holds": [], "total": {"jobs": 0, "tokens": 0}}
+
+
 def test_credit_and_balance(filled):
     r = run_cli("ledger", "credit", "--key", "bob", "--tokens", "5", "--ledger", filled)
     assert r.returncode == 0, r.stderr

@@ -16,6 +16,12 @@ State machine of one charge, keyed by its job (prompt) id::
 - ``committed`` and ``refunded`` are final: commit after refund, refund after commit, and a commit or refund of
   an unknown job id raise :class:`LedgerStateError` and change nothing.
 
+A reserved charge is durable: it records the server that reserved it (``owner``) and, once its run has written it,
+the output file. ``holds`` lists the charges still reserved, so that a server restarted after a crash settles what
+its predecessor held: commit where the output exists, refund otherwise. :func:`reconcile_holds` (:mod:`.reconcile`)
+does that for any runner that can tell whether a hold's owner is alive: a restarted ComfyUI server
+(``Meter.reconcile`` in :mod:`sonic_core.metering.enforcement`), a fleet worker.
+
 Per key: ``balance`` (tokens that can still be reserved), ``held`` (tokens of reserved jobs) and ``spent``
 (committed tokens). reserve: balance -= t, held += t; commit: held -= t, spent += t; refund: held -= t,
 balance += t. ``credit`` tops a balance up. All times are UTC; a charge belongs to the month of its commit.
@@ -33,13 +39,14 @@ from pathlib import Path
 
 from ...errors import SonicInputError
 from .base import (COMMITTED, DEFAULT_LEDGER_URL, LEDGER_ENV, MAX_TOKENS, REFUNDED, RESERVED, Balance, Charge, Clock,
-                   Ledger, LedgerStateError, Usage, checked_credit, month_range, utc_now)
+                   Ledger, LedgerStateError, Usage, checked_credit, month_range, timestamp_text, utc_now)
+from .reconcile import OwnerAlive, SecondsRun, reconcile_holds
 from .redis import RedisLedger
 from .sqlite import SQLiteLedger
 
 __all__ = ["COMMITTED", "DEFAULT_LEDGER_URL", "LEDGER_ENV", "MAX_TOKENS", "REFUNDED", "RESERVED", "Balance", "Charge",
-           "Clock", "Ledger", "LedgerStateError", "RedisLedger", "SQLiteLedger", "Usage", "checked_credit", "month_range",
-           "open_ledger", "utc_now"]
+           "Clock", "Ledger", "LedgerStateError", "OwnerAlive", "RedisLedger", "SQLiteLedger", "SecondsRun", "Usage",
+           "checked_credit", "month_range", "open_ledger", "reconcile_holds", "timestamp_text", "utc_now"]
 
 
 def open_ledger(url: str | None = None, *, create: bool = True, clock: Clock = utc_now) -> Ledger:

@@ -6,7 +6,6 @@ See :mod:`sonic_core.metering.ledger` for the state machine of one charge.
 
 from __future__ import annotations
 
-import math
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from ...errors import BudgetExceeded, SonicInputError
+from ...finite import is_finite_number, shown
 
 LEDGER_ENV = "SONIC_LEDGER"
 DEFAULT_LEDGER_URL = "sqlite:///~/.cache/sonic/ledger.db"
@@ -28,7 +28,12 @@ class LedgerStateError(SonicInputError):
 
 @dataclass(frozen=True)
 class Charge:
-    """One job's charge as stored; ``seconds`` and ``settled_at`` are set by commit (``settled_at`` by refund)."""
+    """One job's charge as stored; ``seconds`` and ``settled_at`` are set by commit (``settled_at`` by refund).
+
+    ``owner`` names the server that reserved it and ``output`` the file its run wrote while it was still reserved:
+    enough for that server, restarted after a crash, to settle the holds its dead predecessor left
+    (:meth:`Ledger.holds`).
+    """
 
     job_id: str
     key: str
@@ -39,6 +44,8 @@ class Charge:
     reserved_at: datetime
     settled_at: datetime | None = None
     seconds: float | None = None
+    owner: str = ""
+    output: str | None = None
 
 
 @dataclass(frozen=True)
@@ -133,12 +140,14 @@ class Ledger(ABC):
             raise SonicInputError("the ledger clock returned a naive datetime: return an aware UTC one")
         return now.astimezone(timezone.utc)
 
-    def reserve(self, key: str, job_id: str, tokens: int, tier: str = "") -> Charge:
-        """Hold ``tokens`` of ``key`` for ``job_id`` (repeats and refusals: :mod:`sonic_core.metering.ledger`)."""
+    def reserve(self, key: str, job_id: str, tokens: int, tier: str = "", owner: str = "") -> Charge:
+        """Hold ``tokens`` of ``key`` for ``job_id`` (repeats and refusals: :mod:`sonic_core.metering.ledger`);
+        ``owner`` names the server that will run the job (see :meth:`holds`)."""
         key, job_id, tokens = _text("key", key), _text("job_id", job_id), _count("tokens", tokens, 0)
-        if not isinstance(tier, str):
-            raise SonicInputError(f"tier must be a string, got {tier!r}")
-        charge, available = self._reserve(key, job_id, tokens, tier, self._now())
+        for name, value in (("tier", tier), ("owner", owner)):
+            if not isinstance(value, str):
+                raise SonicInputError(f"{name} must be a string, got {value!r}")
+        charge, available = self._reserve(key, job_id, tokens, tier, owner, self._now())
         if charge is None:
             raise BudgetExceeded(f"key {key!r} needs {tokens} tokens for job {job_id!r} but has {available} "
                                  "available: top the key up or lower the job's cost", tokens=tokens, limit=available)
@@ -150,9 +159,8 @@ class Ledger(ABC):
     def commit(self, job_id: str, seconds: float) -> Charge:
         """Charge the reserved tokens of a finished job and record how long it ran."""
         job_id = _text("job_id", job_id)
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
-                or seconds < 0:
-            raise SonicInputError(f"seconds must be a finite number >= 0, got {seconds!r}")
+        if not is_finite_number(seconds) or seconds < 0:
+            raise SonicInputError(f"seconds must be a finite number >= 0, got {shown(seconds)}")
         return self._final(job_id, COMMITTED, self._settle(job_id, COMMITTED, float(seconds), self._now()))
 
     def refund(self, job_id: str) -> Charge:
@@ -168,6 +176,22 @@ class Ledger(ABC):
             raise LedgerStateError(f"job {job_id!r} is already {charge.status} and cannot be {target}: "
                                    "committed and refunded are final")
         return charge
+
+    def note_output(self, job_id: str, output: str) -> Charge:
+        """Record the file a reserved job has written, so that a restart can commit it if its server dies before
+        the commit (a settled job is left as it is)."""
+        job_id, output = _text("job_id", job_id), _text("output", output)
+        charge = self._note_output(job_id, output)
+        if charge is None:
+            raise LedgerStateError(f"job {job_id!r} has no reservation: reserve it before it writes an output")
+        return charge
+
+    def holds(self, owner: str | None = None) -> list[Charge]:
+        """The charges still reserved (of ``owner`` only, if given), oldest first."""
+        if owner is not None and not isinstance(owner, str):
+            raise SonicInputError(f"owner must be a string, got {owner!r}")
+        held = self._holds()
+        return sorted((c for c in held if owner is None or c.owner == owner), key=lambda c: (c.reserved_at, c.job_id))
 
     def credit(self, key: str, tokens: int) -> Balance:
         """Top ``key`` up by ``tokens`` (creates the key)."""
@@ -201,9 +225,17 @@ class Ledger(ABC):
         """Charges committed in [start, end), oldest first."""
 
     @abstractmethod
-    def _reserve(self, key: str, job_id: str, tokens: int, tier: str,
+    def _reserve(self, key: str, job_id: str, tokens: int, tier: str, owner: str,
                  now: datetime) -> tuple[Charge | None, int | None]:
         """Atomically: the stored charge if ``job_id`` exists, else a new reservation, else (None, available)."""
+
+    @abstractmethod
+    def _note_output(self, job_id: str, output: str) -> Charge | None:
+        """Atomically set ``output`` of a reserved charge; return the stored charge (``None`` if unknown)."""
+
+    @abstractmethod
+    def _holds(self) -> list[Charge]:
+        """Every charge in the reserved state."""
 
     @abstractmethod
     def _settle(self, job_id: str, status: str, seconds: float | None, now: datetime) -> Charge | None:

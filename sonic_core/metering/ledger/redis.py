@@ -4,14 +4,15 @@ server, not Redis Cluster). The Redis client is imported only when a Redis ledge
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from ...errors import SonicDependencyError
 from .base import LEDGER_ENV, Balance, Charge, Clock, Ledger, parse_timestamp, timestamp_text, utc_now
 
 # Redis layout under a prefix P: P"acct:"KEY hash {balance, held, spent, metered}, P"job:"ID hash (the fields of
-# Charge), P"committed" sorted set of committed job ids scored by commit time (epoch seconds).
+# Charge), P"committed" sorted set of committed job ids scored by commit time (epoch seconds), P"reserved" set of the
+# job ids still reserved (the holds).
 _RESERVE_LUA = """
 local job = redis.call('HGETALL', KEYS[2])
 if #job > 0 then return {1, job} end
@@ -24,7 +25,8 @@ if not metered then
 end
 redis.call('HINCRBY', KEYS[1], 'held', tokens)
 redis.call('HSET', KEYS[2], 'job_id', ARGV[2], 'key', ARGV[1], 'tier', ARGV[4], 'tokens', ARGV[3],
-           'metered', metered and '1' or '0', 'status', 'reserved', 'reserved_at', ARGV[5])
+           'metered', metered and '1' or '0', 'status', 'reserved', 'reserved_at', ARGV[5], 'owner', ARGV[6])
+redis.call('SADD', KEYS[3], ARGV[2])
 return {1, redis.call('HGETALL', KEYS[2])}
 """
 
@@ -33,6 +35,7 @@ local job = redis.call('HGETALL', KEYS[1])
 if #job == 0 or redis.call('HGET', KEYS[1], 'status') ~= 'reserved' then return job end
 local account = ARGV[5] .. redis.call('HGET', KEYS[1], 'key')
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tokens'))
+redis.call('SREM', KEYS[3], redis.call('HGET', KEYS[1], 'job_id'))
 if tokens > 0 then redis.call('HINCRBY', account, 'held', -tokens) end
 if ARGV[1] == 'committed' then
     redis.call('HINCRBY', account, 'spent', tokens)
@@ -42,6 +45,11 @@ else
     if redis.call('HGET', KEYS[1], 'metered') ~= '1' then redis.call('HINCRBY', account, 'balance', tokens) end
     redis.call('HSET', KEYS[1], 'status', 'refunded', 'settled_at', ARGV[3])
 end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_NOTE_OUTPUT_LUA = """
+if redis.call('HGET', KEYS[1], 'status') == 'reserved' then redis.call('HSET', KEYS[1], 'output', ARGV[1]) end
 return redis.call('HGETALL', KEYS[1])
 """
 
@@ -74,6 +82,7 @@ class RedisLedger(Ledger):
                                        f"or fix the URL (--ledger / ${LEDGER_ENV})") from None
         self._reserve_script = self._redis.register_script(_RESERVE_LUA)
         self._settle_script = self._redis.register_script(_SETTLE_LUA)
+        self._note_output_script = self._redis.register_script(_NOTE_OUTPUT_LUA)
 
     def _account_key(self, key: str) -> str:
         return f"{self.prefix}acct:{key}"
@@ -89,26 +98,40 @@ class RedisLedger(Ledger):
         return Charge(job_id=fields["job_id"], key=fields["key"], tier=fields["tier"], tokens=int(fields["tokens"]),
                       status=fields["status"], metered=fields["metered"] == "1",
                       reserved_at=parse_timestamp(fields["reserved_at"]),
-                      settled_at=parse_timestamp(fields.get("settled_at")), seconds=float(seconds) if seconds else None)
+                      settled_at=parse_timestamp(fields.get("settled_at")), seconds=float(seconds) if seconds else None,
+                      owner=fields.get("owner", ""), output=fields.get("output"))
 
     @staticmethod
     def _balance(key: str, fields: dict[str, str]) -> Balance:
         return Balance(key, int(fields.get("balance", 0)), int(fields.get("held", 0)), int(fields.get("spent", 0)),
                        fields.get("metered") == "1")
 
-    def _reserve(self, key: str, job_id: str, tokens: int, tier: str,
+    def _reserve(self, key: str, job_id: str, tokens: int, tier: str, owner: str,
                  now: datetime) -> tuple[Charge | None, int | None]:
-        found, payload = self._reserve_script(keys=[self._account_key(key), self._job_key(job_id)],
-                                              args=[key, job_id, tokens, tier, timestamp_text(now)])
+        found, payload = self._reserve_script(keys=[self._account_key(key), self._job_key(job_id),
+                                                    f"{self.prefix}reserved"],
+                                              args=[key, job_id, tokens, tier, timestamp_text(now), owner])
         if not found:
             return None, int(payload)
         return self._charge(_pairs(payload)), None
 
     def _settle(self, job_id: str, status: str, seconds: float | None, now: datetime) -> Charge | None:
-        flat = self._settle_script(keys=[self._job_key(job_id), f"{self.prefix}committed"],
+        flat = self._settle_script(keys=[self._job_key(job_id), f"{self.prefix}committed", f"{self.prefix}reserved"],
                                    args=[status, "" if seconds is None else repr(seconds), timestamp_text(now),
                                          now.timestamp(), f"{self.prefix}acct:"])
         return self._charge(_pairs(flat))
+
+    def _note_output(self, job_id: str, output: str) -> Charge | None:
+        return self._charge(_pairs(self._note_output_script(keys=[self._job_key(job_id)], args=[output])))
+
+    def _holds(self) -> list[Charge]:
+        return self._charges(self._redis.smembers(f"{self.prefix}reserved"))
+
+    def _charges(self, job_ids: Iterable[str]) -> list[Charge]:
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(self._job_key(job_id))
+        return [charge for charge in map(self._charge, pipe.execute()) if charge is not None]
 
     def _update_account(self, key: str, update: Callable) -> Balance:
         pipe = self._redis.pipeline(transaction=True)
@@ -130,10 +153,7 @@ class RedisLedger(Ledger):
 
     def committed_between(self, start: datetime, end: datetime) -> list[Charge]:
         ids = self._redis.zrangebyscore(f"{self.prefix}committed", start.timestamp(), f"({end.timestamp()}")
-        pipe = self._redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self._job_key(job_id))
-        charges = [self._charge(fields) for fields in pipe.execute()]
+        charges = self._charges(ids)
         # the float scores only narrow the range; the stored UTC timestamps decide
         return sorted((c for c in charges if start <= c.settled_at < end), key=lambda c: (c.settled_at, c.job_id))
 

@@ -33,10 +33,14 @@ CREATE TABLE IF NOT EXISTS charges (
     status      TEXT NOT NULL CHECK (status IN ('reserved', 'committed', 'refunded')),
     seconds     REAL,
     reserved_at TEXT NOT NULL,
-    settled_at  TEXT
+    settled_at  TEXT,
+    owner       TEXT NOT NULL DEFAULT '',
+    output      TEXT
 );
 CREATE INDEX IF NOT EXISTS charges_by_settlement ON charges (status, settled_at);
 """
+# Columns added after the first release: a ledger file created before them gains them when it is opened.
+_ADDED_COLUMNS = {"owner": "TEXT NOT NULL DEFAULT ''", "output": "TEXT"}
 
 
 class SQLiteLedger(Ledger):
@@ -61,9 +65,23 @@ class SQLiteLedger(Ledger):
             db = self._db()
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
+            self._add_missing_columns(db)
         except (OSError, sqlite3.Error) as exc:
             raise SonicInputError(f"ledger file {self.path} cannot be used ({exc}): pass a writable SQLite file "
                                   f"(--ledger / ${LEDGER_ENV})") from None
+
+    @staticmethod
+    def _add_missing_columns(db: sqlite3.Connection) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            present = {row["name"] for row in db.execute("PRAGMA table_info(charges)")}
+            for name, declaration in _ADDED_COLUMNS.items():
+                if name not in present:
+                    db.execute(f"ALTER TABLE charges ADD COLUMN {name} {declaration}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()  # the parent's may have been held by a thread that does not exist here
@@ -105,7 +123,7 @@ class SQLiteLedger(Ledger):
         return Charge(job_id=row["job_id"], key=row["key"], tier=row["tier"], tokens=row["tokens"],
                       status=row["status"], metered=bool(row["metered"]),
                       reserved_at=parse_timestamp(row["reserved_at"]), settled_at=parse_timestamp(row["settled_at"]),
-                      seconds=row["seconds"])
+                      seconds=row["seconds"], owner=row["owner"], output=row["output"])
 
     @staticmethod
     def _balance(key: str, row: sqlite3.Row | None) -> Balance:
@@ -113,7 +131,7 @@ class SQLiteLedger(Ledger):
             return Balance(key, 0, 0, 0, False)
         return Balance(key, row["balance"], row["held"], row["spent"], bool(row["metered"]))
 
-    def _reserve(self, key: str, job_id: str, tokens: int, tier: str,
+    def _reserve(self, key: str, job_id: str, tokens: int, tier: str, owner: str,
                  now: datetime) -> tuple[Charge | None, int | None]:
         with self._transaction() as db:
             stored = self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone())
@@ -125,9 +143,9 @@ class SQLiteLedger(Ledger):
             db.execute("INSERT INTO accounts (key) VALUES (?) ON CONFLICT (key) DO NOTHING", (key,))
             db.execute("UPDATE accounts SET balance = balance - ?, held = held + ? WHERE key = ?",
                        (0 if account.metered else tokens, tokens, key))
-            db.execute("INSERT INTO charges (job_id, key, tier, tokens, metered, status, reserved_at) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (job_id, key, tier, tokens, account.metered, RESERVED, timestamp_text(now)))
+            db.execute("INSERT INTO charges (job_id, key, tier, tokens, metered, status, reserved_at, owner) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, key, tier, tokens, account.metered, RESERVED, timestamp_text(now), owner))
             return self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone()), None
 
     def _settle(self, job_id: str, status: str, seconds: float | None, now: datetime) -> Charge | None:
@@ -142,6 +160,15 @@ class SQLiteLedger(Ledger):
             db.execute("UPDATE charges SET status = ?, seconds = ?, settled_at = ? WHERE job_id = ?",
                        (status, seconds, timestamp_text(now), job_id))
             return self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone())
+
+    def _note_output(self, job_id: str, output: str) -> Charge | None:
+        with self._transaction() as db:
+            db.execute("UPDATE charges SET output = ? WHERE job_id = ? AND status = ?", (output, job_id, RESERVED))
+            return self._charge(db.execute("SELECT * FROM charges WHERE job_id = ?", (job_id,)).fetchone())
+
+    def _holds(self) -> list[Charge]:
+        return [self._charge(row) for row in self._db().execute("SELECT * FROM charges WHERE status = ?",
+                                                                  (RESERVED,))]
 
     def _credit(self, key: str, tokens: int) -> Balance:
         with self._transaction() as db:

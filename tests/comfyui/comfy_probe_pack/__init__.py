@@ -9,6 +9,7 @@ import concurrent.futures
 import importlib.util
 import json
 import sys
+import threading
 from pathlib import Path
 
 _REPO = Path(__file__).resolve().parents[3]  # tests/comfyui/comfy_probe_pack/__init__.py -> the repo
@@ -96,9 +97,26 @@ class SonicProbeShared(io.ComfyNode):
         return io.NodeOutput(text, ui={"text": [text]})
 
 
+class SonicProbeHoldAfter(io.ComfyNode):
+    """Writes ``marker`` (holding ``path``, the file the node before wrote), then blocks the worker until the
+    server is killed: a prompt that has written its output but never reaches ComfyUI's task_done."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SonicProbeHoldAfter", display_name="Sonic probe: block after an output",
+                         category="Sonic/tests", description="test-only",
+                         inputs=[io.String.Input("path", default=""), io.String.Input("marker", default="")],
+                         outputs=[io.String.Output(display_name="report")], is_output_node=True)
+
+    @classmethod
+    def execute(cls, path, marker):
+        Path(marker).write_text(path)
+        threading.Event().wait()
+
+
 class _ProbeExtension(compat.ComfyExtension):
     async def get_node_list(self):
-        return [SonicProbeHidden, SonicProbeManaged, SonicProbeShared]
+        return [SonicProbeHidden, SonicProbeManaged, SonicProbeShared, SonicProbeHoldAfter]
 
 
 async def comfy_entrypoint():

@@ -31,7 +31,7 @@ SPEECH_SECONDS = audio_duration(DEMO_SPEECH)
 
 def needs_rife() -> None:
     if not (assets_dir() / RIFE_WEIGHTS).is_file():
-        pytest.skip(f"real RIFE weights absent at {assets_dir() / RIFE_WEIGHTS}: run scripts/fetch_assets.py")
+        pytest.fail(f"real RIFE weights absent at {assets_dir() / RIFE_WEIGHTS}: run scripts/fetch_assets.py")
 
 
 @pytest.mark.slow

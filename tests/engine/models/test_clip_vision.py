@@ -24,7 +24,7 @@ TINY_CONFIGS = {
 
 
 def reference(config: dict, seed: int):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     torch.manual_seed(seed)
     ref = transformers.CLIPVisionModelWithProjection(transformers.CLIPVisionConfig(**config)).eval()
     perturb_(ref, seed)
@@ -76,7 +76,7 @@ def test_wrong_image_size_is_an_input_error() -> None:
 
 def test_preprocess_matches_clip_image_processor() -> None:
     """MODEL.md §3.4: a LANCZOS squash of the (non-square) working image, then CLIPImageProcessor's defaults."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     image = Image.open(REPO / "sonic_core" / "assets" / "portrait.jpg").resize((448, 320), Image.LANCZOS)
     got = preprocess_clip_image(image)
     squashed = image.resize((224, 224), Image.LANCZOS)
@@ -88,7 +88,7 @@ def test_preprocess_matches_clip_image_processor() -> None:
 
 def test_config_defaults_are_transformers_defaults() -> None:
     """A config dict that omits a field must build the same network as transformers would."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     assert CLIPVisionConfig() == CLIPVisionConfig.from_dict(transformers.CLIPVisionConfig().to_dict())
 
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffusers.models import downsampling, embeddings, resnet, upsampling
 
 from sonic_core.models import layers
-
-resnet = pytest.importorskip("diffusers.models.resnet")
-embeddings = pytest.importorskip("diffusers.models.embeddings")
-downsampling = pytest.importorskip("diffusers.models.downsampling")
-upsampling = pytest.importorskip("diffusers.models.upsampling")
 
 TOL = 1e-5
 

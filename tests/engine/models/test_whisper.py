@@ -24,7 +24,7 @@ TINY_CONFIGS = {
 
 
 def reference(config: dict, seed: int, kind: str = "WhisperModel"):
-    transformers = pytest.importorskip("transformers")
+    import transformers
     torch.manual_seed(seed)
     ref = getattr(transformers, kind)(transformers.WhisperConfig(**DECODER, **config)).eval()
     perturb_(ref, seed)
@@ -110,7 +110,7 @@ def test_other_input_shapes_are_audio_errors(shape: tuple[int, ...]) -> None:
 
 def test_config_defaults_are_transformers_defaults() -> None:
     """A config dict that omits a field must build the same network as transformers would."""
-    transformers = pytest.importorskip("transformers")
+    import transformers
     assert WhisperEncoderConfig() == WhisperEncoderConfig.from_dict(transformers.WhisperConfig().to_dict())
 
 
