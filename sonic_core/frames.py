@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .errors import SonicInputError
+from .finite import shown
 
 # ITU-R BT.601 luma weights, the ones OpenCV's RGB2GRAY uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -31,9 +32,9 @@ def check_fps(fps: float, name: str = "fps") -> float:
     try:
         value = float(fps)
     except (TypeError, ValueError, OverflowError):
-        raise SonicInputError(f"{name}: expected a positive number of frames per second, got {fps!r}") from None
+        raise SonicInputError(f"{name}: expected a positive number of frames per second, got {shown(fps)}") from None
     if not math.isfinite(value) or value <= 0:
-        raise SonicInputError(f"{name}: expected a positive number of frames per second, got {fps!r}")
+        raise SonicInputError(f"{name}: expected a positive number of frames per second, got {shown(fps)}")
     return value
 
 
