@@ -405,22 +405,33 @@ def crop_box_text(predata: PreData) -> str:
     return f"{x1},{y1},{x2},{y2}"
 
 
-def start_generation(model: SonicModel, predata: PreData,
-                     knobs: dict[str, Any]) -> tuple[SonicPipeline, SonicSettings, Callable[[int, int], None]]:
-    """The pipeline on the model's device, PreData's settings with the Sampler's knobs (the widgets of
-    :func:`sampler_inputs`; one left out keeps PreData's value), and the progress callback of ComfyUI's progress
-    bar (steps x windows)."""
+@dataclass
+class Generation:
+    """What a Sampler runs: the pipeline on the model's device, the settings, the studio steps and the progress
+    callback of ComfyUI's progress bar (steps x windows)."""
+
+    pipeline: SonicPipeline
+    settings: SonicSettings
+    post: PostOptions
+    on_step: Callable[[int, int], None]
+
+
+def start_generation(model: SonicModel, predata: PreData, inputs: dict[str, Any]) -> Generation:
+    """A Sampler's widgets (:func:`sampler_inputs` and :func:`post_inputs`) as a :class:`Generation`: PreData's
+    settings with the Sampler's knobs (one left out keeps PreData's value) and the studio steps' options."""
     if not isinstance(model, SonicModel) or not isinstance(predata, PreData):
         raise SonicInputError("model / predata: connect a Sonic Loader and a Sonic PreData node")
-    known = [item.id for item in sampler_inputs() if item.id not in ("model", "predata")]
-    unknown = sorted(set(knobs) - set(known))
+    post_names = [item.id for item in post_inputs()]
+    known = [item.id for item in sampler_inputs() if item.id not in ("model", "predata")] + post_names
+    unknown = sorted(set(inputs) - set(known))
     if unknown:
         raise SonicInputError(f"unknown Sampler input(s) {unknown}: the Samplers take {known}")
-    settings = predata.settings.replace(**knobs)
+    post = PostOptions(**{name: value for name, value in inputs.items() if name in post_names})
+    settings = predata.settings.replace(**{name: value for name, value in inputs.items() if name not in post_names})
     pipeline = SonicPipeline(model.models, model.load(), model.dtype)
     progress = ProgressBar(settings.steps * calls_per_step(predata.inputs.num_frames,
                                                            SamplerOptions.from_settings(settings)))
-    return pipeline, settings, lambda done, total: progress.update_absolute(done, total)
+    return Generation(pipeline, settings, post, lambda done, total: progress.update_absolute(done, total))
 
 
 class SonicSampler(io.ComfyNode):
@@ -448,20 +459,16 @@ class SonicSampler(io.ComfyNode):
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model: SonicModel, predata: PreData, deflicker: bool = DEFAULT_DEFLICKER,
-                colour_strength: float = DEFAULT_COLOUR_STRENGTH, paste_back: bool = False,
-                paste_feather: float = DEFAULT_FEATHER, **knobs: Any) -> io.NodeOutput:
-        options = PostOptions(deflicker=deflicker, colour_strength=colour_strength, paste_back=paste_back,
-                              paste_feather=paste_feather)
-        pipeline, settings, on_step = start_generation(model, predata, knobs)
-        inputs = predata.inputs
-        post = StreamSteps(options, pipeline.output_fps(settings), inputs.reference)
-        chunks = pipeline(inputs, settings, on_step=on_step, should_stop=cancel_check)
+    def execute(cls, model: SonicModel, predata: PreData, **widgets: Any) -> io.NodeOutput:
+        run = start_generation(model, predata, widgets)
+        inputs, fps = predata.inputs, run.settings.fps
+        post = StreamSteps(run.post, run.pipeline.output_fps(run.settings), inputs.reference)
+        chunks = run.pipeline(inputs, run.settings, on_step=run.on_step, should_stop=cancel_check)
         frames = torch.cat(list(post.run(chunk.cpu() for chunk in chunks)))
         throw_if_interrupted()
         lines = [f"{name}: {json.dumps(step)}" for name, step in post.report.items()]
-        return io.NodeOutput(frames.permute(0, 2, 3, 1).contiguous(), settings.fps,
-                             speech_audio(inputs.speech, len(frames) / settings.fps), crop_box_text(predata),
+        return io.NodeOutput(frames.permute(0, 2, 3, 1).contiguous(), fps,
+                             speech_audio(inputs.speech, len(frames) / fps), crop_box_text(predata),
                              ui={"text": lines} if lines else None)
 
 
@@ -486,15 +493,11 @@ class SonicSamplerToVideo(io.ComfyNode):
 
     @classmethod
     @torch.no_grad()
-    def execute(cls, model: SonicModel, predata: PreData, deflicker: bool = DEFAULT_DEFLICKER,
-                colour_strength: float = DEFAULT_COLOUR_STRENGTH, paste_back: bool = False,
-                paste_feather: float = DEFAULT_FEATHER, **knobs: Any) -> io.NodeOutput:
-        options = PostOptions(deflicker=deflicker, colour_strength=colour_strength, paste_back=paste_back,
-                              paste_feather=paste_feather)
-        pipeline, settings, on_step = start_generation(model, predata, knobs)
+    def execute(cls, model: SonicModel, predata: PreData, **widgets: Any) -> io.NodeOutput:
+        run = start_generation(model, predata, widgets)
         height, width = predata.inputs.reference.ref_image.shape[-2:]
         path, name, subfolder = output_path(STREAMED_PREFIX, int(width), int(height), "mp4", kind="temp")
-        report = render_video(pipeline, predata.inputs, path, settings, post=options, on_step=on_step,
+        report = render_video(run.pipeline, predata.inputs, path, run.settings, post=run.post, on_step=run.on_step,
                               should_stop=cancel_check)
         note_output(path)
         throw_if_interrupted()
