@@ -29,8 +29,8 @@ from sonic_core.conditioning import AudioConditioning, ImageConditioning
 from sonic_core.models.attention import (AudioCrossAttention, BasicTransformerBlock, TemporalBasicTransformerBlock,
                                          downsample_mask)
 from sonic_core.models.layers import multi_head_attention
-from sonic_core.sampling import (SamplerOptions, Schedule, add_noise, euler_step, guidance_ramp, guide, i2i_start_index,
-                                 karras_sigmas, scale_model_input, sigmas_to_timesteps, window_indices)
+from sonic_core.sampling import (SamplerOptions, Schedule, add_noise, euler_step, guide, scale_model_input, step_plan,
+                                 window_indices)
 
 
 def literal_cross_attention(attn: AudioCrossAttention, x: torch.Tensor, clip: torch.Tensor, audio: torch.Tensor,
@@ -124,12 +124,8 @@ def literal_sample_latents(unet: nn.Module, audio: AudioConditioning, image: Ima
     param = next(unet.parameters())
     device, dtype = param.device, param.dtype
     n = audio.num_frames
-    sigmas = karras_sigmas(options.steps, schedule)
-    timesteps = sigmas_to_timesteps(sigmas)
-    start = i2i_start_index(options.steps, options.i2i_strength)
-    steps_run = options.steps - start
-    appearance = guidance_ramp(*options.appearance_guidance, steps_run).to(device, dtype)
-    audio_scale = guidance_ramp(*options.audio_guidance, steps_run).to(device, dtype)
+    plan = step_plan(options, schedule, device, dtype)
+    sigmas, timesteps, start = plan.sigmas, plan.timesteps, plan.start
 
     cond_tokens = audio.cond_tokens.to(device, dtype)
     uncond_tokens = audio.uncond_tokens.to(device, dtype).expand_as(cond_tokens)
@@ -142,7 +138,7 @@ def literal_sample_latents(unet: nn.Module, audio: AudioConditioning, image: Ima
     face_mask = image.face_mask.to(device, dtype)
     latents = add_noise(image.ref_latents.to(device, dtype), latent_noise.to(device, dtype), sigmas[start].to(dtype))
 
-    for k in range(steps_run):
+    for k in range(plan.steps_run):
         sigma, sigma_next, t = sigmas[start + k], sigmas[start + k + 1], timesteps[start + k]
         windows = window_indices(n, options.frames_per_window, options.overlap, k * options.shift_offset)
         summed = torch.zeros_like(latents)
@@ -155,7 +151,7 @@ def literal_sample_latents(unet: nn.Module, audio: AudioConditioning, image: Ima
             audio_ctx = audio_slots[:, frames].flatten(0, 1)
             ids = literal_time_ids(buckets, frames, options).to(device, dtype)
             out = unet(sample, t, clip_ctx, audio_ctx, ids[None].repeat(3, 1), face_mask)
-            guided = guide(out[0:1], out[1:2], out[2:3], appearance[k], audio_scale[k])
+            guided = guide(out[0:1], out[1:2], out[2:3], plan.appearance[k], plan.audio[k])
             stepped = euler_step(window_latents, guided, sigma, sigma_next)[0]
             for m, i in enumerate(frames):
                 summed[i] += stepped[m]

@@ -171,6 +171,32 @@ class SamplerOptions:
                    motion_scale=settings.motion_scale, windows_per_call=windows_per_call)
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """The per-step numbers of a run: ``sigmas`` ``[steps + 1]`` and model ``timesteps``, the first schedule index
+    run (image-to-image), and the guidance scales of each step run (on the device, in the UNet's dtype)."""
+
+    sigmas: torch.Tensor
+    timesteps: torch.Tensor
+    start: int
+    appearance: torch.Tensor
+    audio: torch.Tensor
+
+    @property
+    def steps_run(self) -> int:
+        return self.appearance.shape[0]
+
+
+def step_plan(options: SamplerOptions, schedule: Schedule, device: torch.device, dtype: torch.dtype) -> StepPlan:
+    """The :class:`StepPlan` of ``options`` on ``schedule``."""
+    sigmas = karras_sigmas(options.steps, schedule)
+    start = i2i_start_index(options.steps, options.i2i_strength)
+    steps_run = options.steps - start
+    return StepPlan(sigmas, sigmas_to_timesteps(sigmas), start,
+                    guidance_ramp(*options.appearance_guidance, steps_run).to(device, dtype),
+                    guidance_ramp(*options.audio_guidance, steps_run).to(device, dtype))
+
+
 def calls_per_step(num_frames: int, options: SamplerOptions) -> int:
     """UNet calls per sampler step for a clip of ``num_frames`` generated frames."""
     windows = len(range(0, num_frames, options.frames_per_window - options.overlap))
@@ -213,12 +239,8 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     if latent_noise.shape[0] != n:
         raise SonicInputError(f"latent noise has {latent_noise.shape[0]} frames for {n} audio frames: "
                               "draw it for the clip's generated frame count")
-    sigmas = karras_sigmas(options.steps, schedule)
-    timesteps = sigmas_to_timesteps(sigmas)
-    start = i2i_start_index(options.steps, options.i2i_strength)
-    steps_run = options.steps - start
-    appearance = guidance_ramp(*options.appearance_guidance, steps_run).to(device, dtype)
-    audio_scale = guidance_ramp(*options.audio_guidance, steps_run).to(device, dtype)
+    plan = step_plan(options, schedule, device, dtype)
+    sigmas, timesteps, start, steps_run = plan.sigmas, plan.timesteps, plan.start, plan.steps_run
 
     cond_tokens = audio.cond_tokens.to(device, dtype)
     uncond_tokens = audio.uncond_tokens.to(device, dtype)
@@ -247,7 +269,7 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
                                                                  uncond_tokens, image_slots, clip_slots)
             ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0)
             out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask, audio_index).unflatten(0, (-1, 3))
-            guided = guide(out[:, 0], out[:, 1], out[:, 2], appearance[k], audio_scale[k])
+            guided = guide(out[:, 0], out[:, 1], out[:, 2], plan.appearance[k], plan.audio[k])
             stepped = euler_step(latents[group], guided, sigma, sigma_next)
             for frames, window_latents in zip(group, stepped):  # window order, as the official fp16 sums
                 summed.index_add_(0, frames, window_latents)
