@@ -74,9 +74,10 @@ def speed_probe() -> float:
 
 def run_point(duration: float, resolution: int, steps: int, interpolate: bool) -> dict:
     """One generation in this process (called in a fresh subprocess): the pipeline's report as a dict."""
-    from sonic_core.face.detect import load_detector
+    from sonic_core.inputs import prepare_inputs
     from sonic_core.models.rife import IFNet
     from sonic_core.pipeline import SonicPipeline
+    from sonic_core.render import render_video
     from sonic_core.settings import SonicSettings
     from sonic_core.weights.tiny import tiny_models
 
@@ -85,7 +86,7 @@ def run_point(duration: float, resolution: int, steps: int, interpolate: bool) -
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"sonic_cost_bench_{os.getpid()}.mp4"
     before = speed_probe()
     try:
-        report = pipeline.generate(PORTRAIT, SPEECH, out, settings, load_detector(None), fit="trim")
+        report = render_video(pipeline, prepare_inputs(PORTRAIT, SPEECH, settings, fit="trim"), out, settings)
     finally:
         out.unlink(missing_ok=True)
     return {**report.to_dict(), "probe_s": (before + speed_probe()) / 2}

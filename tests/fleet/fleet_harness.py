@@ -73,7 +73,7 @@ class Service:
 def start_redis(folder: Path) -> tuple[Service, str]:
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
+        pytest.fail("redis-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
     import redis
 
     port = free_port()
@@ -107,7 +107,7 @@ def start_rabbitmq(folder: Path) -> tuple[Service, str]:
     # The server itself, not /usr/sbin's wrapper (which switches to the rabbitmq user, who cannot write here).
     exe = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
     if not exe.exists():
-        pytest.skip("rabbitmq-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
+        pytest.fail("rabbitmq-server is not installed: bash scripts/dev.sh setup (scripts/apt-packages.txt)")
     port, dist_port, epmd_port = free_port(), free_port(), free_port()
     node = f"sonic-test-{uuid.uuid4().hex[:8]}@localhost"
     (folder / "enabled_plugins").write_text("[].\n")
