@@ -178,13 +178,22 @@ class JobRecords:
                                                                         "running_jobs")}
         return counts
 
-    def set_worker_memory(self, worker: str, used_bytes: int, total_bytes: int) -> None:
-        self._redis.hset(f"{self.prefix}workers", worker, json.dumps([used_bytes, total_bytes, time.time()]))
+    def _memory(self, worker: str) -> str:
+        return f"{self.prefix}worker-memory:{worker}"
+
+    def set_worker_memory(self, worker: str, used_bytes: int, total_bytes: int, ttl_seconds: float) -> None:
+        """Report a worker's device memory; the report is gone after ``ttl_seconds`` unless reported again, so a
+        worker that died drops out of the gauge instead of exporting its last figures forever."""
+        self._redis.set(self._memory(worker), json.dumps([used_bytes, total_bytes]),
+                        px=max(1, round(ttl_seconds * 1000)))
 
     def worker_memory(self) -> dict[str, tuple[int, int]]:
-        """``worker -> (used, total)`` bytes of the device memory of its ComfyUI server, as last reported."""
-        return {worker: tuple(json.loads(value)[:2]) for worker, value in
-                self._redis.hgetall(f"{self.prefix}workers").items()}
+        """``worker -> (used, total)`` bytes of the device memory of its ComfyUI server, of the workers whose last
+        report has not expired."""
+        keys = sorted(self._redis.scan_iter(match=self._memory("*")))
+        values = self._redis.mget(keys) if keys else []
+        start = len(self._memory(""))
+        return {key[start:]: tuple(json.loads(value)) for key, value in zip(keys, values) if value is not None}
 
     def close(self) -> None:
         self._redis.close()
