@@ -43,16 +43,20 @@ local function move(pool, old, new, tokens)
 end
 """
 
-# KEYS: job hash, pool-hash prefix. ARGV: new state, n allowed states, allowed..., field, value, ...
+# KEYS: job hash, pool-hash prefix. ARGV: new state, lease cutoff ('' for none), n allowed states, allowed...,
+# field, value, ... Returns 'ok', the state that refused the move, or 'busy' (its lease lasts past the cutoff).
 _TRANSITION_LUA = _COUNT_MOVES + """
 local old = redis.call('HGET', KEYS[1], 'state')
 if not old then return false end
-local n = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local allowed = false
-for i = 3, 2 + n do if ARGV[i] == old then allowed = true end end
+for i = 4, 3 + n do if ARGV[i] == old then allowed = true end end
 if not allowed then return old end
+if ARGV[2] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') >= tonumber(ARGV[2]) then
+    return 'busy'
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
-for i = 3 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 4 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 move(KEYS[2] .. redis.call('HGET', KEYS[1], 'pool'), old, ARGV[1], tonumber(redis.call('HGET', KEYS[1], 'tokens')))
 return 'ok'
 """
@@ -134,10 +138,12 @@ class JobRecords:
         if fields:
             self._redis.hset(self._job(job_id), mapping=_flat(fields))
 
-    def transition(self, job_id: str, new: str, allowed: tuple[str, ...], **fields: Any) -> str | None:
-        """Move the job to ``new`` if its state is one of ``allowed`` (and set ``fields``); returns ``"ok"``, else
-        the state that refused the move (``None``: no such job)."""
-        args = [new, len(allowed), *allowed]
+    def transition(self, job_id: str, new: str, allowed: tuple[str, ...], *, lease_before: float | None = None,
+                   **fields: Any) -> str | None:
+        """Move the job to ``new`` if its state is one of ``allowed`` (and, with ``lease_before``, its lease ended
+        before that time) and set ``fields``; returns ``"ok"``, else the state that refused the move, ``"busy"``
+        (a lease lasting past ``lease_before``: a worker renewed or took it meanwhile) or ``None`` (no such job)."""
+        args = [new, "" if lease_before is None else lease_before, len(allowed), *allowed]
         for name, value in _flat(fields).items():
             args += [name, value]
         return self._transition(keys=[self._job(job_id), self._pools()], args=args)
