@@ -17,7 +17,8 @@ is exactly once:
   id, and repeating a settlement is a no-op).
 
 The gateway sends each job with soft and hard time limits from the cost model's prediction; at the soft limit the
-prompt is interrupted and the job refunded.
+prompt is interrupted and the job refunded. Each pool process reports its server's device memory
+(:class:`MemoryReporter`) in reports that expire when it stops.
 """
 
 from __future__ import annotations
