@@ -12,6 +12,12 @@ every worker, so one ``.env`` or Kubernetes ConfigMap configures the whole fleet
 - ``SONIC_FLEET_LEASE_S``: how long a running job's lease lasts without the worker's heartbeat (default 30).
 - ``SONIC_FLEET_VISIBILITY_TIMEOUT``: seconds before a Redis broker hands an unacknowledged job (its worker died)
   to another worker (default 300; jobs running longer are protected by their lease, see :mod:`.worker`).
+- ``SONIC_FLEET_MEMORY_REPORT_S`` (workers): seconds between reports of the device memory of the worker's ComfyUI
+  server (default 15); a report expires after three of them, so a dead worker's memory leaves the metrics.
+- ``SONIC_FLEET_RECONCILE_S`` (gateway): seconds between passes of the hold reconciler (default 60; 0: none), see
+  :mod:`.reconciler`.
+- ``SONIC_FLEET_ENQUEUE_GRACE_S``: how long a hold may wait for its job to reach the broker before the reconciler
+  takes its gateway for dead (default 60).
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ class FleetConfig:
     comfy_url: str
     lease_seconds: float
     visibility_timeout: float
+    memory_report_seconds: float = 15.0
+    reconcile_seconds: float = 60.0
+    enqueue_grace_seconds: float = 60.0
 
     @classmethod
     def from_env(cls) -> "FleetConfig":
@@ -45,4 +54,9 @@ class FleetConfig:
                    ledger=os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER_URL,
                    comfy_url=os.environ.get("SONIC_COMFY_URL") or "http://127.0.0.1:8188",
                    lease_seconds=float(os.environ.get("SONIC_FLEET_LEASE_S") or 30),
-                   visibility_timeout=float(os.environ.get("SONIC_FLEET_VISIBILITY_TIMEOUT") or 300))
+                   visibility_timeout=float(os.environ.get("SONIC_FLEET_VISIBILITY_TIMEOUT") or 300),
+                   memory_report_seconds=float(os.environ.get("SONIC_FLEET_MEMORY_REPORT_S")
+                                               or cls.memory_report_seconds),
+                   reconcile_seconds=float(os.environ.get("SONIC_FLEET_RECONCILE_S") or cls.reconcile_seconds),
+                   enqueue_grace_seconds=float(os.environ.get("SONIC_FLEET_ENQUEUE_GRACE_S")
+                                               or cls.enqueue_grace_seconds))

@@ -22,7 +22,8 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -43,6 +44,7 @@ from .fleet_metrics import render_metrics
 from .jobs import Job, check_template, load_template, parse_job
 from .keys import ApiKey, KeyBook
 from .quotes import Quote, input_names, quote_job
+from .reconciler import FLEET_OWNER, ReconcileLoop
 from .records import FINAL, JobRecords
 from .storage import VIDEO, JobStorage
 from .worker import TASK_NAME, make_app
@@ -90,13 +92,15 @@ class Gateway:
 
     def enqueue(self, quote: Quote, job: Job, api_key: ApiKey) -> None:
         """Store the inputs, hold the tokens, record the job and send it to its pool's queue; when the records or
-        the broker cannot be reached nothing stays held or stored (a 503)."""
+        the broker cannot be reached nothing stays held or stored (a 503), and when this process dies on the way
+        the reconciler (:mod:`.reconciler`) refunds the hold."""
         portrait, speech = input_names(job)
         self.storage.put(job.image, quote.job_id, portrait)
         self.storage.put(job.audio, quote.job_id, speech)
         with open_ledger(self.config.ledger) as ledger:
             try:
-                ledger.reserve(api_key.account, quote.job_id, quote.cost.total_tokens, quote.cost.tier)
+                ledger.reserve(api_key.account, quote.job_id, quote.cost.total_tokens, quote.cost.tier,
+                               FLEET_OWNER)
             except SonicError:
                 self.storage.remove(quote.job_id)
                 raise
@@ -106,6 +110,7 @@ class Gateway:
                                     portrait=portrait, speech=speech, graph=json.dumps(quote.graph), progress=0)
                 self.celery.send_task(TASK_NAME, args=[quote.job_id], queue=quote.pool.queue,
                                       soft_time_limit=quote.soft_time_limit, time_limit=quote.time_limit)
+                self.records.update(quote.job_id, sent_at=time.time())  # the reconciler leaves it to the workers
             except (RedisError, OperationalError) as exc:
                 ledger.refund(quote.job_id)
                 self.storage.remove(quote.job_id)
@@ -194,7 +199,13 @@ def _chunks(handle: IO[bytes], size: int = 2**20) -> Iterator[bytes]:
 def create_app(config: FleetConfig, keys: KeyBook, tiers: dict[str, Tier] | None = None,
                device: str | None = None) -> FastAPI:
     gateway = Gateway(config, keys, tiers or load_tiers(), device)
-    app = FastAPI(title="Sonic fleet gateway", version="1",
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        with ReconcileLoop(config, gateway.records, gateway.storage):
+            yield
+
+    app = FastAPI(title="Sonic fleet gateway", version="1", lifespan=lifespan,
                   description="Talking-head video jobs priced in tokens, held in the ledger and run by GPU workers.")
 
     @app.exception_handler(GatewayError)
@@ -237,8 +248,12 @@ def create_app(config: FleetConfig, keys: KeyBook, tiers: dict[str, Tier] | None
         record = gateway.record(job_id, gateway.key(request))
         if record["state"] != "done":
             raise GatewayError(409, f"job {job_id} is {record['state']}, not done: its video is not ready")
+        try:
+            size = gateway.storage.size(job_id, VIDEO)
+        except SonicInputError as exc:
+            raise GatewayError(410, str(exc)) from None
         return StreamingResponse(_chunks(gateway.storage.open(job_id, VIDEO)), media_type="video/mp4",
-                                 headers={"Content-Length": str(gateway.storage.size(job_id, VIDEO)),
+                                 headers={"Content-Length": str(size),
                                           "Content-Disposition": f'attachment; filename="{job_id}.mp4"'})
 
     @app.delete("/v1/jobs/{job_id}")

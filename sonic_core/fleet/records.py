@@ -43,16 +43,20 @@ local function move(pool, old, new, tokens)
 end
 """
 
-# KEYS: job hash, pool-hash prefix. ARGV: new state, n allowed states, allowed..., field, value, ...
+# KEYS: job hash, pool-hash prefix. ARGV: new state, lease cutoff ('' for none), n allowed states, allowed...,
+# field, value, ... Returns 'ok', the state that refused the move, or 'busy' (its lease lasts past the cutoff).
 _TRANSITION_LUA = _COUNT_MOVES + """
 local old = redis.call('HGET', KEYS[1], 'state')
 if not old then return false end
-local n = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
 local allowed = false
-for i = 3, 2 + n do if ARGV[i] == old then allowed = true end end
+for i = 4, 3 + n do if ARGV[i] == old then allowed = true end end
 if not allowed then return old end
+if ARGV[2] ~= '' and tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0') >= tonumber(ARGV[2]) then
+    return 'busy'
+end
 redis.call('HSET', KEYS[1], 'state', ARGV[1])
-for i = 3 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+for i = 4 + n, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 move(KEYS[2] .. redis.call('HGET', KEYS[1], 'pool'), old, ARGV[1], tonumber(redis.call('HGET', KEYS[1], 'tokens')))
 return 'ok'
 """
@@ -134,10 +138,12 @@ class JobRecords:
         if fields:
             self._redis.hset(self._job(job_id), mapping=_flat(fields))
 
-    def transition(self, job_id: str, new: str, allowed: tuple[str, ...], **fields: Any) -> str | None:
-        """Move the job to ``new`` if its state is one of ``allowed`` (and set ``fields``); returns ``"ok"``, else
-        the state that refused the move (``None``: no such job)."""
-        args = [new, len(allowed), *allowed]
+    def transition(self, job_id: str, new: str, allowed: tuple[str, ...], *, lease_before: float | None = None,
+                   **fields: Any) -> str | None:
+        """Move the job to ``new`` if its state is one of ``allowed`` (and, with ``lease_before``, its lease ended
+        before that time) and set ``fields``; returns ``"ok"``, else the state that refused the move, ``"busy"``
+        (a lease lasting past ``lease_before``: a worker renewed or took it meanwhile) or ``None`` (no such job)."""
+        args = [new, "" if lease_before is None else lease_before, len(allowed), *allowed]
         for name, value in _flat(fields).items():
             args += [name, value]
         return self._transition(keys=[self._job(job_id), self._pools()], args=args)
@@ -178,13 +184,22 @@ class JobRecords:
                                                                         "running_jobs")}
         return counts
 
-    def set_worker_memory(self, worker: str, used_bytes: int, total_bytes: int) -> None:
-        self._redis.hset(f"{self.prefix}workers", worker, json.dumps([used_bytes, total_bytes, time.time()]))
+    def _memory(self, worker: str) -> str:
+        return f"{self.prefix}worker-memory:{worker}"
+
+    def set_worker_memory(self, worker: str, used_bytes: int, total_bytes: int, ttl_seconds: float) -> None:
+        """Report a worker's device memory; the report is gone after ``ttl_seconds`` unless reported again, so a
+        worker that died drops out of the gauge instead of exporting its last figures forever."""
+        self._redis.set(self._memory(worker), json.dumps([used_bytes, total_bytes]),
+                        px=max(1, round(ttl_seconds * 1000)))
 
     def worker_memory(self) -> dict[str, tuple[int, int]]:
-        """``worker -> (used, total)`` bytes of the device memory of its ComfyUI server, as last reported."""
-        return {worker: tuple(json.loads(value)[:2]) for worker, value in
-                self._redis.hgetall(f"{self.prefix}workers").items()}
+        """``worker -> (used, total)`` bytes of the device memory of its ComfyUI server, of the workers whose last
+        report has not expired."""
+        keys = sorted(self._redis.scan_iter(match=self._memory("*")))
+        values = self._redis.mget(keys) if keys else []
+        start = len(self._memory(""))
+        return {key[start:]: tuple(json.loads(value)) for key, value in zip(keys, values) if value is not None}
 
     def close(self) -> None:
         self._redis.close()

@@ -1,10 +1,17 @@
 """The fleet's files (each job's inputs and its video) in a local folder or any fsspec URL (``s3://bucket/prefix``
-for S3 or MinIO, with s3fs installed). A file is written under a temporary name and moved into place when whole,
-so a file that exists is complete: that is how a worker knows a re-delivered job has already finished."""
+for S3, MinIO or any S3-compatible server, through s3fs). A file is written under a temporary name and moved into
+place when whole, so a file that exists is complete: that is how a worker knows a re-delivered job has already
+finished.
+
+An S3-compatible server other than AWS is named by fsspec's configuration, read from the environment of every
+process: ``FSSPEC_S3_ENDPOINT_URL=http://minio:9000`` (or ``FSSPEC_S3='{"endpoint_url": ...}'``), with the
+credentials in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` (or any source botocore reads)."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -34,7 +41,9 @@ class JobStorage:
         return f"{self.root.rstrip('/')}/jobs/{job_id}/{name}"
 
     def exists(self, job_id: str, name: str) -> bool:
-        return self.fs.exists(self.path(job_id, name))
+        path = self.path(job_id, name)
+        self.fs.invalidate_cache(path)  # another process (a worker that died) may have written it since a listing
+        return self.fs.exists(path)
 
     def put(self, local: str | Path, job_id: str, name: str) -> str:
         """Copy a local file in as ``name``, whole or not at all; returns its path in the storage."""
@@ -46,14 +55,26 @@ class JobStorage:
         return final
 
     def get(self, job_id: str, name: str, local: str | Path) -> Path:
-        self.fs.get_file(self.path(job_id, name), str(local))
+        with self._missing(job_id, name):
+            self.fs.get_file(self.path(job_id, name), str(local))
         return Path(local)
 
     def open(self, job_id: str, name: str) -> IO[bytes]:
-        return self.fs.open(self.path(job_id, name), "rb")
+        with self._missing(job_id, name):
+            return self.fs.open(self.path(job_id, name), "rb")
 
     def size(self, job_id: str, name: str) -> int:
-        return int(self.fs.size(self.path(job_id, name)))
+        with self._missing(job_id, name):
+            return int(self.fs.size(self.path(job_id, name)))
+
+    @contextmanager
+    def _missing(self, job_id: str, name: str) -> Iterator[None]:
+        """A file that is not there as one line naming the job, the file and the storage."""
+        try:
+            yield
+        except FileNotFoundError:
+            raise SonicInputError(f"job {job_id} has no file {name!r} in the storage {self.url}: it was removed, or "
+                                  "SONIC_FLEET_STORAGE differs between the gateway and the workers") from None
 
     def remove(self, job_id: str) -> None:
         """Every file of the job (a job refused after its inputs were stored)."""

@@ -17,7 +17,8 @@ is exactly once:
   id, and repeating a settlement is a no-op).
 
 The gateway sends each job with soft and hard time limits from the cost model's prediction; at the soft limit the
-prompt is interrupted and the job refunded.
+prompt is interrupted and the job refunded. Each pool process reports its server's device memory
+(:class:`MemoryReporter`) in reports that expire when it stops.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ from typing import Any
 
 from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
+from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
+from redis.exceptions import RedisError
 
 from ..metering.ledger import Ledger, LedgerStateError, open_ledger
 from .batch import run_seconds
@@ -47,6 +50,7 @@ TASK_NAME = "sonic.run_job"
 LOG = get_task_logger(__name__)
 RETRY_SECONDS = 5.0
 PROGRESS_EVERY = 0.5  # seconds between progress writes
+MEMORY_REPORTS_KEPT = 3  # a memory report lives this many report intervals
 
 
 def make_app(config: FleetConfig) -> Celery:
@@ -172,21 +176,39 @@ class JobRunner:
         ended = self.records.transition(record["id"], state, ("running",), finished_at=time.time(), **fields)
         if ended == "ok" and state == "done":
             self.records.observe(record["pool"], "job_seconds", fields["seconds"])
-        self._report_memory()
         return state
-
-    def _report_memory(self) -> None:
-        """The device memory of this worker's ComfyUI server (``/system_stats``), for the GPU-memory gauge."""
-        try:
-            devices = self.client.system_stats().get("devices", [])
-        except ComfyError:
-            return
-        if devices:
-            total, free = int(devices[0].get("vram_total", 0)), int(devices[0].get("vram_free", 0))
-            self.records.set_worker_memory(self.worker, total - free, total)
 
     def close(self) -> None:
         self.records.close()
+
+
+class MemoryReporter:
+    """Reports the device memory of this worker's ComfyUI server (``/system_stats``) for the GPU-memory gauge,
+    every ``memory_report_seconds``, from a thread of the worker's pool process. Each report expires after
+    :data:`MEMORY_REPORTS_KEPT` intervals, so the gauge lists only workers that are alive."""
+
+    def __init__(self, config: FleetConfig, worker: str) -> None:
+        self.worker, self.interval = worker, config.memory_report_seconds
+        self.records = JobRecords(config.records)
+        self.client = ComfyClient(config.comfy_url, retries=0)
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="sonic-memory-report")
+
+    def report(self) -> None:
+        devices = self.client.system_stats().get("devices", [])
+        if devices:
+            total, free = int(devices[0].get("vram_total", 0)), int(devices[0].get("vram_free", 0))
+            self.records.set_worker_memory(self.worker, total - free, total, MEMORY_REPORTS_KEPT * self.interval)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                self.report()
+            except (ComfyError, RedisError) as exc:  # no report this time: the last one expires
+                LOG.warning("no memory report of %s: %s", self.worker, exc)
+            time.sleep(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
 
 
 class _Heartbeat:
@@ -210,9 +232,19 @@ class _Heartbeat:
         self._thread.join()
 
 
+def worker_name() -> str:
+    """This pool process: the owner of the leases it holds and of its memory reports."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@worker_process_init.connect
+def start_memory_reports(**_: object) -> None:
+    MemoryReporter(CONFIG, worker_name()).start()
+
+
 @app.task(name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_job(self, job_id: str) -> str:
-    runner = JobRunner(CONFIG, f"{socket.gethostname()}:{os.getpid()}")
+    runner = JobRunner(CONFIG, worker_name())
     try:
         state = runner.run(job_id)
     finally:

@@ -1,7 +1,8 @@
 """The fleet's services as real processes on 127.0.0.1 for the service tests: a redis-server (job records, ledger
-and, by default, the broker), optionally a rabbitmq-server as the broker, Celery workers each beside its own
-ComfyUI server, and the gateway under uvicorn (``python -m sonic_core gateway``). Every process runs in its own
-session, so a test can SIGKILL a worker whole (its main process and its pool child) like a lost node."""
+and, by default, the broker), optionally a rabbitmq-server as the broker and an S3-compatible server as the
+storage, Celery workers each beside its own ComfyUI server, and the gateway under uvicorn (``python -m sonic_core
+gateway``). Every process runs in its own session, so a test can SIGKILL a worker whole (its main process and its
+pool child) like a lost node."""
 
 from __future__ import annotations
 
@@ -131,6 +132,25 @@ def start_rabbitmq(folder: Path) -> tuple[Service, str]:
             return False
     wait_for("rabbitmq-server", answers, service.process, service.log, timeout=180)
     return service, url
+
+
+def start_s3(folder: Path) -> tuple[Service, dict[str, str]]:
+    """moto's S3-compatible server (``moto_server``: the S3 API over HTTP, objects in memory) on 127.0.0.1; returns
+    it and the environment that points fsspec's s3fs at it (the one the README documents for MinIO)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    service = Service("s3", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                      folder / "s3.log")
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(endpoint, timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+    wait_for("moto_server", answers, service.process, service.log)
+    return service, {"FSSPEC_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "fleet-test",
+                     "AWS_SECRET_ACCESS_KEY": "fleet-test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def start_worker(name: str, server: ComfyServer, env: dict[str, str], folder: Path) -> Service:

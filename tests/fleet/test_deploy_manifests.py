@@ -174,7 +174,7 @@ def exported_samples(tmp_path_factory) -> set[str]:
             records.create(f"job-{pool.name}", pool.name, 10)
             for histogram in HISTOGRAMS:
                 records.observe(pool.name, histogram, 3.0)
-        records.set_worker_memory("worker-1", 2**30, 2**34)
+        records.set_worker_memory("worker-1", 2**30, 2**34, 60)
         body, _ = render_metrics(records)
     finally:
         records.close()

@@ -1,8 +1,9 @@
 """The fleet end to end on 127.0.0.1: the gateway under uvicorn, two real Celery workers each beside its own real
 ComfyUI server with the pack and the demo model, redis-server for the job records and the ledger, and the broker
-(Redis, then RabbitMQ). A dozen short clips go through the gateway, every video downloads and every job is charged
-once; then a worker is SIGKILLed in the middle of a job and every job still ends done, charged exactly once, with
-nothing left held or counted as queued or running."""
+(Redis with the storage in a folder, then RabbitMQ with the storage in S3: moto's S3-compatible server over HTTP). A
+dozen short clips go through the gateway, every video downloads and every job is charged once; then a worker is
+SIGKILLed in the middle of a job and every job still ends done, charged exactly once, with nothing left held or
+counted as queued or running, and the dead worker's memory report leaves the metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 import pytest
 from comfyui_harness import ComfyServer, ensure_comfyui
-from fleet_harness import Gateway, start_rabbitmq, start_redis, start_worker
+from fleet_harness import Gateway, start_rabbitmq, start_redis, start_s3, start_worker
 from sonic_testing import REPO, speech_clips
 
 from sonic_core.fleet.records import JobRecords
@@ -58,13 +59,14 @@ def fleet(request, tmp_path_factory, comfy_servers):
     try:
         redis_service, redis_url = start_redis(folder)
         services.append(redis_service)
-        broker = redis_url
-        if request.param == "rabbitmq":
-            rabbit, broker = start_rabbitmq(folder)
-            services.append(rabbit)
-        env = {"SONIC_FLEET_BROKER": broker, "SONIC_FLEET_REDIS": redis_url, "SONIC_LEDGER": redis_url,
+        env = {"SONIC_FLEET_BROKER": redis_url, "SONIC_FLEET_REDIS": redis_url, "SONIC_LEDGER": redis_url,
                "SONIC_FLEET_STORAGE": str(folder / "storage"), "SONIC_FLEET_LEASE_S": str(LEASE_S),
-               "SONIC_FLEET_VISIBILITY_TIMEOUT": str(VISIBILITY_S)}
+               "SONIC_FLEET_VISIBILITY_TIMEOUT": str(VISIBILITY_S), "SONIC_FLEET_MEMORY_REPORT_S": "1"}
+        if request.param == "rabbitmq":  # and the storage in S3: every job's inputs and video go over HTTP
+            rabbit, env["SONIC_FLEET_BROKER"] = start_rabbitmq(folder)
+            s3, s3_env = start_s3(folder)
+            services += [rabbit, s3]
+            env.update(s3_env, SONIC_FLEET_STORAGE="s3://sonic-fleet/jobs")
         open_ledger(redis_url).credit("studio", CREDIT)
         workers = [start_worker(name, server, env, folder) for name, server in zip(("a", "b"), comfy_servers)]
         services += workers
@@ -166,10 +168,17 @@ def test_a_worker_killed_mid_job_loses_no_job_and_charges_each_once(fleet, clips
         running_on_victim = [job_id for job_id, record in zip(jobs, map(records.get, jobs))
                              if record["state"] == "running" and record.get("server") == victim.server.url
                              and float(record.get("progress") or 0) > 0]
+    victim_process = records.get(running_on_victim[0])["worker"]
+    assert victim_process in records.worker_memory()
     victim.kill()
     views = wait_final(fleet, list(jobs))
     assert {view["state"] for view in views.values()} == {"done"}, views
     for view in views.values():
         assert fleet.request("GET", view["video"])[0] == 200
     assert_charged_once(fleet, jobs, spent_before)
-    assert records.get(running_on_victim[0])["server"] == fleet.workers[1].server.url  # taken over by the other
+    taken_over = records.get(running_on_victim[0])
+    assert taken_over["server"] == fleet.workers[1].server.url  # taken over by the other
+    while victim_process in records.worker_memory():  # its last report expires: 3 report intervals
+        assert time.monotonic() < deadline, "the dead worker's memory report never expired"
+        time.sleep(0.1)
+    assert taken_over["worker"] in records.worker_memory()

@@ -1,12 +1,15 @@
 """The fleet's job records on a real redis-server: the claim that makes a re-delivered job run once (a live lease
 is busy, an expired one is taken over, a final job is never run again), and the pool counters the autoscaler reads
-staying the sum of the records through every move, 0-token jobs included."""
+staying the sum of the records through every move, 0-token jobs included; worker memory reports that expire."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from fleet_harness import start_redis
 
+from sonic_core.fleet.fleet_metrics import render_metrics
 from sonic_core.fleet.records import JobRecords
 
 
@@ -53,3 +56,17 @@ def test_zero_token_jobs_and_cancels_keep_the_counters_exact(records):
     assert counts(records, "lite") == (1, 0, 0)
     assert records.claim("job-paid", "worker-a", 60) == "cancelled"
     assert records.claim("job-missing", "worker-a", 60) is None
+
+
+def test_a_worker_memory_report_expires_unless_renewed(records):
+    """A dead worker stops reporting: its last figures leave the gauge once the report's time to live is over,
+    while a worker that keeps reporting stays."""
+    records.set_worker_memory("worker-dead", 2**30, 2**34, 0.05)
+    records.set_worker_memory("worker-live", 2**31, 2**34, 600)
+    deadline = time.monotonic() + 30
+    while "worker-dead" in records.worker_memory():
+        assert time.monotonic() < deadline, "the dead worker's memory report never expired"
+        time.sleep(0.02)
+    assert records.worker_memory() == {"worker-live": (2**31, 2**34)}
+    metrics = render_metrics(records)[0].decode()
+    assert 'sonic_fleet_worker_memory_used_bytes{worker="worker-live"}' in metrics and "worker-dead" not in metrics
