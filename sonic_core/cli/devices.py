@@ -112,6 +112,7 @@ class RankProcess:
     process: subprocess.Popen
     tail: bytearray = field(default_factory=bytearray)
     asked_to_stop: bool = False
+    mid_line: bool = False  # what was echoed of its output ends without a newline (a progress bar)
 
     def reason(self) -> str:
         """Why it ended: its last error line (the one-line error or an exception's last traceback line) with the
@@ -169,6 +170,8 @@ def launch(argv: Sequence[str], devices: list[torch.device], out: Path) -> int:
     if not failures:
         return 0
     culprit = _first_cause(failures)
+    if ranks[0].mid_line:
+        print(file=sys.stderr)
     print(f"error: rank {culprit.rank} ({culprit.device}) {culprit.reason()}; the other ranks were stopped and no "
           "video was written", file=sys.stderr)
     code = culprit.process.returncode
@@ -186,19 +189,20 @@ def _follow(rank: RankProcess, exits: queue.Queue, echo: IO[str] | None, failure
         if echo is not None:
             pending += chunk
             cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1
-            _echo(echo, pending[:cut], failures)
+            _echo(rank, echo, pending[:cut], failures)
             pending = pending[cut:]
     if echo is not None:
-        _echo(echo, pending, failures)
+        _echo(rank, echo, pending, failures)
     rank.process.wait()
     exits.put(rank)
 
 
-def _echo(echo: IO[str], lines: bytes, failures: list[RankProcess]) -> None:
+def _echo(rank: RankProcess, echo: IO[str], lines: bytes, failures: list[RankProcess]) -> None:
     kept = b"".join(line for line in re.split(rb"(?<=[\r\n])", lines) if not line.startswith(b"error: "))
     if kept and not failures:
         echo.write(kept.decode(errors="replace"))
         echo.flush()
+        rank.mid_line = not kept.endswith(b"\n")
 
 
 def _stop(ranks: list[RankProcess]) -> None:
