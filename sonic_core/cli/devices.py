@@ -14,6 +14,7 @@ Started by ``torchrun`` (``RANK``/``WORLD_SIZE`` set), the command is one rank: 
 
 from __future__ import annotations
 
+import argparse
 import os
 import queue
 import re
@@ -40,7 +41,7 @@ TAIL_BYTES = 8192
 RANK_LOST_STATUS = 3  # a rank that stopped because another one did; cli.main's status for SonicRankLost
 
 
-def add_devices_option(parser) -> None:
+def add_devices_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", metavar="D1,D2,...",
                         help="sample the clip on several devices at once, one process each (cuda:0,cuda:1 with "
                              "NCCL, or cpu,cpu with gloo); rank 0 decodes and writes the video. Also runs under "
@@ -150,6 +151,7 @@ def launch(argv: Sequence[str], devices: list[torch.device], out: Path) -> int:
     exits: queue.Queue[RankProcess] = queue.Queue()
     ranks: list[RankProcess] = []
     failures: list[RankProcess] = []
+    terminate = signal.signal(signal.SIGTERM, _interrupt)  # a launcher stopped by a job runner stops its ranks
     try:
         for rank, device in enumerate(devices):
             process = subprocess.Popen([sys.executable, "-m", "sonic_core", *argv],
@@ -167,6 +169,7 @@ def launch(argv: Sequence[str], devices: list[torch.device], out: Path) -> int:
         _stop(ranks)
         for path in temporary_outputs(out) - before:
             path.unlink(missing_ok=True)
+        signal.signal(signal.SIGTERM, terminate)
     if not failures:
         return 0
     culprit = _first_cause(failures)
