@@ -8,12 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from sonic_testing import PORTRAIT, REPO, run_cli
+from sonic_testing import PORTRAIT, run_cli, started_cli
 
 from sonic_core.cli import main
 from sonic_core.video import probe
@@ -59,19 +58,11 @@ def wait_for_rank(proc: subprocess.Popen, rank: int) -> int:
 def test_a_killed_rank_stops_the_run_with_its_rank_and_no_file(tmp_path):
     """Rank 0 is frozen (SIGSTOP) as soon as it starts, so rank 1, which cannot get past the rendezvous or any
     all-reduce without it, cannot finish before it is killed: no timing decides the outcome."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "sonic_core", "demo", "--out", str(tmp_path / "clip.mp4"),
-                             *SHORT_DEMO], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    try:
+    with started_cli("demo", "--out", str(tmp_path / "clip.mp4"), *SHORT_DEMO) as proc:
         frozen = wait_for_rank(proc, 0)
         os.kill(frozen, signal.SIGSTOP)
         os.kill(wait_for_rank(proc, 1), signal.SIGKILL)
         _, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 1, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == f"error: rank 1 (cpu) was killed by SIGKILL; {STOPPED}"
     with pytest.raises(ProcessLookupError):  # the frozen rank was stopped too (and reaped)
