@@ -36,7 +36,9 @@ from ..errors import SonicInputError
 
 RankRun = Callable[[torch.device, RankGroup | None], int]
 LOOPBACK = "127.0.0.1"
-STOP_GRACE_SECONDS = 60.0  # a rank asked to stop that is still running then is killed (a backstop, not a detector)
+# A rank asked to stop that still runs after this is killed: Python code takes the SIGTERM at once, but a rank blocked
+# inside the rendezvous (waiting for a rank that died before joining) or a collective never returns to Python.
+STOP_GRACE_SECONDS = 10.0
 TAIL_BYTES = 8192
 RANK_LOST_STATUS = 3  # a rank that stopped because another one did; cli.main's status for SonicRankLost
 
