@@ -52,13 +52,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     def demo(device: torch.device, ranks: RankGroup | None) -> int:
         inputs = prepare_inputs(DEMO_PORTRAIT, DEMO_SPEECH, settings, fit=args.fit)
+        writes = ranks is None or ranks.leads  # the other ranks only sample
         rife = None
-        if settings.interpolate and (ranks is None or ranks.leads):
+        if settings.interpolate and writes:
             weights = assets_dir() / RIFE_WEIGHTS
             if not weights.is_file():
                 raise SonicDependencyError(f"demo: the RIFE weights are missing at {weights}; {ASSETS_FIX}")
             rife = load_rife(weights)
-        if ranks is None or ranks.leads:
+        if writes:
             print(UNTRAINED_NOTICE, file=sys.stderr if args.json else sys.stdout)
         render_and_report(SonicPipeline(tiny_models(rife=rife), device, ranks=ranks), inputs, out, settings,
                           ("embedded tiny model (untrained)", "tiny"), args, started)
