@@ -44,6 +44,10 @@ class BudgetExceeded(SonicError):
         self.limit = limit
 
 
+class SonicRankLost(SonicError):
+    """Another rank of a several-device run died or left: this rank cannot finish the clip alone."""
+
+
 class SonicInterrupted(SonicError):
     """The user cancelled a running job; nothing was written and nothing is charged."""
 

@@ -22,6 +22,7 @@ from . import conditioning, sampling, timing
 from .audio import log_mel_pieces
 from .conditioning import AudioConditioning, ImageConditioning
 from .device import parse_dtype
+from .distributed import RankGroup
 from .errors import ProgressCallback, StopCheck, stop_if_asked
 from .inputs import PreparedInputs
 from .interpolation import output_frame_count, retime_chunks
@@ -80,13 +81,18 @@ class StageClock:
 
 class SonicPipeline:
     """The Sonic networks on one device. UNet, VAE and CLIP run in ``dtype``; whisper, the adapters and RIFE in
-    float32. ``schedule`` defaults to SVD-xt's."""
+    float32. ``schedule`` defaults to SVD-xt's. With ``ranks`` this device is one of several sampling the clip
+    together (:mod:`sonic_core.distributed`): each conditions on its own (the same inputs and seed give the same
+    tensors) and runs its share of the windows; only rank 0 goes on to decode (:meth:`latents` is the others' part).
+    """
 
     def __init__(self, models: SonicModels, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = torch.float32, schedule: sampling.Schedule | None = None) -> None:
+                 dtype: str | torch.dtype = torch.float32, schedule: sampling.Schedule | None = None,
+                 ranks: RankGroup | None = None) -> None:
         self.device, self.dtype = torch.device(device), parse_dtype(dtype)
         self.models = models.to(self.device, self.dtype)
         self.schedule = schedule or sampling.Schedule.svd()
+        self.ranks = ranks
 
     def __call__(self, inputs: PreparedInputs, settings: SonicSettings, *, windows_per_call: int = 1,
                  on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None,
@@ -98,6 +104,20 @@ class SonicPipeline:
         of each stage.
         """
         clock = clock or StageClock()
+        latents = self.latents(inputs, settings, windows_per_call=windows_per_call, on_step=on_step,
+                               should_stop=should_stop, clock=clock)
+        # 3. decode
+        decoded = clock.timed("decode", self._checked(self.decode(latents, settings.decode_chunk_size),
+                                                      should_stop))
+        # 4. interpolate
+        yield from clock.timed("interpolate", retime_chunks(decoded, self.output_fps(settings), self.models.rife,
+                                                            settings.decode_chunk_size))
+
+    def latents(self, inputs: PreparedInputs, settings: SonicSettings, *, windows_per_call: int = 1,
+                on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                clock: StageClock | None = None) -> torch.Tensor:
+        """Steps 1 and 2 of :meth:`__call__`: the sampled latents ``[N, C, h, w]`` of the clip."""
+        clock = clock or StageClock()
         tick = time.perf_counter()
         # 1. condition
         audio, image, latent_noise = self.condition(inputs, settings)
@@ -107,12 +127,7 @@ class SonicPipeline:
         latents = self.sample(audio, image, latent_noise, SamplerOptions.from_settings(settings, windows_per_call),
                               on_step, should_stop)
         clock.add("sampling", tick)
-        # 3. decode
-        decoded = clock.timed("decode", self._checked(self.decode(latents, settings.decode_chunk_size),
-                                                      should_stop))
-        # 4. interpolate
-        yield from clock.timed("interpolate", retime_chunks(decoded, self.output_fps(settings), self.models.rife,
-                                                            settings.decode_chunk_size))
+        return latents
 
     def output_fps(self, settings: SonicSettings) -> float:
         """The rate of the frames :meth:`__call__` yields: ``settings.fps``, or the generated 12.5 fps when
@@ -172,7 +187,8 @@ class SonicPipeline:
                should_stop: StopCheck | None = None) -> torch.Tensor:
         """Final averaged latents ``[N, C, h, w]`` (see :func:`sonic_core.sampling.sample_latents`)."""
         noise = latent_noise.reshape(audio.num_frames, *latent_noise.shape[-3:])
-        return sample_latents(self.models.unet, audio, image, noise, options, self.schedule, on_step, should_stop)
+        return sample_latents(self.models.unet, audio, image, noise, options, self.schedule, on_step, should_stop,
+                              self.ranks)
 
     @torch.no_grad()
     def decode_raw(self, latents: torch.Tensor, chunk_size: int) -> Iterator[torch.Tensor]:

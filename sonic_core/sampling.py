@@ -22,6 +22,7 @@ import torch
 from . import timing
 from .conditioning import AudioConditioning, ImageConditioning
 from .configs import bundled_config
+from .distributed import RankGroup
 from .errors import ProgressCallback, SonicInputError, StopCheck, stop_if_asked
 from .settings import SonicSettings
 
@@ -226,12 +227,15 @@ def cfg_batch(latents: torch.Tensor, windows: torch.Tensor, sigma: torch.Tensor,
 @torch.no_grad()
 def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: ImageConditioning,
                    latent_noise: torch.Tensor, options: SamplerOptions, schedule: Schedule,
-                   on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> torch.Tensor:
+                   on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                   ranks: RankGroup | None = None) -> torch.Tensor:
     """Denoised latents ``[N, C, h, w]`` (scaled, in the UNet's dtype) for ``N`` = ``audio.num_frames`` frames.
 
     ``latent_noise`` ``[N, C, h, w]`` is the start noise (any dtype; it is cast). ``on_step(done, total)`` is called
     after every UNet call; ``should_stop()`` is checked before each one and a true answer raises
-    :class:`SonicInterrupted`.
+    :class:`SonicInterrupted`. With ``ranks``, this process runs only its share of each step's window groups (and
+    ``on_step`` counts those) and the per-frame sums are added across ranks before the average
+    (:mod:`sonic_core.distributed`); every rank returns the same latents.
     """
     param = next(unet.parameters())
     device, dtype = param.device, param.dtype
@@ -253,7 +257,8 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
 
     latents = add_noise(image.ref_latents.to(device, dtype), latent_noise.to(device, dtype),
                                 sigmas[start].to(dtype))
-    total, done = steps_run * calls_per_step(n, options), 0
+    groups = calls_per_step(n, options)
+    total, done = steps_run * (groups if ranks is None else ranks.share(groups)), 0
     for k in range(steps_run):
         sigma, sigma_next, t = sigmas[start + k], sigmas[start + k + 1], timesteps[start + k]
         windows = window_indices(n, options.frames_per_window, options.overlap,
@@ -262,7 +267,9 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
                                            options.motion_scale, dtype)
         summed = torch.zeros_like(latents)
         counts = latents.new_zeros(n)
-        for first in range(0, windows.shape[0], options.windows_per_call):
+        for group_index, first in enumerate(range(0, windows.shape[0], options.windows_per_call)):
+            if ranks is not None and not ranks.owns(group_index):
+                continue
             stop_if_asked(should_stop)
             group = windows[first:first + options.windows_per_call]
             sample, clip_ctx, audio_ctx, audio_index = cfg_batch(latents, group, sigma, cond_tokens,
@@ -277,5 +284,7 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
             done += 1
             if on_step is not None:
                 on_step(done, total)
+        if ranks is not None:
+            ranks.sum_(summed, counts)
         latents = summed / counts[:, None, None, None]
     return latents

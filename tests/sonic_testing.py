@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -75,6 +77,21 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None) -> subprocess
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.run([sys.executable, "-m", "sonic_core", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=600)
+
+
+@contextmanager
+def started_cli(*args: str) -> Iterator[subprocess.Popen]:
+    """``python -m sonic_core ARGS`` started in the background (text pipes for its output), as a user starts it;
+    killed and reaped if the test ends before it does."""
+    proc = subprocess.Popen([sys.executable, "-m", "sonic_core", *args], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def checkpoint_key_list(name: str) -> list[tuple[str, tuple[int, ...], str]]:

@@ -12,9 +12,10 @@ import signal
 import sys
 from typing import Sequence
 
-from ..errors import SonicError
+from ..errors import SonicError, SonicRankLost
 from .bench import add_bench_parser
 from .demo import add_demo_parser
+from .devices import RANK_LOST_STATUS
 from .estimate import add_estimate_parser
 from .fetch_weights import add_fetch_weights_parser
 from .gateway import add_gateway_parser
@@ -48,8 +49,12 @@ def honour_interrupts() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --devices runs once per device
     try:
         return args.run(args)
+    except SonicRankLost as exc:  # another rank failed first: the launcher names that one
+        print(f"error: {exc}", file=sys.stderr)
+        return RANK_LOST_STATUS
     except SonicError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,12 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
+from ..distributed import RankGroup
 from ..errors import SonicDependencyError
 from ..inputs import prepare_inputs
 from ..pipeline import SonicPipeline
 from ..weights.layout import RIFE_WEIGHTS, assets_dir
 from ..weights.loader import load_rife
 from ..weights.tiny import tiny_models
+from .devices import plan_devices, run_on_devices
 from .generate import add_run_options, render_and_report, run_settings
 from .options import check_output_path
 
@@ -43,15 +47,22 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = run_settings(args)
+    devices = plan_devices(args.devices, "cpu")
     out = check_output_path(args.out)
-    inputs = prepare_inputs(DEMO_PORTRAIT, DEMO_SPEECH, settings)
-    rife = None
-    if settings.interpolate:
-        weights = assets_dir() / RIFE_WEIGHTS
-        if not weights.is_file():
-            raise SonicDependencyError(f"demo: the RIFE weights are missing at {weights}; {ASSETS_FIX}")
-        rife = load_rife(weights)
-    print(UNTRAINED_NOTICE, file=sys.stderr if args.json else sys.stdout)
-    render_and_report(SonicPipeline(tiny_models(rife=rife)), inputs, out, settings,
-                      ("embedded tiny model (untrained)", "tiny"), args, started)
-    return 0
+
+    def demo(device: torch.device, ranks: RankGroup | None) -> int:
+        inputs = prepare_inputs(DEMO_PORTRAIT, DEMO_SPEECH, settings, fit=args.fit)
+        writes = ranks is None or ranks.leads  # the other ranks only sample
+        rife = None
+        if settings.interpolate and writes:
+            weights = assets_dir() / RIFE_WEIGHTS
+            if not weights.is_file():
+                raise SonicDependencyError(f"demo: the RIFE weights are missing at {weights}; {ASSETS_FIX}")
+            rife = load_rife(weights)
+        if writes:
+            print(UNTRAINED_NOTICE, file=sys.stderr if args.json else sys.stdout)
+        render_and_report(SonicPipeline(tiny_models(rife=rife), device, ranks=ranks), inputs, out, settings,
+                          ("embedded tiny model (untrained)", "tiny"), args, started)
+        return 0
+
+    return run_on_devices(args.argv, devices, out, demo)

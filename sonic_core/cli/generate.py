@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from ..audio import FIT_MODES
-from ..device import DTYPES, check_precision, default_dtype, parse_device, parse_dtype
+from ..device import DTYPES, check_precision, default_dtype, parse_dtype
+from ..distributed import RankGroup
 from ..errors import SonicInputError
 from ..inputs import PreparedInputs, prepare_inputs
 from ..pipeline import SonicPipeline
@@ -28,6 +29,7 @@ from ..settings import SonicSettings
 from ..timing import GENERATED_FPS
 from ..weights import locate_weights
 from ..weights.loader import load_sonic_models
+from .devices import add_devices_option, plan_devices, run_on_devices
 from .estimate import predicted_cost
 from .options import check_output_path, knob_option
 from .report import cost_report, format_cost_report
@@ -36,7 +38,8 @@ OUTPUT_RATES = {GENERATED_FPS: False, 2 * GENERATED_FPS: True}  # --fps -> RIFE 
 
 
 def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None:
-    """The options ``generate`` and ``demo`` share: output, resolution, steps, seed, rate, post, report."""
+    """The options ``generate`` and ``demo`` share: output, resolution, steps, seed, rate, duration, post, report,
+    devices."""
     parser.add_argument("--out", required="out" not in defaults, default=defaults.get("out"), metavar="OUT.mp4",
                         help="output MP4 (h264 + aac); written to a temporary file and renamed when complete")
     knob_option(parser, "min_resolution", default=defaults.get("min_resolution"), metavar="N")
@@ -44,6 +47,10 @@ def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None
     knob_option(parser, "seed", metavar="N")
     parser.add_argument("--device-noise", action="store_true", help=SonicSettings.knob("device_noise").help)
     parser.add_argument("--no-interpolate", action="store_true", help="no RIFE: write the generated 12.5 fps")
+    parser.add_argument("--duration", type=float, metavar="S", help="the audio's length in seconds, checked against "
+                                                                      "the file (default: the whole file)")
+    parser.add_argument("--fit", choices=FIT_MODES, default="error",
+                        help="when --duration differs from the file by more than a frame: error, trim or pad")
     parser.add_argument("--lipsync", choices=LIPSYNC_MODES, default="off",
                         help="Lip-Sync Align: measure the audio/video offset, or correct it (shifts the audio) when "
                              "confident (default off)")
@@ -65,6 +72,7 @@ def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None
                         help="paste-back blend ramp as a share of the crop's side, 0 (hard edge) to "
                              f"{MAX_FEATHER:g} (default {DEFAULT_FEATHER:g})")
     parser.add_argument("--json", action="store_true", help="print the cost report as one JSON object")
+    add_devices_option(parser)
 
 
 def _bounded_number(text: str, high: float, what: str) -> float:
@@ -103,10 +111,6 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     knob_option(gen, "expand_ratio", metavar="X|auto", type=str)
     knob_option(gen, "fps", metavar="N", type=float)
     knob_option(gen, "crf", metavar="N")
-    gen.add_argument("--duration", type=float, metavar="S", help="the audio's length in seconds, checked against "
-                                                                   "the file (default: the whole file)")
-    gen.add_argument("--fit", choices=FIT_MODES, default="error",
-                     help="when --duration differs from the file by more than a frame: error, trim or pad")
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                      help="torch device (default cuda when available, else cpu)")
     gen.add_argument("--dtype", choices=list(DTYPES),
@@ -147,12 +151,17 @@ def run_settings(args: argparse.Namespace, **extra: object) -> SonicSettings:
     """The settings of a run from the shared options (``extra``: the ones only ``generate`` has)."""
     interpolate = output_rate(getattr(args, "fps", 2 * GENERATED_FPS), args.no_interpolate)
     return SonicSettings(min_resolution=args.min_resolution, steps=args.steps, seed=args.seed,
-                         device_noise=args.device_noise, interpolate=interpolate, fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, **extra)
+                         device_noise=args.device_noise, interpolate=interpolate,
+                         fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, duration=args.duration, **extra)
 
 
 def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path, settings: SonicSettings,
-                      model: tuple[str, str], args: argparse.Namespace, started: float) -> dict:
-    """Render with a progress bar, then print the cost report; ``model`` is (its description, cost-model name)."""
+                      model: tuple[str, str], args: argparse.Namespace, started: float) -> dict | None:
+    """Render with a progress bar, then print the cost report; ``model`` is (its description, cost-model name).
+    A rank other than 0 of a several-device run only samples its share (rank 0 writes and reports): None."""
+    if pipeline.ranks is not None and not pipeline.ranks.leads:
+        pipeline.latents(inputs, settings)
+        return None
     dtype = next(name for name, value in DTYPES.items() if value == pipeline.dtype)
     prediction = predicted_cost(inputs.speech.seconds, settings, pipeline.device.type, dtype, model[1])
     post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength,
@@ -171,13 +180,18 @@ def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path
 def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = run_settings(args, dynamic_scale=args.dynamic_scale, motion_scale=args.motion_scale,
-                            expand_ratio=args.expand_ratio, crf=args.crf, duration=args.duration)
-    device = parse_device(args.device, "--device")
-    dtype = check_precision(device, parse_dtype(args.dtype) if args.dtype else default_dtype(device))
+                            expand_ratio=args.expand_ratio, crf=args.crf)
+    devices = plan_devices(args.devices, args.device)
+    dtype = check_precision(devices[0], parse_dtype(args.dtype) if args.dtype else default_dtype(devices[0]))
     out = check_output_path(args.out)
-    files = locate_weights(args.weights)
-    inputs = prepare_inputs(args.image, args.audio, settings, fit=args.fit, yoloface=files.yoloface, device=device)
-    models = load_sonic_models(files, device, dtype, settings.interpolate)
-    render_and_report(SonicPipeline(models, device, dtype), inputs, out, settings,
-                      ("official Sonic weights", "sonic"), args, started)
-    return 0
+
+    def generate(device: torch.device, ranks: RankGroup | None) -> int:
+        files = locate_weights(args.weights)
+        inputs = prepare_inputs(args.image, args.audio, settings, fit=args.fit, yoloface=files.yoloface,
+                                device=device)
+        models = load_sonic_models(files, device, dtype, settings.interpolate and (ranks is None or ranks.leads))
+        render_and_report(SonicPipeline(models, device, dtype, ranks=ranks), inputs, out, settings,
+                          ("official Sonic weights", "sonic"), args, started)
+        return 0
+
+    return run_on_devices(args.argv, devices, out, generate)
