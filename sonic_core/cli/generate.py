@@ -17,10 +17,11 @@ from pathlib import Path
 import torch
 
 from ..audio import FIT_MODES
-from ..device import DTYPES, check_precision, default_dtype, parse_device, parse_dtype
+from ..device import DTYPES, check_precision, default_dtype, free_memory, parse_device, parse_dtype
 from ..errors import SonicInputError
 from ..inputs import PreparedInputs, prepare_inputs
-from ..pipeline import SonicPipeline
+from ..memory import BUDGET_FLAG, MemoryPlan, parse_budget, plan_memory
+from ..pipeline import SonicPipeline, memory_job
 from ..post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER, LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
 from ..post.paste import DEFAULT_FEATHER, MAX_FEATHER
 from ..render import render_video
@@ -112,7 +113,17 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--dtype", choices=list(DTYPES),
                      help="precision of the UNet, VAE and CLIP (default fp16 on CUDA, fp32 on the CPU, where fp16 is "
                           "refused; whisper, the adapters and RIFE run in fp32)")
+    add_budget_option(gen)
     gen.set_defaults(run=cmd_generate)
+
+
+def add_budget_option(parser: argparse.ArgumentParser) -> None:
+    """``--memory-budget SIZE`` (the memory planner's budget)."""
+    parser.add_argument(BUDGET_FLAG, metavar="SIZE",
+                        help="device memory the run may use: 8GB (decimal), 8GiB, 8000MB or bytes; the planner then "
+                             "chunks the UNet's feed-forwards, offloads idle networks and keeps a long clip's latents "
+                             "in host memory, never changing the result (default: the free memory of a CUDA device, "
+                             "no budget on the CPU)")
 
 
 def output_rate(fps: float, no_interpolate: bool) -> bool:
@@ -150,17 +161,31 @@ def run_settings(args: argparse.Namespace, **extra: object) -> SonicSettings:
                          device_noise=args.device_noise, interpolate=interpolate, fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, **extra)
 
 
+def memory_plan(args: argparse.Namespace, inputs: PreparedInputs, settings: SonicSettings, device: torch.device,
+                dtype: torch.dtype, model: str) -> MemoryPlan:
+    """The run's memory plan: under ``--memory-budget`` (refused in one line when no plan meets it) or the free
+    memory of a CUDA device, else none."""
+    given = getattr(args, "memory_budget", None)
+    plan = plan_memory(memory_job(inputs, settings, dtype, model),
+                       parse_budget(given) if given else free_memory(device))
+    if given and not plan.fits:
+        raise SonicInputError(plan.refusal())
+    return plan
+
+
 def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path, settings: SonicSettings,
-                      model: tuple[str, str], args: argparse.Namespace, started: float) -> dict:
-    """Render with a progress bar, then print the cost report; ``model`` is (its description, cost-model name)."""
+                      model: tuple[str, str], args: argparse.Namespace, started: float,
+                      memory: MemoryPlan | None = None) -> dict:
+    """Render with a progress bar under the memory plan ``memory``, then print the cost report; ``model`` is (its
+    description, cost-model name)."""
     dtype = next(name for name, value in DTYPES.items() if value == pipeline.dtype)
-    prediction = predicted_cost(inputs.speech.seconds, settings, pipeline.device.type, dtype, model[1])
+    prediction = predicted_cost(inputs.speech.seconds, settings, pipeline.device.type, dtype, model[1], memory)
     post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength,
                        deflicker=args.deflicker, colour_strength=args.colour_strength, paste_back=args.paste_back,
                        paste_feather=args.paste_feather)
     progress = StepProgress()
     try:
-        report = render_video(pipeline, inputs, out, settings, post=post, on_step=progress)
+        report = render_video(pipeline, inputs, out, settings, post=post, memory=memory, on_step=progress)
     finally:
         progress.close()
     cost = cost_report(report, settings, model[0], time.perf_counter() - started, prediction)
@@ -177,7 +202,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = check_output_path(args.out)
     files = locate_weights(args.weights)
     inputs = prepare_inputs(args.image, args.audio, settings, fit=args.fit, yoloface=files.yoloface, device=device)
+    plan = memory_plan(args, inputs, settings, device, dtype, "sonic")
     models = load_sonic_models(files, device, dtype, settings.interpolate)
     render_and_report(SonicPipeline(models, device, dtype), inputs, out, settings,
-                      ("official Sonic weights", "sonic"), args, started)
+                      ("official Sonic weights", "sonic"), args, started, plan)
     return 0
