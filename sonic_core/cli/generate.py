@@ -161,13 +161,11 @@ def run_settings(args: argparse.Namespace, **extra: object) -> SonicSettings:
                          device_noise=args.device_noise, interpolate=interpolate, fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, **extra)
 
 
-def memory_plan(args: argparse.Namespace, inputs: PreparedInputs, settings: SonicSettings, device: torch.device,
+def memory_plan(budget: int | None, given: bool, inputs: PreparedInputs, settings: SonicSettings,
                 dtype: torch.dtype, model: str) -> MemoryPlan:
-    """The run's memory plan: under ``--memory-budget`` (refused in one line when no plan meets it) or the free
-    memory of a CUDA device, else none."""
-    given = getattr(args, "memory_budget", None)
-    plan = plan_memory(memory_job(inputs, settings, dtype, model),
-                       parse_budget(given) if given else free_memory(device))
+    """The run's memory plan under ``budget`` (``None``: none); a ``given`` budget (``--memory-budget``) that no plan
+    meets is refused in one line, the free memory of a device is taken as it is (the most frugal plan runs)."""
+    plan = plan_memory(memory_job(inputs, settings, dtype, model), budget)
     if given and not plan.fits:
         raise SonicInputError(plan.refusal())
     return plan
@@ -199,10 +197,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
                             expand_ratio=args.expand_ratio, crf=args.crf, duration=args.duration)
     device = parse_device(args.device, "--device")
     dtype = check_precision(device, parse_dtype(args.dtype) if args.dtype else default_dtype(device))
+    budget = parse_budget(args.memory_budget) if args.memory_budget else free_memory(device)
     out = check_output_path(args.out)
     files = locate_weights(args.weights)
     inputs = prepare_inputs(args.image, args.audio, settings, fit=args.fit, yoloface=files.yoloface, device=device)
-    plan = memory_plan(args, inputs, settings, device, dtype, "sonic")
+    plan = memory_plan(budget, bool(args.memory_budget), inputs, settings, dtype, "sonic")
     models = load_sonic_models(files, device, dtype, settings.interpolate)
     render_and_report(SonicPipeline(models, device, dtype), inputs, out, settings,
                       ("official Sonic weights", "sonic"), args, started, plan)
