@@ -204,10 +204,11 @@ class _Sizes:
 
     def sampling(self, on_host: bool) -> int:
         """The latents on the device (latents, window sums, start noise; counts) and the audio tokens in fp32 and
-        the UNet dtype; on the host, only a call's window latents, stepped and guided results and Euler scratch."""
+        the UNet dtype; on the host, only a call's window latents and tokens, stepped and guided results and Euler
+        scratch."""
         job = self.job
         window_frames = job.windows_per_call * job.frames_per_window
-        scratch = window_frames * self.latent_frame * (3 * self.low + 4 * FLOAT32)
+        scratch = window_frames * (self.latent_frame * (3 * self.low + 4 * FLOAT32) + self.frame_tokens * self.low)
         mask = job.width * job.height * self.low
         if on_host:
             return scratch + mask

@@ -248,8 +248,9 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     :class:`SonicInterrupted`.
 
     The clip's latents, window sums and audio tokens live on the UNet's device, or with ``options.latents_on_host``
-    in host memory (pinned when CUDA is available), each call's CFG batch built there and moved to the device and
-    its stepped windows moved back: the same operations on the same values, so the same result.
+    in host memory (pinned when CUDA is available): each call's windows are gathered there and moved to the device,
+    where their CFG batch, guidance and Euler step are computed, and the stepped windows move back to be summed.
+    The same operations on the same values, so the same result.
     """
     param = next(unet.parameters())
     device, dtype = param.device, param.dtype
@@ -262,11 +263,11 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
 
     home = HOST if options.latents_on_host else device
     cond_tokens = pinned(audio.cond_tokens.to(home, dtype))
-    uncond_tokens = audio.uncond_tokens.to(home, dtype)
+    uncond_tokens = audio.uncond_tokens.to(device, dtype)
     buckets = audio.buckets.to(home)
-    z_cond = image.cond_latents.to(home, dtype)[0]
+    z_cond = image.cond_latents.to(device, dtype)[0]
     image_slots = torch.stack([torch.zeros_like(z_cond), z_cond, z_cond])
-    clip = image.image_embeds.to(home, dtype).reshape(1, -1)
+    clip = image.image_embeds.to(device, dtype).reshape(1, -1)
     clip_slots = torch.cat([torch.zeros_like(clip), clip, clip])[:, None]  # [3, 1, P]
     face_mask = image.face_mask.to(device, dtype)
 
@@ -284,12 +285,15 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
         for first in range(0, windows.shape[0], options.windows_per_call):
             stop_if_asked(should_stop)
             group = windows[first:first + options.windows_per_call]
-            batch = cfg_batch(latents, group, sigma, cond_tokens, uncond_tokens, image_slots, clip_slots)
-            sample, clip_ctx, audio_ctx, audio_index = (tensor.to(device) for tensor in batch)
+            window_latents = latents[group].to(device)
+            local = torch.arange(group.numel(), device=device).reshape(group.shape)  # the windows' rows, gathered
+            sample, clip_ctx, audio_ctx, audio_index = cfg_batch(
+                window_latents.flatten(0, 1), local, sigma, cond_tokens[group.flatten()].to(device), uncond_tokens,
+                image_slots, clip_slots)
             ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0).to(device)
             out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask, audio_index).unflatten(0, (-1, 3))
             guided = guide(out[:, 0], out[:, 1], out[:, 2], plan.appearance[k], plan.audio[k])
-            stepped = euler_step(latents[group].to(device), guided, sigma, sigma_next).to(home)
+            stepped = euler_step(window_latents, guided, sigma, sigma_next).to(home)
             for frames, window_latents in zip(group, stepped):  # window order, as the official fp16 sums
                 summed.index_add_(0, frames, window_latents)
                 counts.index_add_(0, frames, counts.new_ones(frames.shape[0]))
