@@ -7,7 +7,9 @@ torch nor builds a network. This script is where the networks are built (on the 
 arithmetic) and counted. Run it after any change to the network code or configs; ``tests/test_cost.py`` fails,
 naming this command, when the file's ``fingerprint`` no longer matches them.
 
-What is counted, for one call of each network: ``unet`` (one sampler window, CFG batch of 3), ``vae_decode`` (one
+What is counted, for one call of each network: ``unet`` (one sampler window, CFG batch of 3), ``unet_ff_streamed``
+(the same call with every feed-forward's inner activations left out, only its output allocated: what the memory
+planner adds one feed-forward chunk to, :mod:`sonic_core.memory`), ``vae_decode`` (one
 decode chunk), ``vae_encode`` (the reference image), ``rife`` (one frame pair), ``whisper`` (one 30 s piece),
 ``image_encoder`` (one CLIP image) and ``adapters`` (audio2token + audio2bucket of one frame):
 
@@ -30,7 +32,8 @@ below another everywhere on m, n, f >= 1 (coefficient-wise in m-1, n-1, f-1), an
 of them at the job's size: the peak exactly.
 
 The file also holds the exact element counts of every network's state dict (the weights' bytes), the latent shape
-of each model, the torch version and date of the run, and the sizes it was checked at.
+of each model, the sizes the memory planner adds to the calls (the widest UNet feed-forward's inner width, the
+audio tokens of one frame, the whisper hidden states of one 30 s piece), the torch version and date of the run, and the sizes it was checked at.
 """
 
 from __future__ import annotations
@@ -63,13 +66,16 @@ from sonic_core.metering import cost  # noqa: E402
 
 COMMAND = cost.NETWORK_COUNTS_COMMAND
 TILE = cost.TILE_PIXELS
-VARIABLES = {"unet": "mnf", "vae_decode": "mnf", "vae_encode": "mn", "rife": "mn", "whisper": "", "image_encoder": "",
-             "adapters": ""}  # what each call's inputs depend on: m (height/64), n (width/64), f (frames per call)
+VARIABLES = {"unet": "mnf", "unet_ff_streamed": "mnf", "vae_decode": "mnf", "vae_encode": "mn", "rife": "mn",
+             "whisper": "", "image_encoder": "", "adapters": ""}  # what each call's inputs depend on: m (height/64), n (width/64), f (frames per call)
 FIT_POINTS = {"m": (4, 6, 9), "n": (4, 5, 8), "f": (2, 8, 25)}  # 256/384/576 px high, 256/320/512 px wide
 # (m, n, f) checked after the fit: the default 25-frame window at the smallest, a common and the largest square,
 # both extreme aspect ratios, odd tile counts, the longest window and the shortest decode chunk
 HELD_OUT = ((4, 4, 25), (8, 8, 25), (20, 20, 25), (4, 20, 25), (20, 4, 8), (7, 5, 16), (16, 9, 25), (12, 12, 64),
             (13, 11, 1))
+# sampler windows have at least 2 frames (SonicSettings.frames_per_window); at 1 frame a reshape of the streamed
+# feed-forward's UNet call is a view, not a copy, and the live count falls below its polynomial
+MIN_FRAMES = {"unet_ff_streamed": 2}
 FINGERPRINTED = ("sonic_core/models/*.py", "sonic_core/configs/*.json", "sonic_core/weights/tiny.py",
                  "bench/network_counts.py")
 
@@ -83,7 +89,7 @@ class Count:
     live_after_allocations: tuple[int, ...]
 
 
-class _LiveBytes(TorchDispatchMode):
+class LiveBytes(TorchDispatchMode):
     """Tracks the bytes of tensors allocated under it that are still alive, and their total after each allocation.
 
     Every freshly allocated output gets a token whose finalizer subtracts its bytes; an output that aliases an input
@@ -131,7 +137,7 @@ def count_cost(run: Callable[[], Any]) -> Count:
     stand-in that allocates what a fused kernel keeps (the output and one log-sum-exp per query) and adds the
     fused kernel's FLOPs: ``2·L_q·L_k·(d_qk + d_v)`` per batch and head.
     """
-    counter, live = FlopCounterMode(display=False), _LiveBytes()
+    counter, live = FlopCounterMode(display=False), LiveBytes()
     attention_flops = [0]
     real_attention = F.scaled_dot_product_attention
 
@@ -185,6 +191,12 @@ def _rife() -> torch.nn.Module:
         return IFNet().eval()
 
 
+def _streamed_feed_forward(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a chunked feed-forward holds before its first chunk: the flattened input and the whole output."""
+    flat = x.reshape(-1, x.shape[-1])
+    return flat.new_empty(flat.shape[0], module.net[2].out_features).reshape(*x.shape[:-1], -1)
+
+
 def count_call(nets: dict[str, torch.nn.Module], network: str, height: int, width: int, frames: int) -> Count:
     """Count one call of ``network`` (a name of ``cost.NETWORK_CALLS``) for ``height × width`` frames; ``frames`` is
     the UNet window or the VAE decode chunk (ignored by the other calls)."""
@@ -215,6 +227,15 @@ def count_call(nets: dict[str, torch.nn.Module], network: str, height: int, widt
         "image_encoder": lambda: clip(meta(1, 3, clip.config.image_size, clip.config.image_size)),
         "adapters": lambda: (token(meta(1, 1, *token_window)), bucket(meta(1, 1, *bucket_window), meta(1, clip_dim))),
     }
+    if network == "unet_ff_streamed":
+        from sonic_core.models.attention import FeedForward
+
+        real_forward = FeedForward.forward
+        FeedForward.forward = _streamed_feed_forward
+        try:
+            return count_cost(runs["unet"])
+        finally:
+            FeedForward.forward = real_forward
     return count_cost(runs[network])
 
 
@@ -330,7 +351,8 @@ def check_call(nets: dict[str, torch.nn.Module], network: str, fitted: dict[str,
     """Live counts at the held-out points against the fitted polynomials (one row per point)."""
     rows = []
     points = HELD_OUT if VARIABLES[network] else HELD_OUT[:1]
-    for m, n, f in points:
+    fewest = MIN_FRAMES.get(network, 1)
+    for m, n, f in ((m, n, max(f, fewest)) for m, n, f in points):
         count = count_call(nets, network, m * TILE, n * TILE, f)
         flops = polynomial_value(fitted["flops"], m, n, f)
         peak = max(polynomial_value(p, m, n, f) for p in fitted["activation_bytes"])
@@ -354,7 +376,11 @@ def count_model(model: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
               f"{allocations} allocations, {'MISMATCH' if wrong else 'exact'} on {len(rows)} held-out points "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
     vae = nets["vae"].config
+    token, whisper = nets["audio2token"], nets["whisper"].config
     entry = {"latent_channels": vae.latent_channels, "latent_downscale": vae.downscale,
+             "feed_forward_inner": nets["unet"].feed_forward_inner,
+             "frame_token_elements": token.context_tokens * token.output_dim,
+             "whisper_piece_elements": whisper.max_source_positions * (whisper.encoder_layers + 1) * whisper.d_model,
              "weights_elements": weights_elements(nets), "calls": calls}
     return entry, checks
 

@@ -249,6 +249,16 @@ def offload_device() -> Any:
     return torch.device("cpu")
 
 
+def free_memory() -> int | None:
+    """Free bytes on the device models run on: ComfyUI's own figure (``get_free_memory``, which counts the memory
+    its cache can hand back; host memory under ``--cpu``); outside ComfyUI a CUDA device's, ``None`` on a CPU."""
+    if _model_management is not None:
+        return int(_model_management.get_free_memory(torch_device()))
+    from sonic_core.device import free_memory as device_free_memory
+
+    return device_free_memory(torch_device())
+
+
 def soft_empty_cache() -> None:
     """Return cached accelerator memory to the driver (ComfyUI's soft_empty_cache; torch's outside ComfyUI)."""
     if _model_management is not None:

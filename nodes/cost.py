@@ -13,12 +13,13 @@ from functools import lru_cache
 from sonic_core import node_ids
 from sonic_core.audio import audio_duration
 from sonic_core.errors import SonicInputError
+from sonic_core.memory import MemoryJob, plan_memory
 from sonic_core.metering.cost import DevicePricing, GpuProperties, gpu_pricing
-from sonic_core.metering.graph_pricing import GraphCost, price_graph
+from sonic_core.metering.graph_pricing import GraphCost, JobCost, price_graph
 from sonic_core.metering.tiers import load_tiers
 from sonic_core.paths import inside
 
-from .comfy_compat import folder_paths, io, torch_device
+from .comfy_compat import folder_paths, free_memory, io, torch_device
 
 UI_KEY = "sonic_cost"  # key of the node's ui payload, read by web/sonic_token_meter.js
 
@@ -67,6 +68,16 @@ def price_prompt(prompt: dict, tier: str) -> GraphCost:
     return price_graph(prompt, tier=tier, audio_duration=input_audio_seconds, device=device, dtype=dtype)
 
 
+def memory_plan(job: JobCost, budget: int | None) -> str:
+    """One line: the memory plan of a priced Sampler under ``budget`` (ComfyUI's free memory), as the Sampler will
+    choose it, or why none meets it."""
+    device, dtype, model = job.predicted_profile.split("/")
+    if job.frames < 1:
+        return f"node {job.node_id}: no frames to plan"
+    plan = plan_memory(MemoryJob(job.frames, job.resolution, job.resolution, model, dtype), budget)
+    return f"node {job.node_id} memory: {plan.summary() if plan.fits else plan.refusal()}"
+
+
 def tier_names() -> list[str]:
     return sorted(load_tiers())
 
@@ -93,8 +104,10 @@ class SonicTokenMeter(io.ComfyNode):
     @classmethod
     def execute(cls, tier: str) -> io.NodeOutput:
         cost = price_prompt(cls.hidden.prompt, tier)
-        report = cost.summary()
-        shown = cost.to_dict() | {"summary": report, "device": device_note()}
+        budget = free_memory()
+        plans = [memory_plan(job, budget) for job in cost.jobs]
+        report = "\n".join([cost.summary(), *plans])
+        shown = cost.to_dict() | {"summary": report, "device": device_note(), "memory_plans": plans}
         return io.NodeOutput(cost.total_tokens, report, ui={UI_KEY: [shown]})
 
 

@@ -27,7 +27,8 @@ from sonic_core.errors import SonicInputError, SonicWeightsError
 from sonic_core.face.crop import Reference
 from sonic_core.inputs import PreparedInputs, prepare_inputs
 from sonic_core.models.bundle import ModelConfigs, SonicModels
-from sonic_core.pipeline import SonicPipeline
+from sonic_core.memory import MemoryPlan, plan_memory
+from sonic_core.pipeline import SonicPipeline, memory_job
 from sonic_core.post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER, PostOptions, StreamSteps
 from sonic_core.post.paste import DEFAULT_FEATHER, MAX_FEATHER
 from sonic_core.render import render_video
@@ -40,9 +41,9 @@ from sonic_core.weights.shared import shared_image_encoder, shared_vae
 from sonic_core.weights.tiny import tiny_models
 
 from .audio import audio_value
-from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, checkpoint_dirs, clip_vision_tensors, io,
-                           note_output, offload_device, sonic_model_dirs, throw_if_interrupted, torch_device,
-                           vae_tensors, video_from_file)
+from .comfy_compat import (ManagedModel, ProgressBar, cancel_check, checkpoint_dirs, clip_vision_tensors,
+                           free_memory, io, note_output, offload_device, sonic_model_dirs, throw_if_interrupted,
+                           torch_device, vae_tensors, video_from_file)
 from .post import image_to_frames
 from .schema import auto_or_number, knob_input, refusal
 from .video import output_path, video_preview
@@ -120,6 +121,16 @@ class SonicModel:
     def load(self) -> torch.device:
         """Put the networks on their compute device (through ComfyUI's model management) and return it."""
         return torch.device(self.managed.load())
+
+    @property
+    def cost_model(self) -> str:
+        """The counts the memory planner uses: the tiny model's for the demo weights alone, else the official."""
+        return "tiny" if self.label == DEMO_WEIGHTS and not self.models.shared else "sonic"
+
+    def bytes_on(self, device: torch.device) -> int:
+        """Bytes of the networks' tensors on ``device`` (ComfyUI's free-memory figure excludes them)."""
+        return sum(t.numel() * t.element_size() for module in self.models.modules().values()
+                   for t in (*module.parameters(), *module.buffers()) if t.device == device)
 
 
 def _as_module(models: SonicModels) -> torch.nn.ModuleDict:
@@ -414,6 +425,7 @@ class Generation:
     settings: SonicSettings
     post: PostOptions
     on_step: Callable[[int, int], None]
+    memory: MemoryPlan
 
 
 def start_generation(model: SonicModel, predata: PreData, inputs: dict[str, Any]) -> Generation:
@@ -428,10 +440,14 @@ def start_generation(model: SonicModel, predata: PreData, inputs: dict[str, Any]
         raise SonicInputError(f"unknown Sampler input(s) {unknown}: the Samplers take {known}")
     post = PostOptions(**{name: value for name, value in inputs.items() if name in post_names})
     settings = predata.settings.replace(**{name: value for name, value in inputs.items() if name not in post_names})
-    pipeline = SonicPipeline(model.models, model.load(), model.dtype)
+    device = model.load()
+    free = free_memory()
+    budget = None if free is None else free + model.bytes_on(device)  # ComfyUI's figure, plus what we hold
+    plan = plan_memory(memory_job(predata.inputs, settings, model.dtype, model.cost_model), budget)
+    pipeline = SonicPipeline(model.models, device, model.dtype)
     progress = ProgressBar(settings.steps * calls_per_step(predata.inputs.num_frames,
                                                            SamplerOptions.from_settings(settings)))
-    return Generation(pipeline, settings, post, lambda done, total: progress.update_absolute(done, total))
+    return Generation(pipeline, settings, post, lambda done, total: progress.update_absolute(done, total), plan)
 
 
 class SonicSampler(io.ComfyNode):
@@ -463,7 +479,7 @@ class SonicSampler(io.ComfyNode):
         run = start_generation(model, predata, widgets)
         inputs, fps = predata.inputs, run.settings.fps
         post = StreamSteps(run.post, run.pipeline.output_fps(run.settings), inputs.reference)
-        chunks = run.pipeline(inputs, run.settings, on_step=run.on_step, should_stop=cancel_check)
+        chunks = run.pipeline(inputs, run.settings, memory=run.memory, on_step=run.on_step, should_stop=cancel_check)
         frames = torch.cat(list(post.run(chunk.cpu() for chunk in chunks)))
         throw_if_interrupted()
         lines = [f"{name}: {json.dumps(step)}" for name, step in post.report.items()]
@@ -497,8 +513,8 @@ class SonicSamplerToVideo(io.ComfyNode):
         run = start_generation(model, predata, widgets)
         height, width = predata.inputs.reference.ref_image.shape[-2:]
         path, name, subfolder = output_path(STREAMED_PREFIX, int(width), int(height), "mp4", kind="temp")
-        report = render_video(run.pipeline, predata.inputs, path, run.settings, post=run.post, on_step=run.on_step,
-                              should_stop=cancel_check)
+        report = render_video(run.pipeline, predata.inputs, path, run.settings, post=run.post, memory=run.memory,
+                              on_step=run.on_step, should_stop=cancel_check)
         note_output(path)
         throw_if_interrupted()
         lines = [f"{step}: {json.dumps(value)}" for step, value in report.post.items()]

@@ -86,8 +86,11 @@ def encode_audio(hidden: torch.Tensor, last: torch.Tensor, audio_len: int, step:
     """Per-frame audio tokens and motion buckets from whisper features (see :func:`whisper_features`).
 
     ``audio_len`` counts 25 fps audio frames; one video frame is generated per ``step`` of them. The features are
-    truncated to ``2·audio_len`` rows (real encoder frames beyond are replaced by the zero padding).
+    truncated to ``2·audio_len`` rows (real encoder frames beyond are replaced by the zero padding). The results
+    live where ``hidden`` does (host memory, when the memory planner keeps a long clip's conditioning off the
+    device); each chunk of frames goes to the adapters' device and back.
     """
+    home, device = hidden.device, next(audio2token.parameters()).device
     num_frames = generated_frame_count(audio_len, step)
     rows = WHISPER_FRAMES_PER_AUDIO_FRAME * audio_len
     if hidden.shape[0] < rows:
@@ -103,10 +106,10 @@ def encode_audio(hidden: torch.Tensor, last: torch.Tensor, audio_len: int, step:
     cond, raw = [], []
     for start in range(0, num_frames, ADAPTER_FRAMES_PER_CALL):
         tokens = token_windows[start:start + ADAPTER_FRAMES_PER_CALL]
-        cond.append(audio2token(tokens[None])[0])
+        cond.append(audio2token(tokens[None].to(device))[0].to(home))
         buckets = bucket_windows[start:start + ADAPTER_FRAMES_PER_CALL]
-        raw.append(audio2bucket(buckets[None], clip.expand(buckets.shape[0], -1))[0])
-    uncond = audio2token(token_windows.new_zeros((1, 1, *token_windows.shape[1:])))[0, 0]
+        raw.append(audio2bucket(buckets[None].to(device), clip.expand(buckets.shape[0], -1))[0].to(home))
+    uncond = audio2token(token_windows.new_zeros((1, 1, *token_windows.shape[1:])).to(device))[0, 0].to(home)
     buckets = to_motion_buckets(torch.cat(raw)).reshape(num_frames, -1)
     return AudioConditioning(torch.cat(cond), uncond, buckets)
 

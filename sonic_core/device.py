@@ -43,3 +43,11 @@ def check_precision(device: torch.device, dtype: torch.dtype, what: str = "--dty
         raise SonicInputError(f"{what} fp16 on the CPU: half-precision convolutions are missing or very slow there; "
                               "use fp32 (or bf16) on the CPU, or fp16 on a CUDA device")
     return dtype
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Free bytes on a CUDA ``device`` (``torch.cuda.mem_get_info``); ``None`` elsewhere (the CPU has no budget
+    unless one is given)."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.mem_get_info(device)[0]

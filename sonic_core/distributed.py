@@ -41,11 +41,17 @@ class RankGroup:
         return len(range(self.rank, groups, self.world_size))
 
     def sum_(self, *tensors: torch.Tensor) -> None:
-        """Replace each tensor by its sum over all ranks, in place. A rank that died or left ends the run here with
+        """Replace each tensor by its sum over all ranks, in place (NCCL sums on the device: a tensor in host memory,
+        such as the memory planner's latents on the host, makes the trip there and back). A rank that died or left ends the run here with
         :class:`SonicRankLost` instead of a backend traceback."""
         for tensor in tensors:
             try:
-                dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+                if tensor.device.type == "cpu" and dist.get_backend() == "nccl":  # sums kept in host memory
+                    on_device = tensor.to(torch.cuda.current_device())
+                    dist.all_reduce(on_device, op=dist.ReduceOp.SUM)
+                    tensor.copy_(on_device)
+                else:
+                    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
             except (RuntimeError, dist.DistError) as exc:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise SonicRankLost(f"rank {self.rank}: another rank stopped during the all-reduce ({reason})") \

@@ -26,9 +26,10 @@ from .distributed import RankGroup
 from .errors import ProgressCallback, StopCheck, stop_if_asked
 from .inputs import PreparedInputs
 from .interpolation import output_frame_count, retime_chunks
+from .memory import STAGE_NETWORKS, MemoryJob, MemoryPlan
 from .models.bundle import SonicModels
 from .models.clip_vision import preprocess_clip_image
-from .sampling import SamplerOptions, sample_latents
+from .sampling import HOST, SamplerOptions, sample_latents
 from .settings import SonicSettings
 
 
@@ -52,6 +53,16 @@ def draw_noise(seed: int, image_shape: tuple[int, ...], latent_shape: tuple[int,
 def to_unit_range(decoded: torch.Tensor) -> torch.Tensor:
     """VAE output in about [-1, 1] -> float32 frames in [0, 1]."""
     return (decoded.float() * 0.5 + 0.5).clamp(0, 1)
+
+
+def memory_job(inputs: PreparedInputs, settings: SonicSettings, dtype: str | torch.dtype, model: str = "sonic",
+               windows_per_call: int = 1) -> MemoryJob:
+    """What the memory planner needs to know about generating ``inputs`` with networks in ``dtype``; ``model``
+    names their counts (``sonic`` or ``tiny``)."""
+    height, width = inputs.reference.ref_image.shape[-2:]
+    name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[parse_dtype(dtype)]
+    return MemoryJob(inputs.num_frames, width, height, model, name, settings.frames_per_window, windows_per_call,
+                     settings.decode_chunk_size, settings.interpolate)
 
 
 class StageClock:
@@ -95,18 +106,20 @@ class SonicPipeline:
         self.ranks = ranks
 
     def __call__(self, inputs: PreparedInputs, settings: SonicSettings, *, windows_per_call: int = 1,
-                 on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None,
-                 clock: StageClock | None = None) -> Iterator[torch.Tensor]:
+                 memory: MemoryPlan | None = None, on_step: ProgressCallback | None = None,
+                 should_stop: StopCheck | None = None, clock: StageClock | None = None) -> Iterator[torch.Tensor]:
         """Frames ``[n, 3, H, W]`` in [0, 1] (float32, on the device) at :meth:`output_fps`, chunk by chunk.
 
-        ``on_step(done, total)`` follows the sampler's UNet calls; ``should_stop()`` is asked before each UNet call
-        and each decoded chunk, and a true answer raises :class:`SonicInterrupted`. ``clock`` collects the seconds
-        of each stage.
+        ``memory`` is the plan of :func:`sonic_core.memory.plan_memory` (``None``: every network resident, nothing
+        chunked, the latents on the device); no plan changes a value of the result. ``on_step(done, total)``
+        follows the sampler's UNet calls; ``should_stop()`` is asked before each UNet call and each decoded chunk,
+        and a true answer raises :class:`SonicInterrupted`. ``clock`` collects the seconds of each stage.
         """
         clock = clock or StageClock()
-        latents = self.latents(inputs, settings, windows_per_call=windows_per_call, on_step=on_step,
+        latents = self.latents(inputs, settings, windows_per_call=windows_per_call, memory=memory, on_step=on_step,
                                should_stop=should_stop, clock=clock)
         # 3. decode
+        self._place("decode", memory)
         decoded = clock.timed("decode", self._checked(self.decode(latents, settings.decode_chunk_size),
                                                       should_stop))
         # 4. interpolate
@@ -114,20 +127,31 @@ class SonicPipeline:
                                                             settings.decode_chunk_size))
 
     def latents(self, inputs: PreparedInputs, settings: SonicSettings, *, windows_per_call: int = 1,
-                on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None,
-                clock: StageClock | None = None) -> torch.Tensor:
+                memory: MemoryPlan | None = None, on_step: ProgressCallback | None = None,
+                should_stop: StopCheck | None = None, clock: StageClock | None = None) -> torch.Tensor:
         """Steps 1 and 2 of :meth:`__call__`: the sampled latents ``[N, C, h, w]`` of the clip."""
         clock = clock or StageClock()
         tick = time.perf_counter()
+        on_host = memory is not None and memory.latents_on_host
+        self.models.unet.chunk_feed_forwards(memory.feed_forward_chunk if memory is not None else None)
         # 1. condition
-        audio, image, latent_noise = self.condition(inputs, settings)
+        self._place("conditioning", memory)
+        audio, image, latent_noise = self.condition(inputs, settings, keep_on_host=on_host)
         tick = clock.add("conditioning", tick)
         # 2. sample
+        self._place("sampling", memory)
         self.models.unet.ip_scale = settings.ip_audio_scale
-        latents = self.sample(audio, image, latent_noise, SamplerOptions.from_settings(settings, windows_per_call),
-                              on_step, should_stop)
+        latents = self.sample(audio, image, latent_noise,
+                              SamplerOptions.from_settings(settings, windows_per_call, on_host), on_step, should_stop)
+        del audio, image, latent_noise  # the decode stage holds only the latents
         clock.add("sampling", tick)
         return latents
+
+    def _place(self, stage: str, memory: MemoryPlan | None) -> None:
+        """The networks on the device for ``stage``: all of them, or with an offloading plan only the stage's own
+        (the others wait in host memory)."""
+        offload = memory is not None and memory.offload
+        self.models.place(self.device, STAGE_NETWORKS[stage] if offload else tuple(self.models.modules()), HOST)
 
     def output_fps(self, settings: SonicSettings) -> float:
         """The rate of the frames :meth:`__call__` yields: ``settings.fps``, or the generated 12.5 fps when
@@ -144,10 +168,11 @@ class SonicPipeline:
             stop_if_asked(should_stop)
             yield chunk
 
-    def condition(self, inputs: PreparedInputs,
-                  settings: SonicSettings) -> tuple[AudioConditioning, ImageConditioning, torch.Tensor]:
+    def condition(self, inputs: PreparedInputs, settings: SonicSettings,
+                  keep_on_host: bool = False) -> tuple[AudioConditioning, ImageConditioning, torch.Tensor]:
         """Everything the sampler needs from prepared inputs: the seeded noise draws (official order), the CLIP
-        embedding (once), the audio and the image conditioning -> (audio, image, latent noise)."""
+        embedding (once), the audio and the image conditioning -> (audio, image, latent noise). ``keep_on_host``
+        keeps the audio conditioning in host memory (see :meth:`encode_audio`)."""
         reference = inputs.reference
         height, width = reference.ref_image.shape[-2:]
         image_noise, latent_noise = draw_noise(settings.seed, (1, 3, height, width),
@@ -156,7 +181,7 @@ class SonicPipeline:
         clip_size = self.models.image_encoder.config.image_size
         embeds = self.encode_clip(preprocess_clip_image(reference.clip_source, size=clip_size))
         mel = log_mel_pieces(inputs.speech.samples, n_mels=self.models.whisper.config.num_mel_bins)
-        audio = self.encode_audio(mel, inputs.audio_frames, embeds)
+        audio = self.encode_audio(mel, inputs.audio_frames, embeds, keep_on_host=keep_on_host)
         image = self.encode_image(embeds, reference.ref_image, reference.face_mask, settings.noise_aug_strength,
                                   image_noise)
         return audio, image, latent_noise
@@ -170,9 +195,13 @@ class SonicPipeline:
 
     @torch.no_grad()
     def encode_audio(self, mel_pieces: torch.Tensor, audio_len: int, image_embeds: torch.Tensor,
-                     step: int = timing.AUDIO_FRAMES_PER_VIDEO_FRAME) -> AudioConditioning:
-        """Per-frame conditions from log-mel ``[K, n_mels, 3000]`` of ``audio_len`` 25 fps audio frames."""
-        hidden, last = conditioning.whisper_features(self.models.whisper, mel_pieces.to(self.device, torch.float32))
+                     step: int = timing.AUDIO_FRAMES_PER_VIDEO_FRAME, keep_on_host: bool = False) -> AudioConditioning:
+        """Per-frame conditions from log-mel ``[K, n_mels, 3000]`` of ``audio_len`` 25 fps audio frames.
+        ``keep_on_host``: whisper's features and the conditions are kept in host memory, each piece and each chunk
+        of frames computed on the device (the same values)."""
+        whisper = self.models.whisper
+        encoder = (lambda piece: whisper(piece).to(HOST)) if keep_on_host else whisper
+        hidden, last = conditioning.whisper_features(encoder, mel_pieces.to(self.device, torch.float32))
         return conditioning.encode_audio(hidden, last, audio_len, step, self.models.audio2token,
                                          self.models.audio2bucket, image_embeds)
 
@@ -194,7 +223,9 @@ class SonicPipeline:
     def decode_raw(self, latents: torch.Tensor, chunk_size: int) -> Iterator[torch.Tensor]:
         """VAE output ``[n, 3, H, W]`` (about [-1, 1], on the device) per chunk of ``chunk_size`` frames."""
         vae_dtype = next(self.models.vae.parameters()).dtype  # the pipeline's, or a shared VAE's own
-        yield from self.models.vae.decode_chunks(latents.to(self.device, vae_dtype), chunk_size)
+        for start in range(0, latents.shape[0], chunk_size):  # latents kept in host memory move a chunk at a time
+            yield from self.models.vae.decode_chunks(latents[start:start + chunk_size].to(self.device, vae_dtype),
+                                                     chunk_size)
 
     def decode(self, latents: torch.Tensor, chunk_size: int) -> Iterator[torch.Tensor]:
         """Frames ``[n, 3, H, W]`` in [0, 1] (float32, on the device), one decode chunk at a time."""

@@ -19,6 +19,7 @@ import torch
 
 from .errors import ProgressCallback, StopCheck
 from .inputs import PreparedInputs
+from .memory import MemoryPlan
 from .pipeline import SonicPipeline, StageClock
 from .post.chain import PostOptions, StreamSteps, apply_clip_steps
 from .settings import SonicSettings
@@ -63,10 +64,11 @@ def peak_host_mb() -> float:
 
 
 def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.PathLike, settings: SonicSettings,
-                 *, post: PostOptions | None = None, windows_per_call: int = 1,
+                 *, post: PostOptions | None = None, windows_per_call: int = 1, memory: MemoryPlan | None = None,
                  on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> GenerationReport:
     """Generate from prepared inputs and write ``out`` (h264 + aac). The file is written under a temporary name and
-    renamed when complete, so an error or a cancellation leaves nothing behind."""
+    renamed when complete, so an error or a cancellation leaves nothing behind. ``memory``: the pipeline's memory
+    plan (see :class:`SonicPipeline`)."""
     clock = StageClock(inputs.seconds)
     if pipeline.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(pipeline.device)
@@ -76,7 +78,7 @@ def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.
     out_height, out_width = steps.frame_size(height, width) if steps else (height, width)
     # yuv420p needs an even size; a pasted-back frame is the original's size, which may be odd
     pix_fmt = "yuv420p" if out_width % 2 == 0 and out_height % 2 == 0 else "yuv444p"
-    chunks = pipeline(inputs, settings, windows_per_call=windows_per_call, on_step=on_step,
+    chunks = pipeline(inputs, settings, windows_per_call=windows_per_call, memory=memory, on_step=on_step,
                       should_stop=should_stop, clock=clock)
     speech, post_report = inputs.speech, {}
     if post is not None and post.whole_clip:

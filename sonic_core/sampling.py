@@ -158,18 +158,21 @@ class SamplerOptions:
     dynamic_scale: float = 1.0
     motion_scale: float = 1.0
     windows_per_call: int = 1
+    latents_on_host: bool = False  # the memory planner's choice: see sample_latents
 
     def __post_init__(self) -> None:
         if self.windows_per_call < 1:
             raise SonicInputError(f"windows_per_call={self.windows_per_call}: use 1 or more")
 
     @classmethod
-    def from_settings(cls, settings: SonicSettings, windows_per_call: int = 1) -> SamplerOptions:
+    def from_settings(cls, settings: SonicSettings, windows_per_call: int = 1,
+                      latents_on_host: bool = False) -> SamplerOptions:
         return cls(steps=settings.steps, frames_per_window=settings.frames_per_window,
                    overlap=settings.window_overlap, shift_offset=settings.shift_offset,
                    appearance_guidance=(settings.appearance_guidance,) * 2,
                    audio_guidance=(settings.audio_guidance,) * 2, dynamic_scale=settings.dynamic_scale,
-                   motion_scale=settings.motion_scale, windows_per_call=windows_per_call)
+                   motion_scale=settings.motion_scale, windows_per_call=windows_per_call,
+                   latents_on_host=latents_on_host)
 
 
 @dataclass(frozen=True)
@@ -224,6 +227,17 @@ def cfg_batch(latents: torch.Tensor, windows: torch.Tensor, sigma: torch.Tensor,
     return sample, clip, audio, audio_index
 
 
+HOST = torch.device("cpu")
+
+
+def pinned(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` in page-locked memory when it is in host memory and CUDA is available (windows then copy to the
+    device without a staging buffer); otherwise itself."""
+    if tensor.device == HOST and torch.cuda.is_available() and not tensor.is_pinned():
+        return tensor.pin_memory()
+    return tensor
+
+
 @torch.no_grad()
 def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: ImageConditioning,
                    latent_noise: torch.Tensor, options: SamplerOptions, schedule: Schedule,
@@ -236,6 +250,11 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     :class:`SonicInterrupted`. With ``ranks``, this process runs only its share of each step's window groups (and
     ``on_step`` counts those) and the per-frame sums are added across ranks before the average
     (:mod:`sonic_core.distributed`); every rank returns the same latents.
+
+    The clip's latents, window sums and audio tokens live on the UNet's device, or with ``options.latents_on_host``
+    in host memory (pinned when CUDA is available): each call's windows are gathered there and moved to the device,
+    where their CFG batch, guidance and Euler step are computed, and the stepped windows move back to be summed.
+    The same operations on the same values, so the same result.
     """
     param = next(unet.parameters())
     device, dtype = param.device, param.dtype
@@ -246,38 +265,42 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     plan = step_plan(options, schedule, device, dtype)
     sigmas, timesteps, start, steps_run = plan.sigmas, plan.timesteps, plan.start, plan.steps_run
 
-    cond_tokens = audio.cond_tokens.to(device, dtype)
+    home = HOST if options.latents_on_host else device
+    cond_tokens = pinned(audio.cond_tokens.to(home, dtype))
     uncond_tokens = audio.uncond_tokens.to(device, dtype)
-    buckets = audio.buckets.to(device)
+    buckets = audio.buckets.to(home)
     z_cond = image.cond_latents.to(device, dtype)[0]
     image_slots = torch.stack([torch.zeros_like(z_cond), z_cond, z_cond])
     clip = image.image_embeds.to(device, dtype).reshape(1, -1)
     clip_slots = torch.cat([torch.zeros_like(clip), clip, clip])[:, None]  # [3, 1, P]
     face_mask = image.face_mask.to(device, dtype)
 
-    latents = add_noise(image.ref_latents.to(device, dtype), latent_noise.to(device, dtype),
+    latents = add_noise(image.ref_latents.to(home, dtype), latent_noise.to(home, dtype),
                                 sigmas[start].to(dtype))
     groups = calls_per_step(n, options)
     total, done = steps_run * (groups if ranks is None else ranks.share(groups)), 0
     for k in range(steps_run):
         sigma, sigma_next, t = sigmas[start + k], sigmas[start + k + 1], timesteps[start + k]
         windows = window_indices(n, options.frames_per_window, options.overlap,
-                                         k * options.shift_offset).to(device)
+                                         k * options.shift_offset).to(home)
         time_ids = window_time_ids(buckets, windows, options.fps, options.dynamic_scale,
                                            options.motion_scale, dtype)
-        summed = torch.zeros_like(latents)
+        summed = pinned(torch.zeros_like(latents))
         counts = latents.new_zeros(n)
         for group_index, first in enumerate(range(0, windows.shape[0], options.windows_per_call)):
             if ranks is not None and not ranks.owns(group_index):
                 continue
             stop_if_asked(should_stop)
             group = windows[first:first + options.windows_per_call]
-            sample, clip_ctx, audio_ctx, audio_index = cfg_batch(latents, group, sigma, cond_tokens,
-                                                                 uncond_tokens, image_slots, clip_slots)
-            ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0)
+            window_latents = latents[group].to(device)
+            local = torch.arange(group.numel(), device=device).reshape(group.shape)  # the windows' rows, gathered
+            sample, clip_ctx, audio_ctx, audio_index = cfg_batch(
+                window_latents.flatten(0, 1), local, sigma, cond_tokens[group.flatten()].to(device), uncond_tokens,
+                image_slots, clip_slots)
+            ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0).to(device)
             out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask, audio_index).unflatten(0, (-1, 3))
             guided = guide(out[:, 0], out[:, 1], out[:, 2], plan.appearance[k], plan.audio[k])
-            stepped = euler_step(latents[group], guided, sigma, sigma_next)
+            stepped = euler_step(window_latents, guided, sigma, sigma_next).to(home)
             for frames, window_latents in zip(group, stepped):  # window order, as the official fp16 sums
                 summed.index_add_(0, frames, window_latents)
                 counts.index_add_(0, frames, counts.new_ones(frames.shape[0]))
@@ -286,5 +309,5 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
                 on_step(done, total)
         if ranks is not None:
             ranks.sum_(summed, counts)
-        latents = summed / counts[:, None, None, None]
+        latents = summed.div_(counts[:, None, None, None])  # in place: the latents stay pinned
     return latents

@@ -11,6 +11,7 @@ from .. import timing
 from ..audio import audio_duration
 from ..errors import SonicInputError
 from ..metering import cost
+from ..memory import BUDGET_FLAG, MemoryJob, MemoryPlan, parse_budget, plan_memory
 from ..metering.tiers import PriceVerdict, Tier, load_tiers, price
 from ..settings import SonicSettings
 from .options import knob_option
@@ -45,13 +46,20 @@ def _add_prediction_options(parser: argparse.ArgumentParser) -> None:
                         help="precision of the UNet, VAE and CLIP (default fp16)")
     parser.add_argument("--model", default="sonic", choices=("sonic", "tiny"),
                         help="the published networks or the embedded tiny demo model (default sonic)")
+    parser.add_argument(BUDGET_FLAG, metavar="SIZE",
+                        help="plan the device memory for this budget (8GB, 8GiB, 8000MB or bytes): the plan and its "
+                             "predicted device peak per stage (default: no budget)")
 
 
-def predicted_cost(duration: float, settings: SonicSettings, device: str, dtype: str, model: str) -> dict:
-    """The cost model's prediction for a job as report fields (``None`` values when it cannot predict)."""
+def predicted_cost(duration: float, settings: SonicSettings, device: str, dtype: str, model: str,
+                   memory: MemoryPlan | None = None) -> dict:
+    """The cost model's prediction for a job as report fields (``None`` values when it cannot predict), with the
+    memory plan ``memory`` (:meth:`MemoryPlan.to_dict`) when there is one."""
     frames = timing.generated_frames(duration)
     fields: dict = {"predicted_seconds": None, "predicted_peak_bytes": None,
                     "prediction": {"device": device, "dtype": dtype, "model": model}}
+    if memory is not None:
+        fields["memory_plan"] = memory.to_dict()
     if frames < 1:
         fields["prediction"]["unavailable"] = "no frame would be generated"
         return fields
@@ -114,8 +122,27 @@ def format_report(report: dict) -> str:
             rows.append(("predicted time", f"{report['predicted_seconds']:.1f} s {on}{note}"))
             rows.append(("predicted peak", f"{report['predicted_peak_bytes'] / 2**30:.2f} GiB "
                                            f"({'host RSS' if assumed['device'] == 'cpu' else 'device memory'})"))
+    rows += memory_rows(report.get("memory_plan"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows)
+
+
+def memory_rows(plan: dict | None) -> list[tuple[str, str]]:
+    """Report rows of a memory plan (:meth:`MemoryPlan.to_dict`): its summary, and the refusal when none fits."""
+    if plan is None:
+        return []
+    return [("memory plan", plan["summary"]), *((("memory", plan["refusal"]),) if not plan["fits"] else ())]
+
+
+def job_plan(args: argparse.Namespace, duration: float, settings: SonicSettings) -> MemoryPlan | None:
+    """The memory plan of the estimated job (``--memory-budget``, else no budget), or ``None`` without frames."""
+    if timing.generated_frames(duration) < 1:
+        return None
+    budget = parse_budget(args.memory_budget) if args.memory_budget else None
+    job = MemoryJob.for_duration(duration, settings.min_resolution, model=args.model, dtype=args.dtype,
+                                 frames_per_window=settings.frames_per_window,
+                                 decode_chunk_size=settings.decode_chunk_size, interpolate=settings.interpolate)
+    return plan_memory(job, budget)
 
 
 def _settings_from(args: argparse.Namespace, duration: float) -> SonicSettings:
@@ -126,7 +153,8 @@ def _settings_from(args: argparse.Namespace, duration: float) -> SonicSettings:
 def _print_estimate(args: argparse.Namespace, duration: float, title: str) -> dict:
     settings = _settings_from(args, duration)
     tiers = load_tiers(args.tiers_file)
-    prediction = (predicted_cost(duration, settings, args.device, args.dtype, args.model)
+    prediction = (predicted_cost(duration, settings, args.device, args.dtype, args.model,
+                                 job_plan(args, duration, settings))
                   if hasattr(args, "device") else None)
     report = estimate_report(duration, settings, tiers, args.tier, prediction)
     if args.json:

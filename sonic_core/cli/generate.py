@@ -17,11 +17,12 @@ from pathlib import Path
 import torch
 
 from ..audio import FIT_MODES
-from ..device import DTYPES, check_precision, default_dtype, parse_dtype
+from ..device import DTYPES, check_precision, default_dtype, free_memory, parse_dtype
 from ..distributed import RankGroup
 from ..errors import SonicInputError
 from ..inputs import PreparedInputs, prepare_inputs
-from ..pipeline import SonicPipeline
+from ..memory import BUDGET_FLAG, MemoryPlan, parse_budget, plan_memory
+from ..pipeline import SonicPipeline, memory_job
 from ..post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER, LIPSYNC_MODES, SMOOTH_METHODS, PostOptions
 from ..post.paste import DEFAULT_FEATHER, MAX_FEATHER
 from ..render import render_video
@@ -116,7 +117,17 @@ def add_generate_parser(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--dtype", choices=list(DTYPES),
                      help="precision of the UNet, VAE and CLIP (default fp16 on CUDA, fp32 on the CPU, where fp16 is "
                           "refused; whisper, the adapters and RIFE run in fp32)")
+    add_budget_option(gen)
     gen.set_defaults(run=cmd_generate)
+
+
+def add_budget_option(parser: argparse.ArgumentParser) -> None:
+    """``--memory-budget SIZE`` (the memory planner's budget)."""
+    parser.add_argument(BUDGET_FLAG, metavar="SIZE",
+                        help="device memory the run may use: 8GB (decimal), 8GiB, 8000MB or bytes; the planner then "
+                             "chunks the UNet's feed-forwards, offloads idle networks and keeps a long clip's latents "
+                             "in host memory, never changing the result (default: the free memory of a CUDA device, "
+                             "no budget on the CPU)")
 
 
 def output_rate(fps: float, no_interpolate: bool) -> bool:
@@ -155,21 +166,33 @@ def run_settings(args: argparse.Namespace, **extra: object) -> SonicSettings:
                          fps=2 * GENERATED_FPS if interpolate else GENERATED_FPS, duration=args.duration, **extra)
 
 
+def memory_plan(budget: int | None, given: bool, inputs: PreparedInputs, settings: SonicSettings,
+                dtype: torch.dtype, model: str) -> MemoryPlan:
+    """The run's memory plan under ``budget`` (``None``: none); a ``given`` budget (``--memory-budget``) that no plan
+    meets is refused in one line, the free memory of a device is taken as it is (the most frugal plan runs)."""
+    plan = plan_memory(memory_job(inputs, settings, dtype, model), budget)
+    if given and not plan.fits:
+        raise SonicInputError(plan.refusal())
+    return plan
+
+
 def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path, settings: SonicSettings,
-                      model: tuple[str, str], args: argparse.Namespace, started: float) -> dict | None:
-    """Render with a progress bar, then print the cost report; ``model`` is (its description, cost-model name).
-    A rank other than 0 of a several-device run only samples its share (rank 0 writes and reports): None."""
+                      model: tuple[str, str], args: argparse.Namespace, started: float,
+                      memory: MemoryPlan | None = None) -> dict | None:
+    """Render with a progress bar under the memory plan ``memory``, then print the cost report; ``model`` is (its
+    description, cost-model name). A rank other than 0 of a several-device run only samples its share (rank 0
+    writes and reports): None."""
     if pipeline.ranks is not None and not pipeline.ranks.leads:
-        pipeline.latents(inputs, settings)
+        pipeline.latents(inputs, settings, memory=memory)
         return None
     dtype = next(name for name, value in DTYPES.items() if value == pipeline.dtype)
-    prediction = predicted_cost(inputs.speech.seconds, settings, pipeline.device.type, dtype, model[1])
+    prediction = predicted_cost(inputs.speech.seconds, settings, pipeline.device.type, dtype, model[1], memory)
     post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength,
                        deflicker=args.deflicker, colour_strength=args.colour_strength, paste_back=args.paste_back,
                        paste_feather=args.paste_feather)
     progress = StepProgress()
     try:
-        report = render_video(pipeline, inputs, out, settings, post=post, on_step=progress)
+        report = render_video(pipeline, inputs, out, settings, post=post, memory=memory, on_step=progress)
     finally:
         progress.close()
     cost = cost_report(report, settings, model[0], time.perf_counter() - started, prediction)
@@ -181,6 +204,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     settings = run_settings(args, dynamic_scale=args.dynamic_scale, motion_scale=args.motion_scale,
                             expand_ratio=args.expand_ratio, crf=args.crf)
+    budget = parse_budget(args.memory_budget) if args.memory_budget else None
     devices = plan_devices(args.devices, args.device)
     dtype = check_precision(devices[0], parse_dtype(args.dtype) if args.dtype else default_dtype(devices[0]))
     out = check_output_path(args.out)
@@ -189,9 +213,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         files = locate_weights(args.weights)
         inputs = prepare_inputs(args.image, args.audio, settings, fit=args.fit, yoloface=files.yoloface,
                                 device=device)
+        plan = memory_plan(budget if budget is not None else free_memory(device), budget is not None, inputs,
+                           settings, dtype, "sonic")
         models = load_sonic_models(files, device, dtype, settings.interpolate and (ranks is None or ranks.leads))
         render_and_report(SonicPipeline(models, device, dtype, ranks=ranks), inputs, out, settings,
-                          ("official Sonic weights", "sonic"), args, started)
+                          ("official Sonic weights", "sonic"), args, started, plan)
         return 0
 
     return run_on_devices(args.argv, devices, out, generate)

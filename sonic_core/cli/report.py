@@ -6,6 +6,7 @@ from __future__ import annotations
 from ..render import GenerationReport
 from ..settings import SonicSettings
 from ..tokens import settings_tokens
+from .estimate import memory_rows
 
 
 def cost_report(report: GenerationReport, settings: SonicSettings, model: str, wall_seconds: float,
@@ -44,6 +45,7 @@ def format_cost_report(cost: dict) -> str:
         ("predicted", _format_prediction(cost)),
         ("took", f"{actual['total_seconds']:.1f} s ({stages})"),
         ("peak memory", peak),
+        *memory_rows(cost.get("memory_plan")),
         *((name, _format_post(name, step)) for name, step in cost["post"].items()),
     ]
     width = max(len(k) for k, _ in rows)

@@ -37,7 +37,7 @@ NETWORK_COUNTS_FILE = Path(__file__).with_name("network_counts.json")
 NETWORK_COUNTS_COMMAND = "python bench/network_counts.py"
 STAGES = ("audio", "face", "conditioning", "sampling", "decode", "interpolate", "encode")
 MODELS = ("sonic", "tiny")
-NETWORK_CALLS = ("unet", "vae_decode", "vae_encode", "rife", "whisper", "image_encoder", "adapters")
+NETWORK_CALLS = ("unet", "unet_ff_streamed", "vae_decode", "vae_encode", "rife", "whisper", "image_encoder", "adapters")
 WEIGHTS = ("unet", "vae", "image_encoder", "whisper", "audio2token", "audio2bucket", "rife")
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2}
 LOW_PRECISION = ("unet", "vae", "image_encoder")  # run in the pipeline dtype; the rest stay float32 (MODEL.md §2)
@@ -75,12 +75,17 @@ class CallCounts:
 
 @dataclass(frozen=True)
 class ModelCounts:
-    """The shipped counts of one model: its calls, its weights' element counts and its latent shape."""
+    """The shipped counts of one model: its calls, its weights' element counts, its latent shape, and what the memory
+    planner adds to the calls: the widest UNet feed-forward's inner width (one feed-forward chunk's activations
+    scale with it), the audio-token elements of one frame and the whisper hidden-state elements of one piece."""
 
     calls: dict[str, CallCounts]
     weights_elements: dict[str, int]
     latent_channels: int
     latent_downscale: int
+    feed_forward_inner: int
+    frame_token_elements: int
+    whisper_piece_elements: int
 
 
 def _counts_error(source: str, problem: str) -> SonicInputError:
@@ -126,7 +131,9 @@ def parse_network_counts(data: Any, source: str = "network counts") -> dict[str,
         parsed[model] = ModelCounts(
             counts, {name: _whole(source, f"{model}.weights_elements.{name}", weights[name]) for name in WEIGHTS},
             _whole(source, f"{model}.latent_channels", body.get("latent_channels")),
-            _whole(source, f"{model}.latent_downscale", body.get("latent_downscale")))
+            _whole(source, f"{model}.latent_downscale", body.get("latent_downscale")),
+            *(_whole(source, f"{model}.{name}", body.get(name))
+              for name in ("feed_forward_inner", "frame_token_elements", "whisper_piece_elements")))
     return parsed
 
 
@@ -152,6 +159,16 @@ def _check_model(model: str) -> str:
     return model
 
 
+def model_counts(model: str = "sonic") -> ModelCounts:
+    """The shipped counts of ``model``."""
+    return _shipped_counts()[_check_model(model)]
+
+
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of ``dtype`` (``fp32``, ``fp16``, ``bf16``)."""
+    return BYTES_PER_ELEMENT[_check_dtype(dtype)]
+
+
 def weights_bytes(model: str = "sonic", dtype: str = "fp16") -> int:
     """Exact bytes of every network's state dict (the checkpoints' tensors): UNet, VAE and CLIP in ``dtype``, the
     rest in float32."""
@@ -169,12 +186,12 @@ def _tiles(name: str, pixels: int) -> int:
 
 def network_costs(model: str, height: int, width: int, frames_per_window: int = 25,
                   decode_chunk_size: int = 8) -> dict[str, NetworkCost]:
-    """Cost of one call of each network for ``height × width`` frames: ``unet`` (one window, CFG batch of 3),
-    ``vae_decode`` (one chunk), ``vae_encode`` (the reference), ``rife`` (one pair), ``whisper`` (one 30 s piece),
+    """Cost of one call of each network for ``height × width`` frames: ``unet`` (one window, CFG batch of 3; and
+    ``unet_ff_streamed``, the same call without the feed-forwards' inner activations), ``vae_decode`` (one chunk), ``vae_encode`` (the reference), ``rife`` (one pair), ``whisper`` (one 30 s piece),
     ``image_encoder`` (one image) and ``adapters`` (audio2token + audio2bucket of one frame)."""
     calls = _shipped_counts()[_check_model(model)].calls
     m, n = _tiles("height", height), _tiles("width", width)
-    frames = {"unet": frames_per_window, "vae_decode": decode_chunk_size}
+    frames = {"unet": frames_per_window, "unet_ff_streamed": frames_per_window, "vae_decode": decode_chunk_size}
     return {name: counts.at(m, n, frames.get(name, 1)) for name, counts in calls.items()}
 
 
@@ -256,7 +273,7 @@ def workload(frames: int, resolution: int, steps: int, *, width: int | None = No
     down = counts.latent_downscale
     latent_elements = frames * counts.latent_channels * (height // down) * (width // down)
     latent_bytes = latent_elements * (3 * low + 4)  # latents, the window sums, the float32 start noise
-    scale = {"unet": low / 4, "vae_decode": low / 4, "vae_encode": low / 4, "image_encoder": low / 4}
+    scale = {name: low / 4 for name in ("unet", "unet_ff_streamed", "vae_decode", "vae_encode", "image_encoder")}
     activation = max(int(cost.activation_bytes * scale.get(name, 1.0)) for name, cost in costs.items())
     if interpolate:
         activation = max(activation, decode_chunk_size * costs["rife"].activation_bytes)

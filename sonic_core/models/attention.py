@@ -27,14 +27,42 @@ class GEGLU(nn.Module):
         return x * F.gelu(gate)
 
 
+MIN_FEED_FORWARD_ROWS = 256  # a chunk's rows: GEMMs of 1-2 rows round differently from the same rows in a big one
+
+
 class FeedForward(nn.Module):
-    """GEGLU feed-forward ``net.0`` (4× width) then ``net.2``; ``net.1`` is the (inactive) dropout slot."""
+    """GEGLU feed-forward ``net.0`` (4× width) then ``net.2``; ``net.1`` is the (inactive) dropout slot.
+
+    ``chunk_elements`` (set by the memory planner, :mod:`sonic_core.memory`; ``None`` runs all rows at once) bounds
+    the inner activations alive at once: the token rows run in equal chunks of at most ``chunk_elements / inner``
+    rows (never fewer than :data:`MIN_FEED_FORWARD_ROWS`) written into one output. Each row's arithmetic is the
+    same GEMM work on the same weights, so the result is identical (checked bit for bit on the CPU in fp32).
+    """
 
     def __init__(self, dim: int, dim_out: int | None = None, mult: int = 4) -> None:
         super().__init__()
         self.net = nn.ModuleList([GEGLU(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim_out or dim)])
+        self.chunk_elements: int | None = None
+
+    @property
+    def inner(self) -> int:
+        """Width of the gated activation (the GEGLU output)."""
+        return self.net[2].in_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.shape[:-1].numel()
+        chunk_rows = None if self.chunk_elements is None else max(MIN_FEED_FORWARD_ROWS,
+                                                                  self.chunk_elements // self.inner)
+        if chunk_rows is None or rows <= chunk_rows or torch.is_grad_enabled():  # chunks are for inference
+            return self._rows(x)
+        flat = x.reshape(rows, x.shape[-1])
+        out = flat.new_empty(rows, self.net[2].out_features)
+        chunks = -(-rows // chunk_rows)
+        for part, target in zip(flat.tensor_split(chunks), out.tensor_split(chunks)):
+            target.copy_(self._rows(part))
+        return out.reshape(*x.shape[:-1], out.shape[-1])
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
             x = layer(x)
         return x
@@ -242,6 +270,6 @@ class SiteContext:
         return self._masks[num_queries]
 
 
-__all__ = ["AudioCrossAttention", "BasicTransformerBlock", "FeedForward", "SelfAttention", "SiteContext",
-           "TemporalBasicTransformerBlock", "TransformerSpatioTemporalModel", "downsample_mask",
+__all__ = ["AudioCrossAttention", "BasicTransformerBlock", "FeedForward", "MIN_FEED_FORWARD_ROWS", "SelfAttention",
+           "SiteContext", "TemporalBasicTransformerBlock", "TransformerSpatioTemporalModel", "downsample_mask",
            "mask_grid"]

@@ -4,7 +4,7 @@ the same form such as the tiny model's)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -54,6 +54,14 @@ class SonicModels:
             else:
                 module.to(device=device, dtype=dtype if name in low_precision else torch.float32).eval()
         return self
+
+
+    def place(self, device: str | torch.device, resident: Collection[str], host: str | torch.device) -> None:
+        """The ``resident`` networks on ``device``, the others in ``host`` memory (each keeps its dtype). A
+        ``shared`` part stays where its owner keeps it."""
+        for name, module in self.modules().items():
+            if name not in self.shared:
+                module.to(device=device if name in resident else host)
 
 
 @dataclass(frozen=True)

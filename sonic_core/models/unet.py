@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import bundled_config
-from .attention import SiteContext, TransformerSpatioTemporalModel
+from .attention import FeedForward, SiteContext, TransformerSpatioTemporalModel
 from .layers import Downsample2D, SpatioTemporalResBlock, TimestepEmbedding, Upsample2D, timestep_embedding
 
 SVD_UNET_CONFIG = "svd_unet_config.json"  # bundled in sonic_core/configs
@@ -186,6 +186,18 @@ class SonicUNet(nn.Module):
         for module in self.modules():
             if hasattr(module, "processor"):
                 module.ip_scale = self._ip_scale
+
+    def chunk_feed_forwards(self, elements: int | None) -> None:
+        """Run every feed-forward with at most ``elements`` inner activations at once (``None``: all rows at once);
+        same result, less memory (:class:`~.attention.FeedForward`)."""
+        for module in self.modules():
+            if isinstance(module, FeedForward):
+                module.chunk_elements = elements
+
+    @property
+    def feed_forward_inner(self) -> int:
+        """The widest feed-forward's inner width."""
+        return max(module.inner for module in self.modules() if isinstance(module, FeedForward))
 
     def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float, clip_embeds: torch.Tensor,
                 audio_tokens: torch.Tensor, added_time_ids: torch.Tensor, face_mask: torch.Tensor | None = None,

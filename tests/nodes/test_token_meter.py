@@ -68,3 +68,16 @@ def test_the_server_gpu_is_priced_by_its_profile_or_its_properties(monkeypatch, 
         assert cost.device_note().startswith(name) and says in cost.device_note()
     finally:
         cost.server_pricing.cache_clear()
+
+
+def test_token_meter_shows_the_memory_plan_each_sampler_gets(comfy_root, monkeypatch):
+    """Without a device budget (a CPU outside ComfyUI) the plan changes nothing; under ComfyUI's free-memory figure
+    (here a 1 MB one, below what the tiny model needs) it says which budget would work."""
+    prompt = basic_prompt(steps=25) | {"9": {"class_type": "SonicTokenMeter", "inputs": {"tier": "pro"}}}
+    report = run_node(cost.SonicTokenMeter, {cost.io.Hidden.prompt: prompt}, tier="pro").args[1]
+    assert report.splitlines()[1].startswith("node 5 memory: no budget: 3 guidance slots")
+    monkeypatch.setattr(cost, "free_memory", lambda: 10**6)
+    output = run_node(cost.SonicTokenMeter, {cost.io.Hidden.prompt: prompt}, tier="pro")
+    (shown,) = output.ui[cost.UI_KEY]
+    assert shown["memory_plans"] == output.args[1].splitlines()[1:]
+    assert "--memory-budget 0.00 GB is below" in shown["memory_plans"][0]

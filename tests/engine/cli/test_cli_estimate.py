@@ -3,6 +3,7 @@ import json
 import pytest
 from sonic_testing import REPO, run_cli
 
+from sonic_core.cli import main
 from sonic_core.tokens import estimate_tokens
 
 SPEECH = REPO / "sonic_core" / "assets" / "speech.wav"
@@ -67,3 +68,13 @@ def test_corrupt_audio_is_one_line(tmp_path):
     assert r.returncode == 2 and "cannot read audio file 'broken.wav'" in r.stderr
     assert r.stderr.strip().count("\n") == 0
 
+
+
+def test_estimate_prints_the_memory_plan_or_the_budget_that_works(capsys):
+    assert main(["estimate", "--duration", "3600", "--resolution", "512", "--memory-budget", "8GB", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)["memory_plan"]
+    assert plan["fits"] and plan["latents_on_host"] and plan["peak_bytes"] <= 8 * 10**9
+    assert main(["estimate", "--duration", "10", "--resolution", "512", "--memory-budget", "1GB"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    refusal = next(line for line in lines if line.split()[:2] == ["memory", "--memory-budget"])
+    assert "--memory-budget 1.00 GB is below" in refusal and "give --memory-budget" in refusal

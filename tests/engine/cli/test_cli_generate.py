@@ -191,6 +191,7 @@ def test_unreadable_image(tmp_path, capsys):
     (("--crf", "99"), "crf=99"),
     (("--device", "quantum"), "--device 'quantum'"),
     (("--dtype", "fp16"), "fp16 on the CPU"),
+    (("--memory-budget", "8XB"), "--memory-budget '8XB' is not a memory size"),
 ])
 def test_absurd_settings(tmp_path, capsys, flags, needle):
     code, _, err = run_main(capsys, *generate(tmp_path, *flags))
