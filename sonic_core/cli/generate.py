@@ -126,16 +126,18 @@ def output_rate(fps: float, no_interpolate: bool) -> bool:
 
 
 class StepProgress:
-    """A tqdm bar over the sampler's UNet calls (steps × windows), opened on the first report."""
+    """A tqdm bar on stderr over one stage's units of work (the sampler's UNet calls, steps × windows; the decoded
+    chunks), opened on the stage's first report, so its name on stderr marks that the stage has begun."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str, unit: str) -> None:
+        self.stage, self.unit = stage, unit
         self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="sampling", unit="call", leave=False)
+            self.bar = tqdm(total=total, desc=self.stage, unit=self.unit, leave=False)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
@@ -158,11 +160,12 @@ def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path
     post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength,
                        deflicker=args.deflicker, colour_strength=args.colour_strength, paste_back=args.paste_back,
                        paste_feather=args.paste_feather)
-    progress = StepProgress()
+    sampling, decoding = StepProgress("sampling", "call"), StepProgress("decoding", "chunk")
     try:
-        report = render_video(pipeline, inputs, out, settings, post=post, on_step=progress)
+        report = render_video(pipeline, inputs, out, settings, post=post, on_step=sampling, on_decode=decoding)
     finally:
-        progress.close()
+        sampling.close()
+        decoding.close()
     cost = cost_report(report, settings, model[0], time.perf_counter() - started, prediction)
     print(json.dumps(cost) if args.json else format_cost_report(cost))
     return cost
