@@ -10,8 +10,10 @@ from sonic_testing import REPO, svd_header_file, write_findable_weight_set
 
 from sonic_core import timing
 from sonic_core.audio import audio_duration
+from sonic_core.models.vae import VAEConfig
 from sonic_core.settings import SonicSettings
 from sonic_core.video import probe
+from sonic_core.weights.tiny import TINY_CONFIGS
 
 pytestmark = pytest.mark.comfyui
 
@@ -131,7 +133,8 @@ def test_cancel_while_sampling_and_decoding_frees_everything_and_the_server_serv
     those); and the next prompt runs to a video."""
     server = comfyui_server
     before = live_tensor_bytes(server, "before")  # the Loader's model and PreData's inputs, now cached
-    latent_bytes = SPEECH_FRAMES * 4 * (256 // 8) ** 2 * 4
+    vae = VAEConfig.from_dict(TINY_CONFIGS.vae)  # the demo model's: 32 pixels a latent pixel
+    latent_bytes = SPEECH_FRAMES * vae.latent_channels * (256 // vae.downscale) ** 2 * 4
     for seed, stage in enumerate(("sampling", "decoding"), 11):
         cancel_in_stage(server, stage, seed)
         after = live_tensor_bytes(server, f"after {stage}")
