@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sonic_testing import SPEECH, assert_one_line, bad_audio, bad_image, basic_prompt, files_in, seconds_of
 
 from sonic_core import timing
@@ -15,6 +16,9 @@ from sonic_core.audio import load_speech, speech_from_waveform
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError
 from sonic_core.inputs import prepare_inputs
 from sonic_core.metering.graph_pricing import GraphCostError, price_graph
+from sonic_core.post.lipsync import align
+from sonic_core.post.smooth import smooth_motion
+from sonic_core.post.temporal import deflicker
 from sonic_core.settings import SonicSettings
 from sonic_core.tokens import estimate_tokens
 
@@ -173,6 +177,25 @@ def test_token_formula_refuses_with_a_value_error(args, needle):
         estimate_tokens(*args)
     assert isinstance(caught.value, ValueError)
     assert_one_line(str(caught.value), needle)
+
+
+# -- frames handed to the post-processing API --------------------------------------------------------------------
+
+POST_STEPS = {
+    "align": lambda frames: align(frames, np.zeros(16000, np.float32), 25.0),
+    "smooth_motion": lambda frames: smooth_motion(frames, 25.0),
+    "deflicker": lambda frames: deflicker(frames, 25.0),
+}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("step", list(POST_STEPS))
+def test_post_steps_refuse_nan_or_infinite_pixels(step, value):
+    frames = torch.full((20, 3, 32, 32), 0.5)
+    frames[17, 0, 5, 5] = value  # past the first CHUNK of 16 frames checked at a time
+    with pytest.raises(SonicInputError) as caught:
+        POST_STEPS[step](frames)
+    assert_one_line(str(caught.value), "frames: frame 17 holds NaN or infinite pixel values")
 
 
 # -- graphs ------------------------------------------------------------------------------------------------------
