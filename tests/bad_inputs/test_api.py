@@ -107,6 +107,10 @@ WAVEFORM_ERRORS = [
     ("rate nan", np.zeros((1, 16000), np.float32), math.nan, None, "sample rate nan"),
     ("rate inf", np.zeros((1, 16000), np.float32), math.inf, None, "sample rate inf"),
     ("rate text", np.zeros((1, 16000), np.float32), "16k", None, "sample rate '16k'"),
+    # 4,000 samples "at 1 Hz" resampled to 16 kHz were 64 million samples: the audio-node fuzz stalled on it
+    ("rate 1 Hz", np.zeros((1, 4000), np.float32), 1, None, "sample rate 1 Hz is outside 1,000-768,000 Hz"),
+    ("rate 999 Hz", np.zeros((1, 4000), np.float32), 999, None, "sample rate 999 Hz is outside"),
+    ("rate 10 MHz", np.zeros((1, 4000), np.float32), 10_000_000, None, "sample rate 10000000 Hz is outside"),
     ("duration nan", np.zeros((1, 16000), np.float32), 16000, math.nan, "duration nan"),
     ("duration inf", np.zeros((1, 16000), np.float32), 16000, math.inf, "duration inf"),
     ("duration negative", np.zeros((1, 16000), np.float32), 16000, -1.0, "duration -1.0"),

@@ -82,6 +82,18 @@ def test_every_image_input_refuses_nan_or_infinite_pixels(pack, tmp_path, node_i
     assert files_in(tmp_path / "output") == set()
 
 
+@pytest.mark.parametrize("rate", [1, 7, 999, 10_000_000])
+@pytest.mark.parametrize("node_id", ["SonicLipSyncAlign", "SonicPreData"])
+def test_nodes_that_resample_refuse_an_absurd_sample_rate(pack, node_id, rate):
+    """The audio-node fuzz stalled in Lip-Sync Align on 4,000 samples at 1 Hz: resampled to 16 kHz they were 64
+    million samples. A rate outside 1-768 kHz is refused in one line before any resampling."""
+    audio = {"waveform": torch.zeros(1, 1, 4000), "sample_rate": rate}
+    inputs = {"images": frames_with(0.5)} if node_id == "SonicLipSyncAlign" else {"image": frames_with(0.5)}
+    with pytest.raises(SonicAudioError) as caught:
+        run(pack, node_id, audio=audio, **inputs)
+    assert_one_line(str(caught.value), f"sample rate {rate} Hz is outside 1,000-768,000 Hz")
+
+
 @pytest.mark.parametrize("requested", [math.nan, math.inf, -1.0])
 def test_load_audio_duration_refuses_a_nonsense_requested_duration(pack, requested):
     with pytest.raises(SonicInputError) as caught:
