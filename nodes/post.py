@@ -14,6 +14,7 @@ import torch
 from sonic_core import node_ids
 from sonic_core.audio import speech_from_waveform
 from sonic_core.errors import SonicInputError
+from sonic_core.frames import check_finite
 from sonic_core.post.lipsync import DEFAULT_MAX_OFFSET, DEFAULT_MIN_CONFIDENCE, align
 from sonic_core.post.smooth import METHODS, smooth_motion
 from sonic_core.settings import AUTO
@@ -31,7 +32,7 @@ def image_to_frames(images: Any, name: str = "images") -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
         raise SonicInputError(f"{name} of shape {tuple(getattr(images, 'shape', ()))}: expected a ComfyUI IMAGE "
                               "batch [frames, height, width, 3]; connect a Load Image node or a Sonic node")
-    return images.detach().cpu().float().permute(0, 3, 1, 2)
+    return check_finite(images.detach().cpu().float().permute(0, 3, 1, 2), name)
 
 
 def frames_to_image(frames: torch.Tensor) -> torch.Tensor:

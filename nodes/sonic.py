@@ -418,14 +418,16 @@ def crop_box_text(predata: PreData) -> str:
 
 @dataclass
 class Generation:
-    """What a Sampler runs: the pipeline on the model's device, the settings, the studio steps and the progress
-    callback of ComfyUI's progress bar (steps x windows)."""
+    """What a Sampler runs: the pipeline on the model's device, the settings, the studio steps, the memory plan under
+    ComfyUI's free memory and the progress callbacks of ComfyUI's one progress bar (steps x windows UNet calls, then
+    the decoded chunks)."""
 
     pipeline: SonicPipeline
     settings: SonicSettings
     post: PostOptions
-    on_step: Callable[[int, int], None]
     memory: MemoryPlan
+    on_step: Callable[[int, int], None]
+    on_decode: Callable[[int, int], None]
 
 
 def start_generation(model: SonicModel, predata: PreData, inputs: dict[str, Any]) -> Generation:
@@ -445,9 +447,11 @@ def start_generation(model: SonicModel, predata: PreData, inputs: dict[str, Any]
     budget = None if free is None else free + model.bytes_on(device)  # ComfyUI's figure, plus what we hold
     plan = plan_memory(memory_job(predata.inputs, settings, model.dtype, model.cost_model), budget)
     pipeline = SonicPipeline(model.models, device, model.dtype)
-    progress = ProgressBar(settings.steps * calls_per_step(predata.inputs.num_frames,
-                                                           SamplerOptions.from_settings(settings)))
-    return Generation(pipeline, settings, post, lambda done, total: progress.update_absolute(done, total), plan)
+    calls = settings.steps * calls_per_step(predata.inputs.num_frames, SamplerOptions.from_settings(settings))
+    chunks = -(-predata.inputs.num_frames // settings.decode_chunk_size)
+    progress = ProgressBar(calls + chunks)
+    return Generation(pipeline, settings, post, plan, lambda done, _: progress.update_absolute(done, calls + chunks),
+                      lambda done, _: progress.update_absolute(calls + done, calls + chunks))
 
 
 class SonicSampler(io.ComfyNode):
@@ -479,7 +483,8 @@ class SonicSampler(io.ComfyNode):
         run = start_generation(model, predata, widgets)
         inputs, fps = predata.inputs, run.settings.fps
         post = StreamSteps(run.post, run.pipeline.output_fps(run.settings), inputs.reference)
-        chunks = run.pipeline(inputs, run.settings, memory=run.memory, on_step=run.on_step, should_stop=cancel_check)
+        chunks = run.pipeline(inputs, run.settings, memory=run.memory, on_step=run.on_step, should_stop=cancel_check,
+                              on_decode=run.on_decode)
         frames = torch.cat(list(post.run(chunk.cpu() for chunk in chunks)))
         throw_if_interrupted()
         lines = [f"{name}: {json.dumps(step)}" for name, step in post.report.items()]
@@ -514,7 +519,7 @@ class SonicSamplerToVideo(io.ComfyNode):
         height, width = predata.inputs.reference.ref_image.shape[-2:]
         path, name, subfolder = output_path(STREAMED_PREFIX, int(width), int(height), "mp4", kind="temp")
         report = render_video(run.pipeline, predata.inputs, path, run.settings, post=run.post, memory=run.memory,
-                              on_step=run.on_step, should_stop=cancel_check)
+                              on_step=run.on_step, should_stop=cancel_check, on_decode=run.on_decode)
         note_output(path)
         throw_if_interrupted()
         lines = [f"{step}: {json.dumps(value)}" for step, value in report.post.items()]

@@ -7,6 +7,7 @@ from typing import Any
 
 from sonic_core import node_ids
 from sonic_core.errors import SonicInputError
+from sonic_core.frames import check_finite
 from sonic_core.paths import os_reason, relative_name
 from sonic_core.video import CODECS, PIX_FMTS, VideoWriter
 
@@ -81,6 +82,7 @@ class SonicVideoCombine(io.ComfyNode):
         if getattr(images, "ndim", 0) != 4 or images.shape[-1] != 3 or images.shape[0] == 0:
             raise SonicInputError(f"images of shape {tuple(getattr(images, 'shape', ()))}: expected a ComfyUI "
                                   "IMAGE batch [frames, height, width, 3]")
+        check_finite(images, "images")
         codec = FORMATS[format]
         count, height, width = int(images.shape[0]), int(images.shape[1]), int(images.shape[2])
         track = _audio_track(audio)

@@ -27,6 +27,7 @@ AUDIO_SUFFIXES = (".wav", ".mp3", ".flac", ".ogg", ".m4a")
 MIN_SAMPLES = SAMPLES_PER_AUDIO_FRAME * AUDIO_FRAMES_PER_VIDEO_FRAME  # 80 ms: anything shorter gives 0 video frames
 DURATION_TOLERANCE = 1 / AUDIO_FPS
 FIT_MODES = ("error", "trim", "pad")  # what a duration mismatch does: refuse, cut longer audio, pad shorter audio
+SAMPLE_RATES = (1_000, 768_000)  # Hz a waveform may have: ffmpeg's highest; below 1 kHz no speech survives
 
 PIECE_SAMPLES = 30 * SAMPLE_RATE  # whisper's 30 s window
 N_FFT = 400
@@ -185,6 +186,15 @@ def _fitted_duration(real: float, duration: float | None, fit: str, name: str) -
                           f"or pass fit={fix!r} to {fix} the audio")
 
 
+def check_rate(sample_rate: float, what: str) -> None:
+    """Refuse a sample rate outside :data:`SAMPLE_RATES`: resampling 4,000 samples "at 1 Hz" to 16 kHz makes 64
+    million samples (over a minute of work for a fraction of a second of sound)."""
+    low, high = SAMPLE_RATES
+    if not low <= sample_rate <= high:
+        raise SonicAudioError(f"{what}: sample rate {shown(sample_rate)} Hz is outside {low:,}-{high:,} Hz; pass the "
+                              "clip's real rate (speech is usually 8,000-48,000 Hz)")
+
+
 def speech_from_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int, duration: float | None = None,
                          fit: str = "error", name: str = "clip") -> Speech:
     """A :class:`Speech` from a decoded waveform ``[channels, T]`` (or a ComfyUI AUDIO's ``[1, channels, T]``),
@@ -203,6 +213,7 @@ def speech_from_waveform(waveform: np.ndarray | torch.Tensor, sample_rate: int, 
     if not is_finite_number(sample_rate) or sample_rate < 1:
         raise SonicAudioError(f"audio {name}: sample rate {shown(sample_rate)} is not a positive number of Hz; "
                               "pass the clip's rate in Hz")
+    check_rate(sample_rate, f"audio {name}")
     if not np.isfinite(waveform).all():
         raise SonicAudioError(f"audio {name} holds NaN or infinite samples: pass a clean waveform (re-export the "
                               "audio)")

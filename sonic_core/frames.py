@@ -12,6 +12,7 @@ from .finite import shown
 
 # ITU-R BT.601 luma weights, the ones OpenCV's RGB2GRAY uses.
 _LUMA = (0.299, 0.587, 0.114)
+CHUNK = 16  # frames converted or checked at a time, so no full-clip temporary is made
 
 
 def check_frames(frames: torch.Tensor, name: str = "frames", min_frames: int = 1) -> torch.Tensor:
@@ -24,6 +25,18 @@ def check_frames(frames: torch.Tensor, name: str = "frames", min_frames: int = 1
         raise SonicInputError(f"{name}: expected a float tensor in [0, 1], got {frames.dtype}; divide uint8 by 255")
     if frames.shape[0] < min_frames:
         raise SonicInputError(f"{name}: needs at least {min_frames} frames, got {frames.shape[0]}")
+    return check_finite(frames, name)
+
+
+def check_finite(frames: torch.Tensor, name: str = "frames") -> torch.Tensor:
+    """``frames`` (any layout, frames first) when every value is finite; else a one-line SonicInputError naming the
+    first bad frame. Checked :data:`CHUNK` frames at a time, so no clip-sized temporary is made."""
+    for start in range(0, frames.shape[0], CHUNK):
+        finite = torch.isfinite(frames[start:start + CHUNK]).flatten(1).all(dim=1)
+        if not finite.all():
+            bad = start + int((~finite).nonzero()[0])
+            raise SonicInputError(f"{name}: frame {bad} holds NaN or infinite pixel values; fix the node or code that "
+                                  "made them (pixels must be finite numbers in 0-1)")
     return frames
 
 
@@ -36,9 +49,6 @@ def check_fps(fps: float, name: str = "fps") -> float:
     if not math.isfinite(value) or value <= 0:
         raise SonicInputError(f"{name}: expected a positive number of frames per second, got {shown(fps)}")
     return value
-
-
-CHUNK = 16  # frames converted at a time, so no full-clip temporary is made
 
 
 def to_gray(frames: torch.Tensor) -> np.ndarray:

@@ -107,13 +107,15 @@ class SonicPipeline:
 
     def __call__(self, inputs: PreparedInputs, settings: SonicSettings, *, windows_per_call: int = 1,
                  memory: MemoryPlan | None = None, on_step: ProgressCallback | None = None,
-                 should_stop: StopCheck | None = None, clock: StageClock | None = None) -> Iterator[torch.Tensor]:
+                 should_stop: StopCheck | None = None, clock: StageClock | None = None,
+                 on_decode: ProgressCallback | None = None) -> Iterator[torch.Tensor]:
         """Frames ``[n, 3, H, W]`` in [0, 1] (float32, on the device) at :meth:`output_fps`, chunk by chunk.
 
         ``memory`` is the plan of :func:`sonic_core.memory.plan_memory` (``None``: every network resident, nothing
         chunked, the latents on the device); no plan changes a value of the result. ``on_step(done, total)``
         follows the sampler's UNet calls; ``should_stop()`` is asked before each UNet call and each decoded chunk,
-        and a true answer raises :class:`SonicInterrupted`. ``clock`` collects the seconds of each stage.
+        and a true answer raises :class:`SonicInterrupted`; ``on_decode(done, total)`` follows the decoded chunks.
+        ``clock`` collects the seconds of each stage.
         """
         clock = clock or StageClock()
         latents = self.latents(inputs, settings, windows_per_call=windows_per_call, memory=memory, on_step=on_step,
@@ -121,7 +123,8 @@ class SonicPipeline:
         # 3. decode
         self._place("decode", memory)
         decoded = clock.timed("decode", self._checked(self.decode(latents, settings.decode_chunk_size),
-                                                      should_stop))
+                                                      should_stop, on_decode,
+                                                      -(-len(latents) // settings.decode_chunk_size)))
         # 4. interpolate
         yield from clock.timed("interpolate", retime_chunks(decoded, self.output_fps(settings), self.models.rife,
                                                             settings.decode_chunk_size))
@@ -163,8 +166,11 @@ class SonicPipeline:
         return output_frame_count(inputs.num_frames, self.output_fps(settings), self.models.rife)
 
     @staticmethod
-    def _checked(chunks: Iterator[torch.Tensor], should_stop: StopCheck | None) -> Iterator[torch.Tensor]:
-        for chunk in chunks:
+    def _checked(chunks: Iterator[torch.Tensor], should_stop: StopCheck | None, on_decode: ProgressCallback | None,
+                 total: int) -> Iterator[torch.Tensor]:
+        for done, chunk in enumerate(chunks, 1):
+            if on_decode is not None:
+                on_decode(done, total)
             stop_if_asked(should_stop)
             yield chunk
 

@@ -65,10 +65,12 @@ def peak_host_mb() -> float:
 
 def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.PathLike, settings: SonicSettings,
                  *, post: PostOptions | None = None, windows_per_call: int = 1, memory: MemoryPlan | None = None,
-                 on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None) -> GenerationReport:
+                 on_step: ProgressCallback | None = None, should_stop: StopCheck | None = None,
+                 on_decode: ProgressCallback | None = None) -> GenerationReport:
     """Generate from prepared inputs and write ``out`` (h264 + aac). The file is written under a temporary name and
     renamed when complete, so an error or a cancellation leaves nothing behind. ``memory``: the pipeline's memory
-    plan (see :class:`SonicPipeline`)."""
+    plan; ``on_step`` follows the sampler's UNet calls and ``on_decode`` the decoded chunks (see
+    :class:`SonicPipeline`)."""
     clock = StageClock(inputs.seconds)
     if pipeline.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(pipeline.device)
@@ -79,7 +81,7 @@ def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.
     # yuv420p needs an even size; a pasted-back frame is the original's size, which may be odd
     pix_fmt = "yuv420p" if out_width % 2 == 0 and out_height % 2 == 0 else "yuv444p"
     chunks = pipeline(inputs, settings, windows_per_call=windows_per_call, memory=memory, on_step=on_step,
-                      should_stop=should_stop, clock=clock)
+                      should_stop=should_stop, clock=clock, on_decode=on_decode)
     speech, post_report = inputs.speech, {}
     if post is not None and post.whole_clip:
         frames = torch.cat([chunk.cpu() for chunk in chunks])

@@ -141,21 +141,29 @@ def output_rate(fps: float, no_interpolate: bool) -> bool:
 
 
 class StepProgress:
-    """A tqdm bar over the sampler's UNet calls (steps × windows), opened on the first report."""
+    """A tqdm bar on stderr over one stage's units of work (the sampler's UNet calls, steps × windows; the decoded
+    chunks), opened on the stage's first report, so its name on stderr marks that the stage has begun. Opening it
+    closes the bar of the stage before (``follows``): one bar at a time, so an error line after it starts on a clean
+    line instead of after a second bar's cursor movements."""
 
-    def __init__(self) -> None:
+    def __init__(self, stage: str, unit: str, follows: StepProgress | None = None) -> None:
+        self.stage, self.unit, self.follows = stage, unit, follows
         self.bar = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc="sampling", unit="call", leave=False)
+            if self.follows is not None:
+                self.follows.close()
+
+            self.bar = tqdm(total=total, desc=self.stage, unit=self.unit, leave=False)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def run_settings(args: argparse.Namespace, **extra: object) -> SonicSettings:
@@ -190,11 +198,14 @@ def render_and_report(pipeline: SonicPipeline, inputs: PreparedInputs, out: Path
     post = PostOptions(lipsync=args.lipsync, smooth=args.smooth, smooth_strength=args.smooth_strength,
                        deflicker=args.deflicker, colour_strength=args.colour_strength, paste_back=args.paste_back,
                        paste_feather=args.paste_feather)
-    progress = StepProgress()
+    sampling = StepProgress("sampling", "call")
+    decoding = StepProgress("decoding", "chunk", follows=sampling)
     try:
-        report = render_video(pipeline, inputs, out, settings, post=post, memory=memory, on_step=progress)
+        report = render_video(pipeline, inputs, out, settings, post=post, memory=memory, on_step=sampling,
+                              on_decode=decoding)
     finally:
-        progress.close()
+        sampling.close()
+        decoding.close()
     cost = cost_report(report, settings, model[0], time.perf_counter() - started, prediction)
     print(json.dumps(cost) if args.json else format_cost_report(cost))
     return cost

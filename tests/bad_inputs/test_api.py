@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sonic_testing import SPEECH, assert_one_line, bad_audio, bad_image, basic_prompt, files_in, seconds_of
 
 from sonic_core import timing
@@ -15,6 +16,9 @@ from sonic_core.audio import load_speech, speech_from_waveform
 from sonic_core.errors import SonicAudioError, SonicFaceError, SonicInputError
 from sonic_core.inputs import prepare_inputs
 from sonic_core.metering.graph_pricing import GraphCostError, price_graph
+from sonic_core.post.lipsync import align
+from sonic_core.post.smooth import smooth_motion
+from sonic_core.post.temporal import deflicker
 from sonic_core.settings import SonicSettings
 from sonic_core.tokens import estimate_tokens
 
@@ -103,6 +107,10 @@ WAVEFORM_ERRORS = [
     ("rate nan", np.zeros((1, 16000), np.float32), math.nan, None, "sample rate nan"),
     ("rate inf", np.zeros((1, 16000), np.float32), math.inf, None, "sample rate inf"),
     ("rate text", np.zeros((1, 16000), np.float32), "16k", None, "sample rate '16k'"),
+    # 4,000 samples "at 1 Hz" resampled to 16 kHz were 64 million samples: the audio-node fuzz stalled on it
+    ("rate 1 Hz", np.zeros((1, 4000), np.float32), 1, None, "sample rate 1 Hz is outside 1,000-768,000 Hz"),
+    ("rate 999 Hz", np.zeros((1, 4000), np.float32), 999, None, "sample rate 999 Hz is outside"),
+    ("rate 10 MHz", np.zeros((1, 4000), np.float32), 10_000_000, None, "sample rate 10000000 Hz is outside"),
     ("duration nan", np.zeros((1, 16000), np.float32), 16000, math.nan, "duration nan"),
     ("duration inf", np.zeros((1, 16000), np.float32), 16000, math.inf, "duration inf"),
     ("duration negative", np.zeros((1, 16000), np.float32), 16000, -1.0, "duration -1.0"),
@@ -173,6 +181,25 @@ def test_token_formula_refuses_with_a_value_error(args, needle):
         estimate_tokens(*args)
     assert isinstance(caught.value, ValueError)
     assert_one_line(str(caught.value), needle)
+
+
+# -- frames handed to the post-processing API --------------------------------------------------------------------
+
+POST_STEPS = {
+    "align": lambda frames: align(frames, np.zeros(16000, np.float32), 25.0),
+    "smooth_motion": lambda frames: smooth_motion(frames, 25.0),
+    "deflicker": lambda frames: deflicker(frames, 25.0),
+}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf], ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("step", list(POST_STEPS))
+def test_post_steps_refuse_nan_or_infinite_pixels(step, value):
+    frames = torch.full((20, 3, 32, 32), 0.5)
+    frames[17, 0, 5, 5] = value  # past the first CHUNK of 16 frames checked at a time
+    with pytest.raises(SonicInputError) as caught:
+        POST_STEPS[step](frames)
+    assert_one_line(str(caught.value), "frames: frame 17 holds NaN or infinite pixel values")
 
 
 # -- graphs ------------------------------------------------------------------------------------------------------

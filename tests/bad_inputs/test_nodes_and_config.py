@@ -54,6 +54,46 @@ def test_every_audio_input_refuses_a_broken_audio(pack, tmp_path, node_id, audio
     assert files_in(tmp_path / "output") == set()
 
 
+def frames_with(value: float, frame: int = 1, count: int = 2, size: int = 16) -> torch.Tensor:
+    """An IMAGE batch of mid-grey frames, one pixel of ``frame`` set to ``value``."""
+    images = torch.full((count, size, size, 3), 0.5)
+    images[frame, size // 2, size // 3, 1] = value
+    return images
+
+
+NON_FINITE = [("nan", math.nan), ("inf", math.inf), ("-inf", -math.inf)]
+IMAGE_INPUTS = {
+    "SonicPreData": lambda images: {"image": images[1:], "audio": AUDIO},
+    "SonicVideoCombine": lambda images: {"images": images, "audio": AUDIO},
+    "SonicLipSyncAlign": lambda images: {"images": images, "audio": AUDIO},
+    "SonicMotionSmooth": lambda images: {"images": images},
+}
+
+
+@pytest.mark.parametrize("value", [case[1] for case in NON_FINITE], ids=[case[0] for case in NON_FINITE])
+@pytest.mark.parametrize("node_id", list(IMAGE_INPUTS))
+def test_every_image_input_refuses_nan_or_infinite_pixels(pack, tmp_path, node_id, value):
+    """An IMAGE holding NaN or inf (an upstream node's bug) is refused in one line naming the input and the frame,
+    not clamped into a plausible video."""
+    name = "image" if node_id == "SonicPreData" else "images"
+    with pytest.raises(SonicInputError) as caught:
+        run(pack, node_id, **IMAGE_INPUTS[node_id](frames_with(value, count=20)))
+    assert_one_line(str(caught.value), f"{name}: frame {0 if node_id == 'SonicPreData' else 1} holds NaN")
+    assert files_in(tmp_path / "output") == set()
+
+
+@pytest.mark.parametrize("rate", [1, 7, 999, 10_000_000])
+@pytest.mark.parametrize("node_id", ["SonicLipSyncAlign", "SonicPreData"])
+def test_nodes_that_resample_refuse_an_absurd_sample_rate(pack, node_id, rate):
+    """The audio-node fuzz stalled in Lip-Sync Align on 4,000 samples at 1 Hz: resampled to 16 kHz they were 64
+    million samples. A rate outside 1-768 kHz is refused in one line before any resampling."""
+    audio = {"waveform": torch.zeros(1, 1, 4000), "sample_rate": rate}
+    inputs = {"images": frames_with(0.5)} if node_id == "SonicLipSyncAlign" else {"image": frames_with(0.5)}
+    with pytest.raises(SonicAudioError) as caught:
+        run(pack, node_id, audio=audio, **inputs)
+    assert_one_line(str(caught.value), f"sample rate {rate} Hz is outside 1,000-768,000 Hz")
+
+
 @pytest.mark.parametrize("requested", [math.nan, math.inf, -1.0])
 def test_load_audio_duration_refuses_a_nonsense_requested_duration(pack, requested):
     with pytest.raises(SonicInputError) as caught:

@@ -8,7 +8,12 @@ import pytest
 from comfyui_harness import ComfyServer, copy_demo_inputs, ensure_comfyui, write_synthetic_svd_xt
 from sonic_testing import REPO, svd_header_file, write_findable_weight_set
 
+from sonic_core import timing
+from sonic_core.audio import audio_duration
+from sonic_core.models.vae import VAEConfig
+from sonic_core.settings import SonicSettings
 from sonic_core.video import probe
+from sonic_core.weights.tiny import TINY_CONFIGS
 
 pytestmark = pytest.mark.comfyui
 
@@ -56,6 +61,89 @@ def test_cancel_during_sampling_is_an_interrupt_and_writes_nothing(comfyui_serve
     assert messages[-1]["type"] == "execution_interrupted", json.dumps(messages[-1])[:2000]
     assert pressed and pressed[0] < 20
     assert not any((comfyui_server.output_dir / "cancelled_sampling").glob("*"))
+
+
+# --- Cancel while the streamed Sampler samples or decodes: nothing written, nothing held, the server serves on ----
+
+SPEECH_FRAMES = timing.generated_frames(audio_duration(REPO / "sonic_core" / "assets" / "speech.wav"))  # 82
+DECODE_CHUNKS = -(-SPEECH_FRAMES // SonicSettings().decode_chunk_size)  # 11
+
+
+def streamed_prompt(seed: int, duration: float = 0.0, probe: str | None = None) -> dict:
+    """Portrait + the bundled speech -> PreData (256 px) -> Sonic Sampler (to video, 2 steps) -> Save Video; with
+    ``probe``, the live-tensor probe after the Loader and PreData in place of the Sampler."""
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "portrait.jpg"}},
+        "2": {"class_type": "SonicLoadAudioDuration", "inputs": {"audio_file": "speech.wav",
+                                                                  "requested_duration": 0.0}},
+        "3": {"class_type": "SonicLoader", "inputs": {"weights": "demo (tiny, untrained)", "dtype": "fp32",
+                                                      "device": "cpu"}},
+        "4": {"class_type": "SonicPreData", "inputs": {"image": ["1", 0], "audio": ["2", 0], "duration": duration,
+                                                       "min_resolution": 256, "expand_ratio": "auto",
+                                                       "fit": "trim" if duration else "error"}},
+    }
+    if probe is not None:
+        return {**prompt, "9": {"class_type": "SonicProbeLiveTensors", "inputs": {"model": ["3", 0],
+                                                                                 "predata": ["4", 0], "tag": probe}}}
+    return {**prompt,
+            "5": {"class_type": "SonicSamplerToVideo", "inputs": {"model": ["3", 0], "predata": ["4", 0], "steps": 2,
+                                                                  "seed": seed, "fps": 12.5, "dynamic_scale": 1.0,
+                                                                  "motion_scale": 1.0, "audio_guidance": 7.5,
+                                                                  "appearance_guidance": 2.0}},
+            "6": {"class_type": "SaveVideo", "inputs": {"video": ["5", 0], "filename_prefix": f"streamed_{seed}/Sonic",
+                                                        "format": "auto", "codec": "auto"}}}
+
+
+def live_tensor_bytes(server, tag: str) -> dict:
+    prompt_id, messages = server.run_prompt(streamed_prompt(0, probe=tag))
+    assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
+    return json.loads(server.history(prompt_id)["outputs"]["9"]["text"][0])
+
+
+def cancel_in_stage(server, stage: str, seed: int) -> None:
+    """Queue the streamed graph and POST /interrupt once the Sampler's progress bar (UNet calls, then decoded
+    chunks) reports the stage's first unit; the prompt ends interrupted inside that stage, writing nothing."""
+    temp_before = {path for path in server.temp_dir.rglob("*") if path.is_file()}
+    seen: list[tuple[int, int]] = []
+    pressed: list[int] = []
+
+    def press(message):
+        data = message["data"]
+        if message["type"] != "progress" or data.get("node") != "5":
+            return
+        calls = data["max"] - DECODE_CHUNKS
+        in_stage = data["value"] <= calls if stage == "sampling" else data["value"] > calls
+        if in_stage and not pressed:
+            pressed.append(data["value"])
+            assert server.post("/interrupt", {})[0] == 200
+        seen.append((data["value"], calls))
+
+    _, messages = server.run_prompt(streamed_prompt(seed), on_message=press)
+    assert messages[-1]["type"] == "execution_interrupted", json.dumps(messages[-1])[:2000]
+    last, calls = seen[-1]
+    assert last < calls if stage == "sampling" else calls < last < calls + DECODE_CHUNKS  # stopped inside the stage
+    assert not (server.output_dir / f"streamed_{seed}").exists()
+    assert {path for path in server.temp_dir.rglob("*") if path.is_file()} == temp_before  # not even a partial
+
+
+def test_cancel_while_sampling_and_decoding_frees_everything_and_the_server_serves_on(comfyui_server):
+    """Sonic Sampler (to video) cancelled while sampling, then while decoding: each prompt ends interrupted with no
+    video in the output or temp folders; the tensors the server's Python still reaches afterwards are those it
+    held before (within less than the run's own latents: a held traceback, pipeline or chunk would hold at least
+    those); and the next prompt runs to a video."""
+    server = comfyui_server
+    before = live_tensor_bytes(server, "before")  # the Loader's model and PreData's inputs, now cached
+    vae = VAEConfig.from_dict(TINY_CONFIGS.vae)  # the demo model's: 32 pixels a latent pixel
+    latent_bytes = SPEECH_FRAMES * vae.latent_channels * (256 // vae.downscale) ** 2 * 4
+    for seed, stage in enumerate(("sampling", "decoding"), 11):
+        cancel_in_stage(server, stage, seed)
+        after = live_tensor_bytes(server, f"after {stage}")
+        print(f"{stage}: live tensors {before['bytes']} B before, {after['bytes']} B after; latents {latent_bytes} B")
+        assert after["bytes"] - before["bytes"] < latent_bytes, (before, after)
+    prompt_id, messages = server.run_prompt(streamed_prompt(13, duration=0.48))
+    assert messages[-1]["type"] == "execution_success", json.dumps(messages[-1])[:2000]
+    (saved,) = server.history(prompt_id)["outputs"]["6"]["images"]
+    assert probe(server.output_dir / saved["subfolder"] / saved["filename"])["video"]["frames"] == 6
 
 
 # --- SVD loaded by ComfyUI's core loader, shared with the Sonic Loader --------------------------------------------

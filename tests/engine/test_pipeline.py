@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sonic_core import sampling
-from sonic_core.audio import Speech
+from sonic_core import sampling, timing
+from sonic_core.audio import Speech, log_mel_pieces, speech_from_waveform
 from sonic_core.conditioning import AudioConditioning, ImageConditioning, frame_windows
 from sonic_core.errors import SonicInputError, SonicInterrupted
 from sonic_core.face.box import FaceBox
@@ -23,6 +23,7 @@ from sonic_core.inputs import PreparedInputs
 from sonic_core.pipeline import SonicPipeline, draw_noise
 from sonic_core.sampling import SamplerOptions, calls_per_step, cfg_batch, sample_latents
 from sonic_core.settings import SonicSettings
+from sonic_core.tokens import estimate_tokens, settings_tokens
 from sonic_core.weights.tiny import TINY_AUDIO2TOKEN, TINY_CLIP, tiny_models, tiny_unet
 
 
@@ -251,3 +252,27 @@ def test_shared_vae_and_clip_keep_their_precision_in_an_fp32_run() -> None:
     frames = torch.cat(list(pipeline(PreparedInputs(Speech(samples[None], 16000, samples), reference),
                                      SonicSettings(steps=1, interpolate=False))))
     assert frames.dtype == torch.float32 and frames.shape[1:] == (3, height, width) and torch.isfinite(frames).all()
+
+
+@pytest.mark.slow
+def test_an_hour_of_audio_is_conditioned_and_priced_frame_for_frame() -> None:
+    """An hour of speech through the features (log-mel in 120 pieces, whisper, audio2token, audio2bucket on the
+    tiny model) gives exactly the 45,000 frames the sampler generates, and its tokens price exactly those frames.
+    The sampler and the decoder over an hour (45,000 frames) would take minutes on CI's CPU even on the tiny model;
+    that their host memory does not grow with length is tested on 1 s and 3 s clips in test_render.py, which sees a
+    single kept frame's worth of growth per chunk."""
+    seconds = 3600
+    samples = np.float32(0.1) * np.sin(np.arange(seconds * 16000, dtype=np.float32) * np.float32(0.05))
+    inputs = PreparedInputs(speech_from_waveform(samples[None], 16000), None)
+    frames = inputs.num_frames
+    assert frames == timing.generated_frames(seconds) == seconds * 25 // 2 == 45_000
+    pipeline = SonicPipeline(tiny_models())
+    mel = log_mel_pieces(inputs.speech.samples, n_mels=pipeline.models.whisper.config.num_mel_bins)
+    assert mel.shape[0] == seconds // 30
+    embeds = pipeline.encode_clip(torch.zeros(3, *(2 * [pipeline.models.image_encoder.config.image_size])))
+    audio = pipeline.encode_audio(mel, inputs.audio_frames, embeds)
+    assert audio.num_frames == audio.buckets.shape[0] == frames
+    assert torch.isfinite(audio.cond_tokens[-1]).all() and torch.isfinite(audio.buckets).all()
+    settings = SonicSettings(min_resolution=512, steps=20)
+    tokens = settings_tokens(settings, inputs.speech.seconds)
+    assert tokens == estimate_tokens(frames / timing.GENERATED_FPS, 512, 20) == 10 * seconds  # 10 a second at 512 px

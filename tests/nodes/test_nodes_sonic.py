@@ -211,7 +211,7 @@ def test_sampler_frames_rate_audio_and_progress(pack, demo_model, short_predata,
     assert frames.shape == (6, 256, 256, 3) and frames.dtype == torch.float32 and fps == 12.5
     assert 0.0 <= frames.min() and frames.max() <= 1.0 and frames.std() > 0.01
     assert audio["waveform"].shape[-1] == round(6 / 12.5 * audio["sample_rate"])
-    assert (bars[-1].current, bars[-1].total) == (1, 1)  # 1 step x 1 window
+    assert (bars[-1].current, bars[-1].total) == (2, 2)  # 1 step x 1 window, then 1 decoded chunk of 6 frames
     retimed, fps25, _, _ = run(pack, "SonicSampler", model=demo_model, predata=short_predata, fps=25.0,
                                **SAMPLER_DEFAULTS)
     assert fps25 == 25.0 and retimed.shape[0] == 12  # no RIFE: sonic_core.interpolation.retime's linear midpoints

@@ -114,9 +114,41 @@ class SonicProbeHoldAfter(io.ComfyNode):
         threading.Event().wait()
 
 
+class SonicProbeLiveTensors(io.ComfyNode):
+    """Bytes of every torch tensor the server's Python still reaches after a full garbage collection (each storage
+    counted once), and the largest ones' shapes: what an ended prompt left behind. Takes the Loader's model and
+    PreData's inputs only to run after them (their cached outputs are counted too, the same in every call)."""
+
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(node_id="SonicProbeLiveTensors", display_name="Sonic probe: live tensors",
+                         category="Sonic/tests", description="test-only",
+                         inputs=[io.Custom("SONIC_MODEL").Input("model"), io.Custom("SONIC_PREDATA").Input("predata"),
+                                 io.String.Input("tag", default="x")],
+                         outputs=[io.String.Output(display_name="report")], is_output_node=True,
+                         not_idempotent=True)
+
+    @classmethod
+    def execute(cls, model, predata, tag):
+        import gc
+
+        import torch
+
+        gc.collect()
+        storages = {}
+        for obj in gc.get_objects():
+            if issubclass(type(obj), torch.Tensor) and obj.device.type != "meta":  # type(): no dead weak proxies
+                storage = obj.untyped_storage()
+                storages[(storage.device.type, storage.data_ptr())] = (storage.nbytes(), list(obj.shape))
+        largest = sorted(storages.values(), key=lambda item: -item[0])[:5]
+        report = json.dumps({"tag": tag, "bytes": sum(size for size, _ in storages.values()),
+                             "largest": largest})
+        return io.NodeOutput(report, ui={"text": [report]})
+
+
 class _ProbeExtension(compat.ComfyExtension):
     async def get_node_list(self):
-        return [SonicProbeHidden, SonicProbeManaged, SonicProbeShared, SonicProbeHoldAfter]
+        return [SonicProbeHidden, SonicProbeManaged, SonicProbeShared, SonicProbeHoldAfter, SonicProbeLiveTensors]
 
 
 async def comfy_entrypoint():

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -98,6 +99,61 @@ def test_ctrl_c_during_the_encode_leaves_no_file(tmp_path, inherited):
             proc.communicate()
     assert proc.returncode == 130, stderr[-2000:]
     assert stderr.strip().splitlines()[-1] == "error: interrupted; no output file was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+class StderrWatch:
+    """Reads a process's stderr on a thread and sets an event once ``marker`` has appeared in it."""
+
+    def __init__(self, proc: subprocess.Popen, marker: str) -> None:
+        self.proc, self.marker, self.text = proc, marker, ""
+        self.seen = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        while char := self.proc.stderr.read(1):
+            self.text += char
+            if self.marker in self.text:
+                self.seen.set()
+        self.seen.set()  # the process ended: the waiter checks whether the marker came
+
+    def wait(self) -> None:
+        self.seen.wait()
+        assert self.marker in self.text, f"the run ended before {self.marker!r}: {self.text[-2000:]}"
+
+    def rest(self) -> str:
+        self.thread.join()
+        return self.text
+
+
+@pytest.mark.parametrize("stage", ["sampling", "decoding"])
+def test_ctrl_c_during_sampling_or_decoding_leaves_no_file(tmp_path, stage):
+    """SIGINT once the stage's progress bar appears on stderr (the event the CLI itself prints when the stage
+    begins) ends the run with 130 and leaves neither the video nor its hidden partial file. The bars show that the
+    signal landed inside the stage: interrupted in sampling, decoding never began; in decoding, not every chunk was
+    decoded (82 frames: 11 chunks)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "sonic_core", "demo", "--out", str(tmp_path / "demo.mp4"),
+                             "--steps", "4", "--no-interpolate"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    watch = StderrWatch(proc, f"{stage}:")
+    try:
+        watch.wait()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stderr = watch.rest()
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.rstrip().endswith("error: interrupted; no output file was written")  # after the bar's clearing
+    assert stderr.count("error:") == 1 and "Traceback" not in stderr
+    if stage == "sampling":
+        assert "decoding:" not in stderr
+    else:
+        assert "11/11" not in stderr
     assert list(tmp_path.iterdir()) == []
 
 
