@@ -7,7 +7,12 @@ face region (the face box less the mouth) and of the background (outside the fac
 
 Correction: the log of each channel's mean is low-passed with a Gaussian of :data:`TIME_SCALE_S` (its response is
 0.7 % at 1 Hz, 4 % at 0.8 Hz, 29 % at 0.5 Hz, 64 % at 0.3 Hz); each frame is multiplied per channel by
-exp(low-passed − measured), so its mean follows the slow trend and the strobe is gone. Mouth, eyes and head motion
+exp(low-passed − measured), so its mean follows the slow trend and the strobe is gone. Near the clip's ends the
+Gaussian is one-sided and an average over part of a strobe cycle keeps part of the strobe, so where a strobe stands
+out in the statistics around a frame (:func:`strobe_period`: a sinusoid of 0.1 to 2.2 s explaining most of what a
+parabola leaves), the means are first averaged over exactly one period (:func:`period_box`), which leaves nothing of
+that period wherever the average sits; slow head motion, whose best fit is a period longer than any strobe's, is not
+taken for one. Mouth, eyes and head motion
 move pixels within the frame, not its mean over the stats region, so they are left as they are; slow lighting
 changes (below ~0.3 Hz) pass.
 
