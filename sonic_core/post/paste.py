@@ -8,6 +8,16 @@ crop's edge to 1 at ``feather`` × the crop's side inside it, along each edge th
 the image border needs no blend and is pasted to the border. A crop box that reaches past the image (a crop padded
 beyond the border) is clipped to the image: the padded part of the frames is not pasted.
 
+A generated face is never exactly as bright as the original (exposure and colour wander a little), and blending
+two images of different brightness over the ramp draws that difference as a gradient: the seam. So before the blend
+each frame's local exposure is matched to the original's near the inner edges: the frame is multiplied, per
+channel, by the ratio of the original to the frame, both low-passed over the ring where the blend shows the original
+(normalised convolution with a Gaussian of :data:`MATCH_SIGMA` feather widths, so texture and noise are not copied,
+and the face inside the ring — a moving mouth — never steers the gain) — in full at the edge, fading out
+(smoothstep) over :data:`MATCH_SPAN` feather widths inside the crop. A gain rather than an offset, because an exposure change scales
+the texture's contrast as well as its level; the brightness difference then turns over a band three times wider
+than the texture's ramp, and the middle of the generated face is left as it was generated.
+
 Each frame is pasted on its own, so chunks stream through (:meth:`PasteBack.paste`).
 
 The seam measure (:func:`seam_ratio`): the band where the paste meets the original — from two pixels outside each
@@ -34,6 +44,12 @@ DEFAULT_FEATHER = 0.1  # share of the crop's side the blend ramp spans
 MAX_FEATHER = 0.5
 SEAM_MARGIN = 2  # pixels outside an inner edge that the seam measure starts at
 SEAM_STRIP = 4  # width (px) of the strips the seam measure compares
+MATCH_SPAN = 3.0  # the low-frequency match fades out over this many feather widths inside the crop ...
+MAX_MATCH_SPAN = 0.5  # ... but at most this share of the crop's shorter side
+MATCH_SIGMA = 1.0  # the low-pass of the match: a Gaussian of this many feather widths
+MAX_MATCH_GAIN = 2.0  # the match's local gain is clamped to [1 / MAX_MATCH_GAIN, MAX_MATCH_GAIN]
+BLUR_SCALE = 0.25  # a wide Gaussian blur runs on images shrunk by this many of its sigmas
+MATCH_FLOOR = 1e-6  # low-passed levels (and ring support) below this count as none (no division by zero)
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 
 
@@ -127,14 +143,23 @@ class PasteBack:
         x1, y1, x2, y2 = self.crop_box
         return {"left": x1 > 0, "top": y1 > 0, "right": x2 < self.width, "bottom": y2 < self.height}
 
-    def region_mask(self) -> torch.Tensor:
-        """Blend weights [h, w] over the visible box."""
+    def region_mask(self, width: float | None = None) -> torch.Tensor:
+        """Blend weights [h, w] over the visible box: ramps ``width`` px wide (default: the feather) from the inner
+        edges."""
+        width = self.feather_px if width is None else width
         x1, y1, x2, y2 = self.crop_box
         vx1, vy1, vx2, vy2 = self.visible_box
         edges = self.inner_edges()
-        columns = _ramp(vx2 - vx1, vx1 - x1, edges["left"], edges["right"], self.feather_px)
-        rows = _ramp(vy2 - vy1, vy1 - y1, edges["top"], edges["bottom"], self.feather_px)
+        columns = _ramp(vx2 - vx1, vx1 - x1, edges["left"], edges["right"], width)
+        rows = _ramp(vy2 - vy1, vy1 - y1, edges["top"], edges["bottom"], width)
         return rows[:, None] * columns[None, :]
+
+    def match_weight(self) -> torch.Tensor:
+        """Weights [h, w] of the low-frequency match over the visible box: 1 at the inner edges, fading to 0 over
+        :data:`MATCH_SPAN` feather widths (0 everywhere for a hard edge or without an inner edge)."""
+        x1, y1, x2, y2 = self.crop_box
+        span = max(self.feather_px, min(MATCH_SPAN * self.feather_px, MAX_MATCH_SPAN * min(x2 - x1, y2 - y1)))
+        return 1.0 - self.region_mask(span)
 
     def mask(self) -> torch.Tensor:
         """Blend weights [H, W] over the whole original (0 outside the pasted box)."""
@@ -149,13 +174,24 @@ class PasteBack:
         x1, y1, x2, y2 = self.crop_box
         vx1, vy1, vx2, vy2 = self.visible_box
         weight = self.region_mask().to(frames.device)
+        match = self.match_weight().to(frames.device)
+        sigma = MATCH_SIGMA * self.feather_px
         background = self.original[:, vy1:vy2, vx1:vx2].to(frames.device)
+        ring = 1.0 - weight  # where the original shows through the blend: the ring the exposure is measured on
+        reach, support = None, None
+        if bool(match.any()):
+            reach = gaussian_blur((background * ring)[None], sigma)
+            support = gaussian_blur(ring[None, None], sigma)
         out = self.original.to(frames.device).expand(len(frames), -1, -1, -1).clone()
         for start in range(0, len(frames), CHUNK):
             chunk = frames[start:start + CHUNK].float()
             resized = F.interpolate(chunk, size=(y2 - y1, x2 - x1), mode="bicubic", align_corners=False,
                                     antialias=True).clamp(0, 1)
             visible = resized[:, :, vy1 - y1:vy2 - y1, vx1 - x1:vx2 - x1]
+            if reach is not None:
+                gain = (reach / gaussian_blur(visible * ring, sigma).clamp_min(MATCH_FLOOR)).clamp(
+                    1.0 / MAX_MATCH_GAIN, MAX_MATCH_GAIN)
+                visible = visible * (1.0 + match * torch.where(support > MATCH_FLOOR, gain - 1.0, 0.0))
             out[start:start + CHUNK, :, vy1:vy2, vx1:vx2] = background + weight * (visible - background)
         return out
 
@@ -194,6 +230,27 @@ class PasteBack:
                 "frame_size": [self.width, self.height], "feather": self.feather,
                 "feather_px": round(self.feather_px, 2),
                 "blended_edges": [side for side, inner in self.inner_edges().items() if inner]}
+
+
+def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of images [N, C, H, W] (cut at 3 sigma, edges reflected; as is for sigma < 0.5).
+
+    A wide blur runs on the images shrunk by :data:`BLUR_SCALE` sigma (area-averaged), then is enlarged back
+    (bilinear): the result is smooth at that scale anyway, and the cost no longer grows with sigma squared."""
+    factor = int(sigma * BLUR_SCALE)
+    if factor >= 2 and min(images.shape[2:]) >= 4 * factor:
+        small = F.interpolate(images, scale_factor=1.0 / factor, mode="area")
+        return F.interpolate(gaussian_blur(small, sigma / factor), size=images.shape[2:], mode="bilinear",
+                             align_corners=False)
+    radius = min(int(math.ceil(3.0 * sigma)), images.shape[2] - 1, images.shape[3] - 1)
+    if sigma < 0.5 or radius < 1:
+        return images
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device) / sigma) ** 2)
+    taps = taps / taps.sum()
+    channels = images.shape[1]
+    padded = F.pad(images, (radius, radius, radius, radius), mode="reflect")
+    rows = F.conv2d(padded, taps.view(1, 1, -1, 1).expand(channels, 1, -1, 1).contiguous(), groups=channels)
+    return F.conv2d(rows, taps.view(1, 1, 1, -1).expand(channels, 1, 1, -1).contiguous(), groups=channels)
 
 
 def gradient_magnitude(image: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,12 @@ face region (the face box less the mouth) and of the background (outside the fac
 
 Correction: the log of each channel's mean is low-passed with a Gaussian of :data:`TIME_SCALE_S` (its response is
 0.7 % at 1 Hz, 4 % at 0.8 Hz, 29 % at 0.5 Hz, 64 % at 0.3 Hz); each frame is multiplied per channel by
-exp(low-passed − measured), so its mean follows the slow trend and the strobe is gone. Mouth, eyes and head motion
+exp(low-passed − measured), so its mean follows the slow trend and the strobe is gone. Near the clip's ends the
+Gaussian is one-sided and an average over part of a strobe cycle keeps part of the strobe, so where a strobe stands
+out in the statistics around a frame (:func:`strobe_period`: a sinusoid of 0.1 to 2.2 s explaining most of what a
+parabola leaves), the means are first averaged over exactly one period (:func:`period_box`), which leaves nothing of
+that period wherever the average sits; slow head motion, whose best fit is a period longer than any strobe's, is not
+taken for one. Mouth, eyes and head motion
 move pixels within the frame, not its mean over the stats region, so they are left as they are; slow lighting
 changes (below ~0.3 Hz) pass.
 
@@ -32,6 +37,7 @@ import torch
 from ..face.box import FaceBox, clip_region
 from ..frames import check_fps, check_frames
 from .lipsync import mouth_region
+from .signals import parabolic_peak
 
 TIME_SCALE_S = 0.5  # standard deviation of the Gaussian low-pass of the statistics
 SUPPORT = 3.0  # the Gaussian is cut at this many standard deviations (the look-ahead)
@@ -39,6 +45,13 @@ MAX_GAIN = 1.5  # per-frame gains are clamped to [1 / MAX_GAIN, MAX_GAIN]
 BACKGROUND_MARGIN = 0.25  # the background is outside the face box grown by this share each way
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 _EPS = 1e-4
+MIN_STROBE_PERIOD_FRAMES = 2.5  # shortest strobe period looked for
+MAX_STROBE_PERIOD_S = 2.2  # longest (a box this long still fits the look-ahead either side of a frame)
+SEARCH_BEYOND = 1.5  # periods are searched this far past the longest strobe, so a slow drift (head motion) that
+# fits the longest periods best is told from a strobe, whose fit peaks at its period
+STROBE_PERIOD_STEPS = 96  # candidate periods, geometrically spaced
+MIN_STROBE_SHARE = 0.5  # share of the detrended log-luma variance the strobe's sinusoid must explain
+MIN_STROBE_AMPLITUDE = 0.002  # and its least relative amplitude
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,54 @@ def flicker_percent(mean_luma: np.ndarray, fps: float, time_scale_s: float = TIM
     return float(np.sqrt(np.mean((signal / trend - 1.0) ** 2)) * 100.0)
 
 
+def strobe_period(log_luma: np.ndarray, fps: float) -> float | None:
+    """Period, in frames, of the strobe in a window of per-frame log luma, or None where none stands out.
+
+    Each candidate period (:data:`MIN_STROBE_PERIOD_FRAMES` frames to :data:`MAX_STROBE_PERIOD_S`) is fitted as a
+    sinusoid together with a parabola (the slow trend); the best fit is a strobe when it explains
+    :data:`MIN_STROBE_SHARE` of what the parabola leaves and its amplitude is at least :data:`MIN_STROBE_AMPLITUDE`.
+    """
+    signal = np.asarray(log_luma, dtype=np.float64)
+    count = len(signal)
+    longest = SEARCH_BEYOND * MAX_STROBE_PERIOD_S * fps
+    if count < 2 * MIN_STROBE_PERIOD_FRAMES or longest <= MIN_STROBE_PERIOD_FRAMES:
+        return None
+    times = np.arange(count, dtype=np.float64) - 0.5 * (count - 1)
+    line = np.stack([np.ones(count), times, times ** 2], axis=1)
+    residual = signal - line @ np.linalg.lstsq(line, signal, rcond=None)[0]
+    spread = float(residual @ residual)
+    if spread <= 0.0:
+        return None
+    periods = np.geomspace(MIN_STROBE_PERIOD_FRAMES, longest, STROBE_PERIOD_STEPS)
+    phase = 2.0 * np.pi * times[None, :] / periods[:, None]
+    design = np.concatenate([np.broadcast_to(line, (len(periods), count, 3)),
+                             np.stack([np.sin(phase), np.cos(phase)], axis=2)], axis=2)  # [K, F, 5]
+    normal = np.einsum("kfa,kfb->kab", design, design) + 1e-9 * np.eye(5)
+    coefficients = np.linalg.solve(normal, np.einsum("kfa,f->ka", design, signal)[..., None])[..., 0]
+    fitted = np.einsum("kfa,ka->kf", design, coefficients)
+    explained = 1.0 - ((signal[None, :] - fitted) ** 2).sum(axis=1) / spread
+    best = int(np.argmax(explained))
+    amplitude = float(np.hypot(coefficients[best, 3], coefficients[best, 4]))
+    if explained[best] < MIN_STROBE_SHARE or amplitude < MIN_STROBE_AMPLITUDE or periods[best] > MAX_STROBE_PERIOD_S * fps:
+        return None
+    if 0 < best < len(periods) - 1:  # between the grid's steps: the vertex of the parabola through the peak
+        step = parabolic_peak(*explained[best - 1:best + 2])
+        return float(periods[best] * (periods[best + 1] / periods[best]) ** step)
+    return float(periods[best])
+
+
+def period_box(centres: np.ndarray, period: float, lo: int, hi: int) -> np.ndarray:
+    """Weights [len(centres), hi - lo] of a box exactly ``period`` frames long (fractional ends) at each centre,
+    shifted to lie within frames [lo, hi): the mean over a whole period has no component of that period or its
+    harmonics wherever the box sits, so frames near the clip's ends are corrected as well as the middle."""
+    if period >= hi - lo:
+        return np.full((len(centres), hi - lo), 1.0 / (hi - lo))
+    start = np.clip(np.asarray(centres, dtype=np.float64) - 0.5 * period, lo - 0.5, hi - 0.5 - period)[:, None]
+    frames = np.arange(lo, hi, dtype=np.float64)[None, :]
+    overlap = np.clip(np.minimum(frames + 0.5, start + period) - np.maximum(frames - 0.5, start), 0.0, 1.0)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
 def _masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-frame, per-channel mean over ``mask``: [F, 3] float64."""
     weight = mask.to(frames.device, frames.dtype)
@@ -158,8 +219,20 @@ class Deflicker:
             self._background_in.extend(_luma(_masked_mean(chunk, background)))
 
     def _target(self, index: int) -> np.ndarray:
-        """Low-passed log means at frame ``index`` (the statistics are known up to its look-ahead)."""
-        return gaussian_at(self._log_means, index, self.sigma)
+        """Low-passed log means at frame ``index`` from the statistics up to its look-ahead (never further, so the
+        result does not depend on how the clip was chunked): where a strobe stands out in the window around the
+        frame, the means are first averaged over one strobe period (:func:`period_box`), then Gaussian-low-passed."""
+        hi = min(len(self._log_means), index + self.look_ahead + 1)
+        window = np.asarray(self._log_means[max(0, hi - 2 * self.look_ahead - 1):hi])
+        period = strobe_period(window.mean(axis=1), self.fps)
+        if period is None:
+            return gaussian_at(self._log_means, index, self.sigma)
+        radius = self.look_ahead
+        lo = max(0, index - radius - int(math.ceil(period)))
+        centres = np.arange(max(0, index - radius), hi)
+        boxed = period_box(centres, period, lo, hi) @ np.asarray(self._log_means[lo:hi])
+        weights = np.exp(-0.5 * ((centres - index) / self.sigma) ** 2)
+        return weights @ boxed / weights.sum()
 
     def _release(self, until: int) -> Iterator[torch.Tensor]:
         """Correct and yield the pending frames with index < ``until``, as chunks."""
