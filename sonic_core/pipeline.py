@@ -65,6 +65,13 @@ def memory_job(inputs: PreparedInputs, settings: SonicSettings, dtype: str | tor
                      settings.decode_chunk_size, settings.interpolate)
 
 
+def compiled_unet(unet: torch.nn.Module) -> torch.nn.Module:
+    """``unet`` under ``torch.compile`` (inductor, static shapes): the same parameters and the same results in fp32
+    (within 1e-4 relative, ``bench/speed_bench.py --compile`` measures both), compiled on its first call and again
+    for each new window shape (a clip's windows share one). The forward traces as one graph (a test keeps it so)."""
+    return torch.compile(unet, dynamic=False)
+
+
 class StageClock:
     """Seconds spent per named stage (a stage may be entered repeatedly, e.g. once per streamed chunk)."""
 
@@ -95,13 +102,15 @@ class SonicPipeline:
     float32. ``schedule`` defaults to SVD-xt's. With ``ranks`` this device is one of several sampling the clip
     together (:mod:`sonic_core.distributed`): each conditions on its own (the same inputs and seed give the same
     tensors) and runs its share of the windows; only rank 0 goes on to decode (:meth:`latents` is the others' part).
+    ``compile`` samples with :func:`compiled_unet` (minutes of compilation on the first call; opt-in).
     """
 
     def __init__(self, models: SonicModels, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = torch.float32, schedule: sampling.Schedule | None = None,
-                 ranks: RankGroup | None = None) -> None:
+                 ranks: RankGroup | None = None, compile: bool = False) -> None:
         self.device, self.dtype = torch.device(device), parse_dtype(dtype)
         self.models = models.to(self.device, self.dtype)
+        self.unet = compiled_unet(self.models.unet) if compile else self.models.unet
         self.schedule = schedule or sampling.Schedule.svd()
         self.ranks = ranks
 
@@ -222,7 +231,7 @@ class SonicPipeline:
                should_stop: StopCheck | None = None) -> torch.Tensor:
         """Final averaged latents ``[N, C, h, w]`` (see :func:`sonic_core.sampling.sample_latents`)."""
         noise = latent_noise.reshape(audio.num_frames, *latent_noise.shape[-3:])
-        return sample_latents(self.models.unet, audio, image, noise, options, self.schedule, on_step, should_stop,
+        return sample_latents(self.unet, audio, image, noise, options, self.schedule, on_step, should_stop,
                               self.ranks)
 
     @torch.no_grad()

@@ -25,6 +25,10 @@ from .post.chain import PostOptions, StreamSteps, apply_clip_steps
 from .settings import SonicSettings
 from .video import VideoWriter
 
+# chunks waiting for the encoder's feeder thread: compute goes on while ffmpeg drains the pipe, and host memory holds
+# at most this many quantised chunks (a few MB each)
+ENCODER_QUEUE = 2
+
 
 @dataclass
 class GenerationReport:
@@ -92,10 +96,10 @@ def render_video(pipeline: SonicPipeline, inputs: PreparedInputs, out: str | os.
     if steps is not None:
         chunks = clock.timed("post", steps.run(chunk.cpu() for chunk in chunks))
     with VideoWriter(out, out_width, out_height, fps, audio=(speech.waveform, speech.sample_rate), crf=settings.crf,
-                     pix_fmt=pix_fmt, frames=pipeline.output_frames(inputs, settings)) as writer:
+                     pix_fmt=pix_fmt, frames=pipeline.output_frames(inputs, settings), queued=ENCODER_QUEUE) as writer:
         for chunk in chunks:
             tick = time.perf_counter()
-            writer.write(chunk)  # quantised on the device: a quarter of the bytes cross to the host
+            writer.write(chunk)  # quantised on the device (a quarter of the bytes cross), fed to ffmpeg by a thread
             clock.add("encode", tick)
     if steps is not None:
         post_report.update(steps.report)

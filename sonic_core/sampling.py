@@ -177,8 +177,9 @@ class SamplerOptions:
 
 @dataclass(frozen=True)
 class StepPlan:
-    """The per-step numbers of a run: ``sigmas`` ``[steps + 1]`` and model ``timesteps``, the first schedule index
-    run (image-to-image), and the guidance scales of each step run (on the device, in the UNet's dtype)."""
+    """The per-step numbers of a run, built once on the device: ``sigmas`` ``[steps + 1]`` and model ``timesteps``
+    (float32), the first schedule index run (image-to-image), and the guidance scales of each step run (in the
+    UNet's dtype)."""
 
     sigmas: torch.Tensor
     timesteps: torch.Tensor
@@ -196,9 +197,16 @@ def step_plan(options: SamplerOptions, schedule: Schedule, device: torch.device,
     sigmas = karras_sigmas(options.steps, schedule)
     start = i2i_start_index(options.steps, options.i2i_strength)
     steps_run = options.steps - start
-    return StepPlan(sigmas, sigmas_to_timesteps(sigmas), start,
+    return StepPlan(sigmas.to(device), sigmas_to_timesteps(sigmas).to(device), start,
                     guidance_ramp(*options.appearance_guidance, steps_run).to(device, dtype),
                     guidance_ramp(*options.audio_guidance, steps_run).to(device, dtype))
+
+
+def step_windows(num_frames: int, options: SamplerOptions, steps_run: int, device: torch.device) -> torch.Tensor:
+    """Frame indices ``[steps_run, windows, window]`` of every step run (:func:`window_indices` of each step's shift),
+    built once on ``device``."""
+    return torch.stack([window_indices(num_frames, options.frames_per_window, options.overlap,
+                                       k * options.shift_offset) for k in range(steps_run)]).to(device)
 
 
 def calls_per_step(num_frames: int, options: SamplerOptions) -> int:
@@ -276,15 +284,16 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     face_mask = image.face_mask.to(device, dtype)
 
     latents = add_noise(image.ref_latents.to(home, dtype), latent_noise.to(home, dtype),
-                                sigmas[start].to(dtype))
+                        sigmas[start].to(home, dtype))
     groups = calls_per_step(n, options)
     total, done = steps_run * (groups if ranks is None else ranks.share(groups)), 0
+    all_windows = step_windows(n, options, steps_run, home)
+    all_time_ids = window_time_ids(buckets, all_windows.flatten(0, 1), options.fps, options.dynamic_scale,
+                                   options.motion_scale, dtype).repeat_interleave(3, dim=0).to(device)
+    all_time_ids = all_time_ids.unflatten(0, (steps_run, -1))  # [steps, 3 · windows, 3]: a row per CFG slot
     for k in range(steps_run):
         sigma, sigma_next, t = sigmas[start + k], sigmas[start + k + 1], timesteps[start + k]
-        windows = window_indices(n, options.frames_per_window, options.overlap,
-                                         k * options.shift_offset).to(home)
-        time_ids = window_time_ids(buckets, windows, options.fps, options.dynamic_scale,
-                                           options.motion_scale, dtype)
+        windows, time_ids = all_windows[k], all_time_ids[k]
         summed = pinned(torch.zeros_like(latents))
         counts = latents.new_zeros(n)
         for group_index, first in enumerate(range(0, windows.shape[0], options.windows_per_call)):
@@ -297,7 +306,7 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
             sample, clip_ctx, audio_ctx, audio_index = cfg_batch(
                 window_latents.flatten(0, 1), local, sigma, cond_tokens[group.flatten()].to(device), uncond_tokens,
                 image_slots, clip_slots)
-            ids = time_ids[first:first + group.shape[0]].repeat_interleave(3, dim=0).to(device)
+            ids = time_ids[3 * first:3 * (first + group.shape[0])]
             out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask, audio_index).unflatten(0, (-1, 3))
             guided = guide(out[:, 0], out[:, 1], out[:, 2], plan.appearance[k], plan.audio[k])
             stepped = euler_step(window_latents, guided, sigma, sigma_next).to(home)

@@ -13,9 +13,11 @@ itself and finish the partial file).
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -107,10 +109,16 @@ class VideoWriter:
     ``audio`` is a file path or ``(samples, sample_rate)``; with audio, ``frames`` (how many frames will be
     written) is required, because the audio is cut to ``frames / fps`` seconds, and writing a different number
     of frames is an error. ``crf`` is the constant-quality setting (lower is better; 18 by default).
+
+    ``queued`` > 0 feeds ffmpeg from a thread of its own: :meth:`write` quantises the chunk in the caller's thread
+    (on the device, see :func:`frames_to_uint8`) and queues it, waiting only when ``queued`` chunks are already
+    waiting, so the caller computes the next chunk while ffmpeg's pipe drains. The same bytes reach ffmpeg in the
+    same order (the same file); an error of the feeder is raised by the next :meth:`write` or by :meth:`close`.
     """
 
     def __init__(self, path: str | os.PathLike, width: int, height: int, fps: float, audio: Any = None,
-                 crf: int = 18, codec: str = "h264", pix_fmt: str = "yuv420p", frames: int | None = None) -> None:
+                 crf: int = 18, codec: str = "h264", pix_fmt: str = "yuv420p", frames: int | None = None,
+                 queued: int = 0) -> None:
         if codec not in CODECS:
             raise SonicInputError(f"codec {codec!r}: use one of {sorted(CODECS)}")
         if pix_fmt not in PIX_FMTS:
@@ -136,6 +144,10 @@ class VideoWriter:
         self._stderr: BinaryIO | None = None
         self._temp_files: list[Path] = []
         self._tmp_output: Path | None = None
+        self.queued = max(0, int(queued))
+        self._chunks: queue.Queue | None = None  # the feeder's chunks (None: the last one)
+        self._feeder: threading.Thread | None = None
+        self._feed_error: BaseException | None = None
 
     def __enter__(self) -> VideoWriter:
         self.open()
@@ -185,6 +197,11 @@ class VideoWriter:
             self._process = subprocess.Popen(self.command(str(self._tmp_output), audio_input),
                                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                              stderr=self._stderr, start_new_session=True)
+            if self.queued:
+                self._chunks = queue.Queue(maxsize=self.queued)
+                self._feeder = threading.Thread(target=self._feed, args=(self._process.stdin, self._chunks),
+                                                name="sonic-video-feeder", daemon=True)
+                self._feeder.start()
         except BaseException:
             self.abort()
             raise
@@ -197,11 +214,39 @@ class VideoWriter:
         if chunk.shape[1:3] != (self.height, self.width):
             raise SonicInputError(f"frames of size {chunk.shape[2]}x{chunk.shape[1]}: this writer was opened "
                                   f"for {self.width}x{self.height}")
-        try:
-            self._process.stdin.write(chunk.tobytes())
-        except BrokenPipeError:
-            raise SonicDependencyError(f"ffmpeg stopped while encoding: {self._ffmpeg_error()}") from None
+        self._raise_feed_error()
+        if self._chunks is not None:
+            self._chunks.put(chunk)
+        else:
+            try:
+                self._process.stdin.write(chunk.tobytes())
+            except BrokenPipeError:
+                raise SonicDependencyError(f"ffmpeg stopped while encoding: {self._ffmpeg_error()}") from None
         self.frames_written += chunk.shape[0]
+
+    def _feed(self, pipe: BinaryIO, chunks: queue.Queue) -> None:
+        """The feeder thread: queued chunks into ffmpeg's pipe until the last (None). After an error it keeps
+        taking chunks (dropping them), so that a writer waiting on a full queue is never stuck."""
+        while (chunk := chunks.get()) is not None:
+            if self._feed_error is None:
+                try:
+                    pipe.write(chunk.tobytes())
+                except BaseException as exc:  # noqa: BLE001 -- handed to the caller's thread
+                    self._feed_error = exc
+
+    def _stop_feeder(self) -> None:
+        """Let the feeder write what is queued, then end it."""
+        if self._feeder is not None:
+            self._chunks.put(None)
+            self._feeder.join()
+            self._feeder = self._chunks = None
+
+    def _raise_feed_error(self) -> None:
+        error = self._feed_error
+        if isinstance(error, BrokenPipeError):
+            raise SonicDependencyError(f"ffmpeg stopped while encoding: {self._ffmpeg_error()}") from None
+        if error is not None:
+            raise error
 
     def _ffmpeg_error(self) -> str:
         if self._process is not None:
@@ -222,6 +267,8 @@ class VideoWriter:
             if self.expected_frames is not None and self.frames_written != self.expected_frames:
                 raise SonicInputError(f"{self.frames_written} frames written to {self.path.name!r}, but frames="
                                       f"{self.expected_frames} was declared: pass the real frame count")
+            self._stop_feeder()
+            self._raise_feed_error()
             self._process.stdin.close()
             if self._process.wait() != 0:
                 raise SonicDependencyError(f"ffmpeg failed to write {self.path.name!r}: {self._ffmpeg_error()}")
@@ -240,7 +287,8 @@ class VideoWriter:
         try:
             if process is not None:
                 if process.poll() is None:
-                    process.kill()
+                    process.kill()  # first: a feeder blocked on the full pipe then fails and drains its queue
+                self._stop_feeder()
                 if process.stdin is not None:
                     try:
                         process.stdin.close()

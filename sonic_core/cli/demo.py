@@ -61,7 +61,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             rife = load_rife(weights)
         if writes:
             print(UNTRAINED_NOTICE, file=sys.stderr if args.json else sys.stdout)
-        render_and_report(SonicPipeline(tiny_models(rife=rife), device, ranks=ranks), inputs, out, settings,
+        pipeline = SonicPipeline(tiny_models(rife=rife), device, ranks=ranks, compile=args.compile)
+        render_and_report(pipeline, inputs, out, settings,
                           ("embedded tiny model (untrained)", "tiny"), args, started)
         return 0
 

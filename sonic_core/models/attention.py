@@ -221,6 +221,7 @@ class TransformerSpatioTemporalModel(nn.Module):
         return residual + x.reshape(bf, h, w, c).permute(0, 3, 1, 2)
 
 
+@torch.compiler.assume_constant_result  # ints of ints: torch.compile folds it instead of breaking the graph on .item()
 def mask_grid(height: int, width: int, num_queries: int) -> tuple[int, int]:
     """Token grid ``(rows, cols)`` onto which a ``height × width`` mask is resized for ``num_queries`` tokens.
 

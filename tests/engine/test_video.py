@@ -73,13 +73,38 @@ def test_video_without_audio(tmp_path):
     assert info["audio"] is None and info["video"]["frames"] == 5
 
 
+@pytest.mark.parametrize("queued", [0, 2])
 @pytest.mark.parametrize("failure", [RuntimeError, KeyboardInterrupt])
-def test_failure_or_interrupt_leaves_nothing_behind(tmp_path, failure):
+def test_failure_or_interrupt_leaves_nothing_behind(tmp_path, failure, queued):
     samples, rate = _speech()
     with pytest.raises(failure):
-        with VideoWriter(tmp_path / "x.mp4", 32, 32, 25, audio=(samples, rate), frames=10) as writer:
+        with VideoWriter(tmp_path / "x.mp4", 32, 32, 25, audio=(samples, rate), frames=10, queued=queued) as writer:
             writer.write(torch.rand(4, 3, 32, 32))
             raise failure("stop")
+    assert list(tmp_path.iterdir()) == []
+    assert writer._feeder is None
+
+
+def test_the_feeder_thread_writes_the_same_file(tmp_path):
+    """Chunks fed to ffmpeg from the writer's own thread (a queue of one, so writes wait on it) give the bytes of
+    the single-thread writer."""
+    samples, rate = _speech()
+    chunks = list(torch.rand(6, 3, 3, 48, 64, generator=torch.Generator().manual_seed(0)))
+    for queued in (0, 1):
+        with VideoWriter(tmp_path / f"{queued}.mp4", 64, 48, 25, audio=(samples, rate), frames=18,
+                         queued=queued) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+    assert (tmp_path / "0.mp4").read_bytes() == (tmp_path / "1.mp4").read_bytes()
+
+
+def test_ffmpeg_dying_under_the_feeder_is_one_error_and_leaves_nothing(tmp_path):
+    with pytest.raises(SonicDependencyError, match="ffmpeg stopped while encoding"):
+        with VideoWriter(tmp_path / "x.mp4", 64, 64, 25, queued=1) as writer:
+            writer.write(torch.rand(2, 3, 64, 64))
+            writer._process.kill()
+            for _ in range(4):  # 96 KiB after the kill, more than a pipe holds: the feeder meets the dead pipe
+                writer.write(torch.rand(2, 3, 64, 64))
     assert list(tmp_path.iterdir()) == []
 
 

@@ -162,3 +162,15 @@ def test_load_round_trip() -> None:
                                                        (64, 96, 34, (5, 6))])
 def test_mask_grid(height: int, width: int, queries: int, grid: tuple[int, int]) -> None:
     assert attention.mask_grid(height, width, queries) == grid
+
+
+def test_forward_traces_as_one_graph_for_torch_compile() -> None:
+    """``SonicPipeline(compile=True)`` compiles the UNet; a graph break (a ``.item()``, a data-dependent branch)
+    would split it into pieces compiled and guarded apart, each recompiled for every new shape. Dynamo's trace
+    alone (no inductor) keeps this check to seconds; the compiled values are compared in ``bench/speed_bench.py``."""
+    model = _model()
+    inputs = {**_inputs(), "audio_tokens": torch.randn(1 + F, T, 16), "audio_index": torch.arange(B * F) % (1 + F)}
+    with torch.no_grad():
+        explained = torch._dynamo.explain(model)(**inputs, face_mask=torch.rand(1, 1, 32, 48))
+    assert explained.graph_break_count == 0, explained.break_reasons
+    assert explained.graph_count == 1
