@@ -172,7 +172,8 @@ def test_a_worker_killed_mid_job_loses_no_job_and_charges_each_once(fleet, clips
     assert victim_process in records.worker_memory()
     victim.kill()
     views = wait_final(fleet, list(jobs))
-    assert {view["state"] for view in views.values()} == {"done"}, views
+    assert {view["state"] for view in views.values()} == {"done"}, \
+        {job_id: (view["state"], view.get("error")) for job_id, view in views.items()}
     for view in views.values():
         assert fleet.request("GET", view["video"])[0] == 200
     assert_charged_once(fleet, jobs, spent_before)
