@@ -283,8 +283,9 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     clip_slots = torch.cat([torch.zeros_like(clip), clip, clip])[:, None]  # [3, 1, P]
     face_mask = image.face_mask.to(device, dtype)
 
-    latents = add_noise(image.ref_latents.to(home, dtype), latent_noise.to(home, dtype),
-                        sigmas[start].to(home, dtype))
+    latents = pinned(add_noise(image.ref_latents.to(home, dtype), latent_noise.to(home, dtype),
+                               sigmas[start].to(home, dtype)))
+    summed = pinned(torch.empty_like(latents))  # the two clip-sized buffers trade places every step
     groups = calls_per_step(n, options)
     total, done = steps_run * (groups if ranks is None else ranks.share(groups)), 0
     all_windows = step_windows(n, options, steps_run, home)
@@ -294,7 +295,7 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     for k in range(steps_run):
         sigma, sigma_next, t = sigmas[start + k], sigmas[start + k + 1], timesteps[start + k]
         windows, time_ids = all_windows[k], all_time_ids[k]
-        summed = pinned(torch.zeros_like(latents))
+        summed.zero_()
         counts = latents.new_zeros(n)
         for group_index, first in enumerate(range(0, windows.shape[0], options.windows_per_call)):
             if ranks is not None and not ranks.owns(group_index):
@@ -318,5 +319,5 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
                 on_step(done, total)
         if ranks is not None:
             ranks.sum_(summed, counts)
-        latents = summed.div_(counts[:, None, None, None])  # in place: the latents stay pinned
+        latents, summed = summed.div_(counts[:, None, None, None]), latents
     return latents
