@@ -18,6 +18,10 @@ every worker, so one ``.env`` or Kubernetes ConfigMap configures the whole fleet
   :mod:`.reconciler`.
 - ``SONIC_FLEET_ENQUEUE_GRACE_S``: how long a hold may wait for its job to reach the broker before the reconciler
   takes its gateway for dead (default 60).
+- ``SONIC_FLEET_RESEND_S``: a job queued this long since its message was sent gets another copy, in case the
+  broker lost it (default 3600; 0: never), see :mod:`.reconciler`.
+- ``SONIC_FLEET_MAX_WORKER_DEATHS``: a job whose workers died this many times while running it is failed and
+  refunded instead of being handed to another worker (default 3).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ class FleetConfig:
     memory_report_seconds: float = 15.0
     reconcile_seconds: float = 60.0
     enqueue_grace_seconds: float = 60.0
+    resend_seconds: float = 3600.0
+    max_worker_deaths: int = 3
 
     @classmethod
     def from_env(cls) -> "FleetConfig":
@@ -59,4 +65,6 @@ class FleetConfig:
                                                or cls.memory_report_seconds),
                    reconcile_seconds=float(os.environ.get("SONIC_FLEET_RECONCILE_S") or cls.reconcile_seconds),
                    enqueue_grace_seconds=float(os.environ.get("SONIC_FLEET_ENQUEUE_GRACE_S")
-                                               or cls.enqueue_grace_seconds))
+                                               or cls.enqueue_grace_seconds),
+                   resend_seconds=float(os.environ.get("SONIC_FLEET_RESEND_S") or cls.resend_seconds),
+                   max_worker_deaths=int(os.environ.get("SONIC_FLEET_MAX_WORKER_DEATHS") or cls.max_worker_deaths))

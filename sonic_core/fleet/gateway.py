@@ -47,7 +47,7 @@ from .quotes import Quote, input_names, quote_job
 from .reconciler import FLEET_OWNER, ReconcileLoop
 from .records import FINAL, JobRecords
 from .storage import VIDEO, JobStorage
-from .worker import TASK_NAME, make_app
+from .worker import make_app, send_job
 
 MAX_UPLOAD_BYTES = 64 * 2**20
 
@@ -107,9 +107,9 @@ class Gateway:
             try:
                 self.records.create(quote.job_id, quote.pool.name, quote.cost.total_tokens, account=api_key.account,
                                     tier=quote.cost.tier, predicted_seconds=quote.predicted_seconds,
-                                    portrait=portrait, speech=speech, graph=json.dumps(quote.graph), progress=0)
-                self.celery.send_task(TASK_NAME, args=[quote.job_id], queue=quote.pool.queue,
-                                      soft_time_limit=quote.soft_time_limit, time_limit=quote.time_limit)
+                                    portrait=portrait, speech=speech, graph=json.dumps(quote.graph), progress=0,
+                                    soft_time_limit=quote.soft_time_limit, time_limit=quote.time_limit)
+                send_job(self.celery, quote.job_id, quote.pool.name, quote.soft_time_limit, quote.time_limit)
                 self.records.update(quote.job_id, sent_at=time.time())  # the reconciler leaves it to the workers
             except (RedisError, OperationalError) as exc:
                 ledger.refund(quote.job_id)

@@ -8,7 +8,9 @@ the job goes back to the broker). Every change of state is one Lua script that a
 
 A running job carries a lease (``worker``, ``lease_until``) that its worker renews while it runs: a re-delivered
 job whose lease is alive belongs to a live worker and is not run twice; one whose lease has expired (the worker
-died) is taken over.
+died) is taken over. ``worker_deaths`` counts the workers that died running the job (each takeover, and each time
+the reconciler sends a dead worker's job again), so a job that kills its workers is ended instead of killing them
+one after another.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ if old == 'running' and tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '
 end
 if old ~= 'queued' and old ~= 'running' then return old end
 redis.call('HSET', KEYS[1], 'state', 'running', 'worker', ARGV[1], 'lease_until', ARGV[3])
+if old == 'running' then redis.call('HINCRBY', KEYS[1], 'worker_deaths', 1) end
 if old == 'queued' then redis.call('HSET', KEYS[1], 'started_at', ARGV[2]) end
 move(KEYS[2] .. redis.call('HGET', KEYS[1], 'pool'), old, 'running', tonumber(redis.call('HGET', KEYS[1], 'tokens')))
 return old
@@ -149,8 +152,8 @@ class JobRecords:
         return self._transition(keys=[self._job(job_id), self._pools()], args=args)
 
     def claim(self, job_id: str, worker: str, lease_seconds: float) -> str | None:
-        """Take the job to run it: from ``queued``, or ``running`` with an expired lease (its worker died).
-        Returns the state it was in (``queued``/``running``: claimed), ``"busy"`` (a live worker holds it), a
+        """Take the job to run it: from ``queued``, or ``running`` with an expired lease (its worker died: one more
+        of its ``worker_deaths``). Returns the state it was in (``queued``/``running``: claimed), ``"busy"`` (a live worker holds it), a
         final state, or ``None`` (no such job)."""
         now = time.time()
         return self._claim(keys=[self._job(job_id), self._pools()], args=[worker, now, now + lease_seconds])

@@ -11,7 +11,8 @@ is exactly once:
 - a job whose record is final is acknowledged and not run again; a job whose video is already in the storage
   (its worker died after writing it) is only settled;
 - a running job holds a lease its worker renews; a copy delivered to another worker while the lease is alive is
-  retried later, one whose lease has expired (the worker died) is taken over;
+  retried later, one whose lease has expired (the worker died) is taken over, unless its workers died
+  ``SONIC_FLEET_MAX_WORKER_DEATHS`` times running it (the job is then failed and refunded);
 - the ComfyUI prompt id is the job id, so a worker re-attaches to a prompt its server already holds;
 - the ledger settles each job once: commit on success, refund on failure or cancel (its reservation id is the job
   id, and repeating a settlement is a no-op).
@@ -42,6 +43,7 @@ from ..metering.ledger import Ledger, LedgerStateError, open_ledger
 from .batch import run_seconds
 from .comfy_client import ComfyClient, ComfyError, ComfyUnavailable, PromptResult
 from .config import FleetConfig
+from .pools import pool_named
 from .quotes import INPUT_FOLDER
 from .records import FINAL, JobRecords
 from .storage import VIDEO, JobStorage
@@ -66,6 +68,16 @@ CONFIG = FleetConfig.from_env()
 app = make_app(CONFIG)
 
 
+def send_job(celery: Celery, job_id: str, pool: str, soft_time_limit: float, time_limit: float) -> None:
+    """Put a job's message on its pool's queue (the gateway for a new job, the reconciler for a dead worker's)."""
+    celery.send_task(TASK_NAME, args=[job_id], queue=pool_named(pool).queue, soft_time_limit=soft_time_limit,
+                     time_limit=time_limit)
+
+
+def worker_deaths_error(deaths: int) -> str:
+    return f"its workers died {deaths} times running it"
+
+
 class JobRunner:
     """Runs one job on this worker's ComfyUI server; every outcome settles the ledger and ends the record."""
 
@@ -83,6 +95,10 @@ class JobRunner:
         if claimed == "busy":
             return "retry"
         record = self.records.get(job_id)
+        deaths = int(record.get("worker_deaths") or 0)
+        if deaths >= self.config.max_worker_deaths:
+            with open_ledger(self.config.ledger) as ledger:
+                return self._fail(ledger, record, worker_deaths_error(deaths), "failed")
         if claimed == "queued":
             self.records.observe(record["pool"], "queue_delay_seconds",
                                  float(record["started_at"]) - float(record["created_at"]))

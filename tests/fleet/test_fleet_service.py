@@ -61,7 +61,8 @@ def fleet(request, tmp_path_factory, comfy_servers):
         services.append(redis_service)
         env = {"SONIC_FLEET_BROKER": redis_url, "SONIC_FLEET_REDIS": redis_url, "SONIC_LEDGER": redis_url,
                "SONIC_FLEET_STORAGE": str(folder / "storage"), "SONIC_FLEET_LEASE_S": str(LEASE_S),
-               "SONIC_FLEET_VISIBILITY_TIMEOUT": str(VISIBILITY_S), "SONIC_FLEET_MEMORY_REPORT_S": "1"}
+               "SONIC_FLEET_VISIBILITY_TIMEOUT": str(VISIBILITY_S), "SONIC_FLEET_MEMORY_REPORT_S": "1",
+               "SONIC_FLEET_RECONCILE_S": "1"}  # a hold misjudged dead would be settled within the test
         if request.param == "rabbitmq":  # and the storage in S3: every job's inputs and video go over HTTP
             rabbit, env["SONIC_FLEET_BROKER"] = start_rabbitmq(folder)
             s3, s3_env = start_s3(folder)

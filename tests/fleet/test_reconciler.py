@@ -5,6 +5,7 @@ gateway refunds, so that ``ledger holds`` lists nothing."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import threading
 import time
 
 import pytest
+import redis
 from fleet_harness import Gateway, start_redis
 from sonic_testing import PORTRAIT, REPO, SPEECH
 
@@ -46,17 +48,18 @@ def fleet(tmp_path):
 def test_holds_whose_owner_died_are_settled_once_and_live_ones_are_left(fleet, tmp_path):
     config, records, storage, ledger = fleet
     (tmp_path / "video.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
-    jobs = ("queued", "running", "enqueueing", "unsent", "lost-with-video", "lost", "cancelled")
+    jobs = ("queued", "running", "enqueueing", "unsent", "lost-with-video", "lost", "lost-thrice", "cancelled")
     for job_id in jobs:
         ledger.reserve("studio", job_id, TOKENS, "standard", FLEET_OWNER)
         storage.put(tmp_path / "video.mp4", job_id, "portrait.jpg")
         if job_id != "enqueueing":
-            records.create(job_id, "lite", TOKENS)
+            records.create(job_id, "lite", TOKENS, soft_time_limit=60, time_limit=120)
         if job_id not in ("enqueueing", "unsent"):
             records.update(job_id, sent_at=time.time())
     ledger.reserve("studio", "comfy-job", TOKENS, "standard", "comfy-server-1")  # not the fleet's: never touched
-    assert records.claim("running", "worker-live", 3600) == "queued"  # its heartbeat keeps the lease alive
-    for job_id in ("lost-with-video", "lost"):  # their worker died, no copy of their message is left
+    assert records.claim("running", "worker-live", 10**6) == "queued"  # its heartbeat keeps the lease alive
+    records.update("lost-thrice", worker_deaths=config.max_worker_deaths - 1)
+    for job_id in ("lost-with-video", "lost", "lost-thrice"):  # their worker died; nobody took them over
         assert records.claim(job_id, "worker-dead", 0) == "queued"
     storage.put(tmp_path / "video.mp4", "lost-with-video", VIDEO)  # written just before its worker died
     records.transition("cancelled", "cancelled", ("queued",))  # its gateway died before the refund
@@ -64,19 +67,44 @@ def test_holds_whose_owner_died_are_settled_once_and_live_ones_are_left(fleet, t
 
     now = time.time()
     assert [charge.job_id for charge in reconciler.run(ledger, now)] == ["cancelled"]
+    assert queued_messages(config.broker) == []
     later = now + max(config.enqueue_grace_seconds, config.visibility_timeout + REDELIVERY_MARGIN_S) + 1
     settled = {charge.job_id: charge.status for charge in reconciler.run(ledger, later)}
     assert settled == {"enqueueing": "refunded", "unsent": "refunded", "lost-with-video": "committed",
-                       "lost": "refunded"}
-    assert reconciler.run(ledger, later) == []  # settled once
-    assert {hold.job_id for hold in ledger.holds()} == {"queued", "running", "comfy-job"}
-    assert {job_id: records.get(job_id)["state"] for job_id in ("unsent", "lost-with-video", "lost", "cancelled")} \
-        == {"unsent": "failed", "lost-with-video": "done", "lost": "failed", "cancelled": "cancelled"}
-    assert records.claim("lost", "worker-late", 30) == "failed"  # a late copy of its message runs nothing
-    assert records.pool_counts()["lite"] == {"queued_jobs": 1, "queued_tokens": TOKENS, "running_jobs": 1}
+                       "lost-thrice": "refunded"}
+    lost = records.get("lost")  # its message may wait behind a long queue or be gone: it is sent again
+    assert (lost["state"], lost["worker_deaths"], lost["worker"]) == ("queued", "1", "") and float(lost["sent_at"])
+    assert queued_messages(config.broker) == ["lost"]
+    assert reconciler.run(ledger, later) == []  # settled once, sent once
+    assert queued_messages(config.broker) == ["lost"]
+    records.update("lost", sent_at="")  # the pass that sent it again died before it could say so
+    assert reconciler.run(ledger, later) == [] and queued_messages(config.broker) == ["lost", "lost"]
+    assert {hold.job_id for hold in ledger.holds()} == {"queued", "running", "lost", "comfy-job"}
+    much_later = later + config.resend_seconds  # the broker may have lost what waited this long: one more copy
+    assert reconciler.run(ledger, much_later) == []
+    assert sorted(queued_messages(config.broker)[2:]) == ["lost", "queued"]
+    assert reconciler.run(ledger, much_later) == [] and len(queued_messages(config.broker)) == 4
+    assert {job_id: records.get(job_id)["state"] for job_id in ("unsent", "lost-with-video", "lost-thrice",
+                                                                 "cancelled")} \
+        == {"unsent": "failed", "lost-with-video": "done", "lost-thrice": "failed", "cancelled": "cancelled"}
+    assert records.get("lost-thrice")["error"] == f"its workers died {config.max_worker_deaths} times running it"
+    assert records.claim("lost-thrice", "worker-late", 30) == "failed"  # a late copy of its message runs nothing
+    assert records.pool_counts()["lite"] == {"queued_jobs": 2, "queued_tokens": 2 * TOKENS, "running_jobs": 1}
+    assert records.claim("lost", "worker-next", 30) == "queued"  # the first copy runs it, the second...
+    assert records.claim("lost", "worker-other", 30) == "busy"  # ...finds it taken
     assert not storage.exists("unsent", "portrait.jpg") and not storage.exists("enqueueing", "portrait.jpg")
     balance = ledger.balance("studio")
-    assert (balance.held, balance.spent) == (3 * TOKENS, TOKENS)
+    assert (balance.held, balance.spent) == (4 * TOKENS, TOKENS)
+
+
+def queued_messages(broker: str, queue: str = "sonic.lite") -> list[str]:
+    """The job ids of the task messages waiting in a Redis broker's queue, oldest first."""
+    client = redis.Redis.from_url(broker)
+    try:
+        return [ast.literal_eval(json.loads(message)["headers"]["argsrepr"])[0] for message in
+                reversed(client.lrange(queue, 0, -1))]
+    finally:
+        client.close()
 
 
 def test_a_job_taken_over_meanwhile_is_not_ended_by_the_reconciler(fleet):

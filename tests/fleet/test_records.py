@@ -38,7 +38,8 @@ def test_a_job_is_claimed_once_while_its_lease_lives_and_taken_over_when_it_expi
     assert not records.renew("job-1", "worker-b", 60) and records.renew("job-1", "worker-a", 60)
     records.update("job-1", lease_until=0)  # worker-a died: its heartbeat stopped renewing the lease
     assert records.claim("job-1", "worker-b", 60) == "running"
-    assert records.get("job-1")["worker"] == "worker-b" and counts(records, "standard") == (0, 0, 1)
+    assert records.get("job-1")["worker"] == "worker-b" and records.get("job-1")["worker_deaths"] == "1"
+    assert counts(records, "standard") == (0, 0, 1)
     assert records.transition("job-1", "done", ("running",)) == "ok"
     assert counts(records, "standard") == (0, 0, 0)
     assert records.claim("job-1", "worker-a", 60) == "done"  # a late copy of the message runs nothing
