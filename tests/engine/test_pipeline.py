@@ -259,13 +259,13 @@ def test_shared_vae_and_clip_keep_their_precision_in_an_fp32_run() -> None:
 
 # -- an hour of audio ------------------------------------------------------------------------------------------------
 
-# One child process runs features (log-mel, whisper, audio2token, audio2bucket) and the sampler (1 step, 8 windows a
-# call) on the tiny model at 64 px, the smallest size its VAE takes (2 x 2 latents), for each clip of its plan after
-# a warm-up run on the first one (oneDNN caches a primitive per new tensor shape; every call of the plan's clips
-# has 8 full windows, so none is new afterwards). Per clip it reports the frames generated, the tokens priced, and
-# the heap in use (sonic_testing.heap_in_use) after every UNet call: its growth over the bytes in use before the
-# clip, and its growth within the sampling loop, over the first call (by then every clip-sized buffer exists). The
-# plan entry "latents" is a deliberate regression: every window's stepped latents kept.
+# One child process runs features (log-mel, whisper, audio2token, audio2bucket) and the sampler (1 step, 24 windows
+# a call) on the tiny model at 64 px, the smallest size its VAE takes (2 x 2 latents), for each clip of its plan
+# after a warm-up run on the first one (oneDNN caches a primitive per new tensor shape; every call of the plan's
+# clips has 24 full windows, so none is new afterwards). Per clip it reports the frames generated, the tokens
+# priced, and the heap in use (sonic_testing.heap_in_use) after every UNet call: its growth over the bytes in use
+# before the clip, and its growth within the sampling loop, over the first call (by then every clip-sized buffer
+# exists). The plan entry "latents" is a deliberate regression: every window's stepped latents kept.
 HOUR_RUN = textwrap.dedent("""
     import gc, json, sys
     import torch
@@ -278,7 +278,7 @@ HOUR_RUN = textwrap.dedent("""
     from sonic_core.weights.tiny import tiny_models
     from sonic_testing import heap_in_use, square_reference, tone
 
-    size, plan = int(sys.argv[1]), json.loads(sys.argv[2])
+    size, windows_per_call, plan = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
     torch.manual_seed(0)
     reference = square_reference(size)
     pipeline = SonicPipeline(tiny_models())
@@ -297,7 +297,7 @@ HOUR_RUN = textwrap.dedent("""
         kept.clear(), samples.clear()
         gc.collect()
         before = heap_in_use()
-        latents = pipeline.latents(inputs, settings, windows_per_call=8,
+        latents = pipeline.latents(inputs, settings, windows_per_call=windows_per_call,
                                    on_step=lambda done, total: samples.append(heap_in_use()))
         frames = latents.shape[0]
         report.append({"seconds": seconds, "regression": regression, "frames": frames, "calls": len(samples),
@@ -313,6 +313,7 @@ HOUR_RUN = textwrap.dedent("""
 """)
 
 HOUR_SIZE = 64
+HOUR_WINDOWS_PER_CALL = 24  # 1,800 windows in an hour: 75 full calls
 LATENT_BYTES = 4 * 2 * 2 * 4  # one frame's float32 latents at 64 px (4 channels, 32x smaller grid)
 # What the sampler holds for the whole clip by design (sampling.sample_latents), per generated frame at 1 step: its
 # audio tokens, its start noise, latents and sums, its motion buckets and count, its window slot (int64) and its
@@ -326,18 +327,19 @@ def test_an_hour_of_audio_through_features_pricing_and_the_sampler_in_flat_host_
     """An hour of audio (45,000 frames at 12.5 fps) through the features and the sampler of the tiny model (1 step,
     64 px) generates exactly the frames pricing charged for, in flat host memory. The margin is half of what
     keeping every window's stepped latents keeps over the hour (2.9 MB), and that regression exceeds it twice:
-    within the sampling loop the heap grows no more than a 32 s clip's (400 frames) does, plus the margin; from
-    before the clip, the hour's peak exceeds the 32 s clip's by no more than the clip-sized state of its 44,600 more
-    frames (CLIP_STATE_BYTES each, 32.4 MB), plus the margin. Measured: loop growth 3 kB for 32 s, 93 kB for the
-    hour, 3.0 MB with the latents kept; growth 0.65 MB for 32 s, 33.1 MB for the hour (727.5 B per more frame),
-    36.0 MB with the latents kept. Decoding is left out: the tiny VAE decodes about 50 frames a second at 64 px on
+    within the sampling loop the heap grows no more than a 96 s clip's (1,200 frames) does, plus the margin; from
+    before the clip, the hour's peak exceeds the 96 s clip's by no more than the clip-sized state of its 43,800
+    more frames (CLIP_STATE_BYTES each, 31.8 MB), plus the margin. Measured: loop growth 2 kB for 96 s, 87 kB for
+    the hour, 2.9 MB with the latents kept; growth 1.9 MB for 96 s, 33.7 MB for the hour (727 B per more frame),
+    36.6 MB with the latents kept. Decoding is left out: the tiny VAE decodes about 50 frames a second at 64 px on
     this CPU (15 minutes for an hour); test_render.py shows through decode, RIFE and the writer that no frame is
     kept."""
-    plan = [(32.0, None), (3600.0, None), (3600.0, "latents")]
-    short, hour, kept_latents = runs = run_measured(HOUR_RUN, str(HOUR_SIZE), json.dumps(plan))
+    plan = [(96.0, None), (3600.0, None), (3600.0, "latents")]
+    short, hour, kept_latents = runs = run_measured(HOUR_RUN, str(HOUR_SIZE), str(HOUR_WINDOWS_PER_CALL),
+                                                    json.dumps(plan))
     print(json.dumps(runs))
-    assert [run["frames"] for run in runs] == [400, 45_000, 45_000]
-    assert [run["calls"] for run in runs] == [2, 225, 225]  # 8 windows of 25 frames a call
+    assert [run["frames"] for run in runs] == [1_200, 45_000, 45_000]
+    assert [run["calls"] for run in runs] == [2, 75, 75]  # 24 windows of 25 frames a call
     assert all(run["finite"] for run in runs)
     for run in runs:
         assert run["charged_frames"] == run["frames"] and run["tokens"] == run["tokens_of_frames"]
