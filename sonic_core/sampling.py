@@ -292,6 +292,10 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
     all_time_ids = window_time_ids(buckets, all_windows.flatten(0, 1), options.fps, options.dynamic_scale,
                                    options.motion_scale, dtype).repeat_interleave(3, dim=0).to(device)
     all_time_ids = all_time_ids.unflatten(0, (steps_run, -1))  # [steps, 3 · windows, 3]: a row per CFG slot
+    # built once for a full group of windows; a short last group takes their first rows
+    rows = torch.arange(options.windows_per_call * options.frames_per_window, device=device)
+    rows = rows.reshape(options.windows_per_call, options.frames_per_window)  # a group's windows, gathered
+    ones = latents.new_ones(rows.numel())  # a count per frame row (integers: exact in any order)
     for k in range(steps_run):
         sigma, sigma_next, t = sigmas[start + k], sigmas[start + k + 1], timesteps[start + k]
         windows, time_ids = all_windows[k], all_time_ids[k]
@@ -303,17 +307,16 @@ def sample_latents(unet: torch.nn.Module, audio: AudioConditioning, image: Image
             stop_if_asked(should_stop)
             group = windows[first:first + options.windows_per_call]
             window_latents = latents[group].to(device)
-            local = torch.arange(group.numel(), device=device).reshape(group.shape)  # the windows' rows, gathered
             sample, clip_ctx, audio_ctx, audio_index = cfg_batch(
-                window_latents.flatten(0, 1), local, sigma, cond_tokens[group.flatten()].to(device), uncond_tokens,
-                image_slots, clip_slots)
+                window_latents.flatten(0, 1), rows[:group.shape[0]], sigma, cond_tokens[group.flatten()].to(device),
+                uncond_tokens, image_slots, clip_slots)
             ids = time_ids[3 * first:3 * (first + group.shape[0])]
             out = unet(sample, t, clip_ctx, audio_ctx, ids, face_mask, audio_index).unflatten(0, (-1, 3))
             guided = guide(out[:, 0], out[:, 1], out[:, 2], plan.appearance[k], plan.audio[k])
             stepped = euler_step(window_latents, guided, sigma, sigma_next).to(home)
             for frames, window_latents in zip(group, stepped):  # window order, as the official fp16 sums
                 summed.index_add_(0, frames, window_latents)
-                counts.index_add_(0, frames, counts.new_ones(frames.shape[0]))
+            counts.index_add_(0, group.flatten(), ones[:group.numel()])
             done += 1
             if on_step is not None:
                 on_step(done, total)

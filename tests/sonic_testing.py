@@ -345,3 +345,55 @@ def speech_clips(folder: Path, count: int) -> list[Path]:
         paths.append(folder / f"clip{index:02d}.wav")
         soundfile.write(paths[-1], speech[start:start + int(seconds * rate)], rate)
     return paths
+
+
+# -- host memory of a run, measured in a child process ---------------------------------------------------------------
+
+def heap_in_use() -> int:
+    """Bytes of this process's C heap in use (glibc ``mallinfo2``: arena blocks + mmapped blocks in use), every live
+    malloc'd byte, torch's CPU tensors included. Live heap bytes, not RSS: on this shared machine two identical
+    runs' VmHWM differed by up to 160 MB (freed memory returned to the system or not, library pages), their live
+    heaps by 2 kB."""
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                          "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+def square_reference(size: int):
+    """A prepared ``size`` × ``size`` portrait (a gray image, random reference pixels, the face in the middle
+    half), so that a run needs no face detection; draws from torch's global generator."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from sonic_core.face.box import FaceBox
+    from sonic_core.face.crop import Reference
+
+    image = Image.fromarray(np.full((size, size, 3), 128, np.uint8))
+    box = FaceBox(size / 4, size / 4, size / 2, size / 2)
+    return Reference(image=image, ref_image=torch.rand(3, size, size) * 2 - 1, face_mask=torch.ones(1, size, size),
+                     face_box=box, crop_box=(0, 0, size, size), mask_box=box, expand_ratio=0.5, clip_source=image)
+
+
+def tone(seconds: float):
+    """``seconds`` of a quiet 16 kHz sine (float32), synthesised speech for long runs."""
+    import numpy as np
+
+    return np.float32(0.1) * np.sin(np.arange(int(seconds * 16000), dtype=np.float32) * np.float32(0.05))
+
+
+def run_measured(script: str, *args: str, timeout: float = 900) -> list[dict]:
+    """Run a measuring ``script`` (Python source; ``sonic_testing`` importable) in a fresh interpreter with one
+    OpenMP thread, from the repo root, and return the JSON list it prints on its last line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
+    result = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, capture_output=True, text=True,
+                            timeout=timeout, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])

@@ -4,13 +4,10 @@ the muxed MP4; cancellation leaves nothing behind; host memory stays flat in aud
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from sonic_testing import REPO
+from sonic_testing import REPO, run_measured
 
 from sonic_core.errors import SonicInterrupted
 from sonic_core.inputs import prepare_inputs
@@ -75,43 +72,26 @@ def test_cancelled_generation_leaves_no_file(pipeline, tmp_path) -> None:
 
 # One child process runs the whole path (tiny model, 128 px frames, 1 step: sampler, decode, RIFE x2 to 25 fps,
 # writer) on each clip of its plan, after a warm-up run at the longest length (oneDNN caches a primitive per new
-# tensor shape, which stays allocated). Per clip it reports the growth of the heap bytes in use (glibc mallinfo2:
-# every live malloc'd byte, torch's CPU tensors included; the most at any chunk the writer received, less the bytes
-# in use before the clip). A plan entry may name a deliberate regression: "writer" keeps every chunk written, "rife"
-# keeps every frame RIFE is given. Live heap bytes, not RSS: on this shared machine two identical runs' VmHWM
-# differed by up to 160 MB (freed memory returned to the system or not, library pages), their live heaps by 2 kB.
+# tensor shape, which stays allocated). Per clip it reports the growth of the heap bytes in use
+# (sonic_testing.heap_in_use: the most at any chunk the writer received, less the bytes in use before the clip). A
+# plan entry may name a deliberate regression: "writer" keeps every chunk written, "rife" keeps every frame RIFE is
+# given.
 MEMORY_RUN = textwrap.dedent("""
-    import ctypes, gc, json, sys
-    import numpy as np, torch
-    from PIL import Image
+    import gc, json, sys
+    import torch
     from sonic_core import interpolation, video
     from sonic_core.audio import Speech
-    from sonic_core.face.box import FaceBox
-    from sonic_core.face.crop import Reference
     from sonic_core.inputs import PreparedInputs
     from sonic_core.pipeline import SonicPipeline
     from sonic_core.render import render_video
     from sonic_core.settings import SonicSettings
     from sonic_core.weights.loader import load_rife
     from sonic_core.weights.tiny import tiny_models
-
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                          "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    libc = ctypes.CDLL(None)
-    libc.mallinfo2.restype = MallInfo2
-
-    def heap_in_use() -> int:
-        info = libc.mallinfo2()
-        return info.uordblks + info.hblkhd  # arena blocks + mmapped blocks in use
+    from sonic_testing import heap_in_use, square_reference, tone
 
     rife, size, plan = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     torch.manual_seed(0)
-    image = Image.fromarray(np.full((size, size, 3), 128, np.uint8))
-    box = FaceBox(size / 4, size / 4, size / 2, size / 2)
-    reference = Reference(image=image, ref_image=torch.rand(3, size, size) * 2 - 1, face_mask=torch.ones(1, size, size),
-                          face_box=box, crop_box=(0, 0, size, size), mask_box=box, expand_ratio=0.5, clip_source=image)
+    reference = square_reference(size)
     pipeline = SonicPipeline(tiny_models(rife=load_rife(rife)))
     kept, samples = [], []
     write, push = video.VideoWriter.write, interpolation.Rife2x.push
@@ -128,7 +108,7 @@ MEMORY_RUN = textwrap.dedent("""
 
     report = []
     for seconds, regression in [[max(s for s, _ in plan), None]] + plan:  # warm-up: shape-keyed library caches
-        audio = np.float32(0.1) * np.sin(np.arange(int(seconds * 16000), dtype=np.float32) * np.float32(0.05))
+        audio = tone(seconds)
         inputs = PreparedInputs(Speech(audio[None], 16000, audio), reference)
         video.VideoWriter.write = lambda self, chunk: measured_write(self, chunk, regression == "writer")
         interpolation.Rife2x.push = keeping_push if regression == "rife" else push
@@ -158,11 +138,8 @@ def test_host_memory_is_flat_in_audio_length_and_the_test_sees_kept_frames(tmp_p
     if not weights.is_file():
         pytest.fail(f"real RIFE weights absent at {weights}: run scripts/fetch_assets.py")
     plan = [(1.0, None), (3.0, None), (3.0, "writer"), (3.0, "rife")]
-    result = subprocess.run([sys.executable, "-c", MEMORY_RUN, str(weights), str(SIZE), json.dumps(plan),
-                             str(tmp_path / "clip.mp4")], cwd=REPO, capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    short, long, kept_by_writer, kept_by_rife = runs = json.loads(result.stdout.splitlines()[-1])
+    short, long, kept_by_writer, kept_by_rife = runs = run_measured(MEMORY_RUN, str(weights), str(SIZE),
+                                                                    json.dumps(plan), str(tmp_path / "clip.mp4"))
     print(json.dumps(runs))
     assert [run["frames"] for run in runs] == [23, 73, 73, 73]
     assert kept_by_writer["kept"] == 73 * FRAME_BYTES and kept_by_rife["kept"] == 37 * FRAME_BYTES
