@@ -32,7 +32,7 @@ from eval_report import parse_eval_arguments, print_summary, write_result  # noq
 from sonic_core.face.box import FaceBox  # noqa: E402
 from sonic_core.post import synthetic  # noqa: E402
 from sonic_core.post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER  # noqa: E402
-from sonic_core.post.colour import ColourMatch, colour_error, match_region, rgb_to_lab, sample_grid  # noqa: E402
+from sonic_core.post.colour import ColourMatch, colour_error, delta_e_between  # noqa: E402
 from sonic_core.post.paste import DEFAULT_FEATHER, PasteBack  # noqa: E402
 from sonic_core.post.temporal import Deflicker, deflicker  # noqa: E402
 
@@ -91,22 +91,15 @@ def flicker_rows(sources: dict) -> list[dict]:
     return rows
 
 
-def delta_e_to_truth(frames: torch.Tensor, truth: torch.Tensor, box: FaceBox) -> float:
-    """Mean per-pixel ΔE between frames and the clean clip they were made from, on the colour match's pixel grid
-    (the frame less the mouth): the drift left, free of the motion and noise a still reference would count."""
-    sample = sample_grid(match_region(frames.shape[2], frames.shape[3], box))
-    return float((rgb_to_lab(frames[:, :, sample]) - rgb_to_lab(truth[:, :, sample])).pow(2).sum(dim=1).sqrt().mean())
-
-
 def colour_rows(sources: dict, reference: torch.Tensor) -> list[dict]:
     rows = []
     for clip, (clean, box) in sources.items():
         for drift, params in DRIFTS.items():
             frames = clean if params is None else synthetic.drifted(clean, *params)
-            before, truth_before = colour_error(frames, reference, box), delta_e_to_truth(frames, clean, box)
+            before, truth_before = colour_error(frames, reference, box), delta_e_between(frames, clean, box)
             for strength in (1.0, 0.5):
                 out = ColourMatch(reference, box, strength).apply(frames)
-                after, truth_after = colour_error(out, reference, box), delta_e_to_truth(out, clean, box)
+                after, truth_after = colour_error(out, reference, box), delta_e_between(out, clean, box)
                 rows.append({"clip": clip, "drift": drift, "strength": strength,
                              "delta_e_before": round(before[0], 4), "delta_e_after": round(after[0], 4),
                              "cast_before": round(before[1], 4), "cast_after": round(after[1], 4),
