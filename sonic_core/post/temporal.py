@@ -6,7 +6,7 @@ changes (:func:`log_steps`: the median log ratio of a frame and the one before i
 correlation, over the stats region — the whole frame less the mouth region, so a speaking mouth never steers the
 correction). A strobe scales every pixel alike and the median sees it; a moving head changes a region's mean as much
 as a strobe would (edges and the mouth move in and out of it) but only some pixels of the compensated pair, so the
-levels keep 0.15-0.3 % of head motion where the region's mean keeps 0.4-2.6 %. For the report: the mean luma of
+levels keep 0.07-0.25 % of head motion where the region's mean keeps 0.4-2.6 %. For the report: the mean luma of
 the frame, of the face region (the face box less the mouth) and of the background (outside the face box grown by a
 quarter).
 
@@ -61,7 +61,7 @@ MIN_STROBE_AMPLITUDE = 0.006  # and its least relative amplitude (head motion le
 ANALYSIS_SIZE = 256  # brightness changes are measured on frames area-downscaled to at most this side
 STEP_DARK = 0.02  # pixels this close to black or to white in either frame do not measure the change
 FLICKER_FLOOR = 0.004  # RMS of the log levels about their low-pass below which no flicker is corrected: head
-# motion leaves 0.15-0.3 % in them (bench/quality_eval.py's moving heads), a 1 % strobe 0.7 %
+# motion leaves 0.07-0.25 % in them (bench/quality_eval.py's moving heads), a 1 % strobe 0.7 %
 
 
 @dataclass(frozen=True)
@@ -208,25 +208,27 @@ def analysis_frames(frames: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarra
 def log_steps(frames: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """Per-channel brightness change from each frame to the next, [F - 1, 3] float64, of frames [F, h, w, 3].
 
-    The previous frame is moved onto the next by the shift phase correlation finds between them, and the change is
-    the median of the log ratio of the two over the ``usable`` pixels (less the border the shift uncovers) that are
-    neither dark nor clipped in any channel of either frame. A strobe scales every pixel alike; what the compensation leaves of
-    head motion changes pixels along edges, brighter and darker, which the median passes over. The mean over a
-    region, in contrast, follows the head (and the mouth it carries into the region) as much as a strobe.
+    The two frames are moved half way each toward the other by the shift phase correlation finds between them (so
+    both take the same interpolation blur, which would otherwise brighten dark details of one and not the other),
+    and the change is the median of the log ratio of the two over the ``usable`` pixels (less the border the shift
+    uncovers) that are neither dark nor clipped in any channel of either frame. A strobe scales every pixel alike;
+    what the compensation leaves of head motion changes pixels along edges, brighter and darker, which the median
+    passes over. The mean over a region, in contrast, follows the head (and the mouth it carries into the region) as
+    much as a strobe.
     """
-
     steps = np.zeros((max(0, len(frames) - 1), 3))
     height, width = frames.shape[1:3]
     window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 1 else None
     grey = frames.mean(axis=3, dtype=np.float64)
     for index in range(1, len(frames)):
         (dx, dy), _ = cv2.phaseCorrelate(grey[index - 1], grey[index], window) if window is not None else ((0, 0), 0)
-        moved = cv2.warpAffine(frames[index - 1], np.float32([[1, 0, dx], [0, 1, dy]]), (width, height),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        moved, current = (cv2.warpAffine(frames[index - back], np.float32([[1, 0, half * dx], [0, 1, half * dy]]),
+                                         (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                          for back, half in ((1, 0.5), (0, -0.5)))
         margin_x, margin_y = int(math.ceil(abs(dx))) + 1, int(math.ceil(abs(dy))) + 1
         keep = np.zeros_like(usable)
         keep[margin_y:height - margin_y, margin_x:width - margin_x] = True
-        before, after = moved[keep & usable], frames[index][keep & usable]  # [P, 3]
+        before, after = moved[keep & usable], current[keep & usable]  # [P, 3]
         valid = ((np.minimum(before, after) > STEP_DARK) & (np.maximum(before, after) < 1.0 - STEP_DARK)).all(axis=1)
         if valid.any():
             steps[index - 1] = np.median(np.log(after[valid]) - np.log(before[valid]), axis=0)
