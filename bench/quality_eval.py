@@ -32,7 +32,7 @@ from eval_report import parse_eval_arguments, print_summary, write_result  # noq
 from sonic_core.face.box import FaceBox  # noqa: E402
 from sonic_core.post import synthetic  # noqa: E402
 from sonic_core.post.chain import DEFAULT_COLOUR_STRENGTH, DEFAULT_DEFLICKER  # noqa: E402
-from sonic_core.post.colour import ColourMatch, colour_error, match_region, rgb_to_lab, sample_grid  # noqa: E402
+from sonic_core.post.colour import ColourMatch, colour_error, delta_e_between  # noqa: E402
 from sonic_core.post.paste import DEFAULT_FEATHER, PasteBack  # noqa: E402
 from sonic_core.post.temporal import Deflicker, deflicker  # noqa: E402
 
@@ -45,6 +45,14 @@ GAINS = (1.0, 1.1)
 STROBES = ((0.03, 1.0), (0.05, 1.0), (0.1, 1.0), (0.05, 0.8), (0.05, 1.5), (0.1, 0.5))
 DRIFTS = {"none": None, "warm": ((1.08, 1.0, 0.94), (0.0, 0.02, 0.03)),
           "cool + dark": ((0.9, 0.95, 1.1), (-0.02, 0.0, 0.03)), "brighter": ((1.12, 1.12, 1.12), (0.0, 0.0, 0.0))}
+MOTIONS = {"sway": synthetic.Motion(),
+           "large": synthetic.Motion(amplitude=(24.0, 14.0, 0.06, 0.05), frequency=(0.5, 0.35, 0.3, 0.25)),
+           "fast": synthetic.Motion(amplitude=(8.0, 6.0, 0.02, 0.02), frequency=(1.1, 0.9, 0.7, 0.6),
+                                    jitter=(3.0, 3.0, 0.008, 0.006)),
+           "nod": synthetic.Motion(amplitude=(2.0, 16.0, 0.01, 0.01), frequency=(0.3, 0.8, 0.2, 0.2))}
+MOTION_SECONDS = (3.0, 4.0, 8.0)
+MOVING_STROBE = (0.05, 0.9)  # amplitude, period (s)
+MOVING_DRIFT = "cool + dark"
 TARGETS = {"seam_ratio_max": 1.10, "strobe_reduction": 0.80, "mouth_energy_kept": 0.95, "delta_e_reduction": 0.70,
            "delta_e_change_without_drift": 0.5}
 
@@ -91,28 +99,52 @@ def flicker_rows(sources: dict) -> list[dict]:
     return rows
 
 
-def delta_e_to_truth(frames: torch.Tensor, truth: torch.Tensor, box: FaceBox) -> float:
-    """Mean per-pixel ΔE between frames and the clean clip they were made from, on the colour match's pixel grid
-    (the frame less the mouth): the drift left, free of the motion and noise a still reference would count."""
-    sample = sample_grid(match_region(frames.shape[2], frames.shape[3], box))
-    return float((rgb_to_lab(frames[:, :, sample]) - rgb_to_lab(truth[:, :, sample])).pow(2).sum(dim=1).sqrt().mean())
-
-
 def colour_rows(sources: dict, reference: torch.Tensor) -> list[dict]:
     rows = []
     for clip, (clean, box) in sources.items():
         for drift, params in DRIFTS.items():
             frames = clean if params is None else synthetic.drifted(clean, *params)
-            before, truth_before = colour_error(frames, reference, box), delta_e_to_truth(frames, clean, box)
+            before, truth_before = colour_error(frames, reference, box), delta_e_between(frames, clean, box)
             for strength in (1.0, 0.5):
                 out = ColourMatch(reference, box, strength).apply(frames)
-                after, truth_after = colour_error(out, reference, box), delta_e_to_truth(out, clean, box)
+                after, truth_after = colour_error(out, reference, box), delta_e_between(out, clean, box)
                 rows.append({"clip": clip, "drift": drift, "strength": strength,
                              "delta_e_before": round(before[0], 4), "delta_e_after": round(after[0], 4),
                              "cast_before": round(before[1], 4), "cast_after": round(after[1], 4),
                              "truth_delta_e_before": round(truth_before, 4),
                              "truth_delta_e_after": round(truth_after, 4),
                              "truth_delta_e_reduction": round(1 - truth_after / truth_before, 4) if params else None})
+    return rows
+
+
+def moving_rows(size: int, seeds: tuple[int, ...]) -> list[dict]:
+    """Moving heads of other motions, lengths and seeds: deflicker without and with a strobe, colour match without
+    and with a drift (short clips give the deflicker's low-pass few seconds to tell head motion from flicker)."""
+    rows = []
+    amplitude, period = MOVING_STROBE
+    box = synthetic.face_box(size)
+    reference = torch.from_numpy(synthetic.portrait(size)).permute(2, 0, 1)
+    for name, motion in MOTIONS.items():
+        for seconds in MOTION_SECONDS:
+            for seed in seeds:
+                clean, _, _ = synthetic.motion_clip(motion, duration=seconds, size=size, fps=FPS, seed=seed)
+                out, report = deflicker(clean, FPS, box)
+                strobing = synthetic.strobed(clean, amplitude, period, FPS, phase=0.5)
+                deflickered, _ = deflicker(strobing, FPS, box)
+                drifting = synthetic.drifted(clean, *DRIFTS[MOVING_DRIFT])
+                drift = delta_e_between(drifting, clean, box)
+                rows.append({
+                    "motion": name, "seconds": seconds, "seed": seed,
+                    "mouth_energy_kept": round(synthetic.mouth_energy_kept(out, clean, box), 4),
+                    "max_gain_change": report.max_gain_change,
+                    "strobed_mouth_energy_kept": round(synthetic.mouth_energy_kept(deflickered, clean, box), 4),
+                    "strobe_reduction": round(1 - synthetic.strobe_amplitude(deflickered, period, FPS)
+                                              / synthetic.strobe_amplitude(strobing, period, FPS), 4),
+                    "truth_delta_e_without_drift": round(
+                        delta_e_between(ColourMatch(reference, box).apply(clean), clean, box), 4),
+                    "truth_delta_e_before": round(drift, 4),
+                    "truth_delta_e_reduction": round(
+                        1 - delta_e_between(ColourMatch(reference, box).apply(drifting), clean, box) / drift, 4)})
     return rows
 
 
@@ -132,7 +164,7 @@ def timing_row(size: int, count: int) -> dict:
     return row
 
 
-def summarise(paste: list[dict], flicker: list[dict], colour: list[dict]) -> dict:
+def summarise(paste: list[dict], flicker: list[dict], colour: list[dict], moving: list[dict]) -> dict:
     feathered = [r for r in paste if r["feather"] == DEFAULT_FEATHER]
     strobed = [r for r in flicker if r["strobe_amplitude"]]
     period_1s = [r for r in strobed if r["strobe_period_s"] <= 1.0]
@@ -159,6 +191,13 @@ def summarise(paste: list[dict], flicker: list[dict], colour: list[dict]) -> dic
                                                              if r["drift"] != "none")
         summary[f"truth_delta_e_max_without_drift_{kind}"] = max(r["truth_delta_e_after"] for r in rows
                                                                  if r["drift"] == "none")
+    summary["moving_mouth_energy_kept_min_without_strobe"] = min(r["mouth_energy_kept"] for r in moving)
+    summary["moving_mouth_energy_kept_min_without_strobe_short"] = min(
+        r["mouth_energy_kept"] for r in moving if r["seconds"] <= 4.0)
+    summary["moving_mouth_energy_kept_min_strobed"] = min(r["strobed_mouth_energy_kept"] for r in moving)
+    summary["moving_strobe_reduction_min"] = min(r["strobe_reduction"] for r in moving)
+    summary["moving_truth_delta_e_reduction_min"] = min(r["truth_delta_e_reduction"] for r in moving)
+    summary["moving_truth_delta_e_max_without_drift"] = max(r["truth_delta_e_without_drift"] for r in moving)
     return summary
 
 
@@ -185,10 +224,20 @@ def verdicts(summary: dict) -> dict:
             summary[f"truth_delta_e_reduction_min_{kind}"] >= TARGETS["delta_e_reduction"]
         result[f"no drift: colour match moves dE <= 0.5 ({kind})"] = \
             summary[f"truth_delta_e_max_without_drift_{kind}"] <= TARGETS["delta_e_change_without_drift"]
+    result["other motions, 3-8 s: mouth keeps >= 95 % of its energy (without strobing, and strobed)"] = min(
+        summary["moving_mouth_energy_kept_min_without_strobe"], summary["moving_mouth_energy_kept_min_strobed"]) \
+        >= TARGETS["mouth_energy_kept"]
+    result["other motions, 3-8 s: strobing cut by >= 80 %"] = \
+        summary["moving_strobe_reduction_min"] >= TARGETS["strobe_reduction"]
+    result["other motions, 3-8 s: drift dE to the truth cut by >= 70 %"] = \
+        summary["moving_truth_delta_e_reduction_min"] >= TARGETS["delta_e_reduction"]
+    result["other motions, 3-8 s: no drift, colour match moves dE <= 0.5"] = \
+        summary["moving_truth_delta_e_max_without_drift"] <= TARGETS["delta_e_change_without_drift"]
     return result
 
 
-def print_tables(paste: list[dict], flicker: list[dict], colour: list[dict], timing: dict, summary: dict) -> None:
+def print_tables(paste: list[dict], flicker: list[dict], colour: list[dict], moving: list[dict], timing: dict,
+                 summary: dict) -> None:
     print("Paste-back: seam ratio (1 = like the original) by feather; frame size")
     print(f"  {'crop':<18} {'face gain':>9}  " + "  ".join(f"f={f:<5g}" for f in FEATHERS) + "  size")
     for name in CROPS:
@@ -213,6 +262,17 @@ def print_tables(paste: list[dict], flicker: list[dict], colour: list[dict], tim
         print(f"  {r['clip']:<18} {r['drift']:<12} {r['strength']:4.1f} {r['delta_e_before']:9.3f} "
               f"{r['delta_e_after']:7.3f} {r['cast_before']:11.3f} {r['cast_after']:7.3f} "
               f"{r['truth_delta_e_before']:12.3f} {r['truth_delta_e_after']:7.3f}")
+    amplitude, period = MOVING_STROBE
+    print(f"Other head motions: deflicker without strobe (mouth kept, largest gain change) and with a strobe "
+          f"A={amplitude:g}, T={period:g} s (mouth kept, cut); colour match: dE to the truth without drift, and "
+          f"'{MOVING_DRIFT}' drift before -> cut")
+    print(f"  {'motion':<7} {'s':>4} {'seed':>4} {'mouth':>6} {'gain':>7} {'strobed':>7} {'cut':>6} {'dE none':>7} "
+          f"{'drift':>6} {'cut':>6}")
+    for r in moving:
+        print(f"  {r['motion']:<7} {r['seconds']:4.1f} {r['seed']:4d} {r['mouth_energy_kept']:6.3f} "
+              f"{r['max_gain_change']:7.4f} {r['strobed_mouth_energy_kept']:7.3f} {r['strobe_reduction']:6.1%} "
+              f"{r['truth_delta_e_without_drift']:7.3f} {r['truth_delta_e_before']:6.3f} "
+              f"{r['truth_delta_e_reduction']:6.1%}")
     print(f"Timing at {timing['size']} px ({timing['frames']} frames): deflicker {timing['deflicker_ms_per_frame']} "
           f"ms/frame, colour {timing['colour_ms_per_frame']} ms/frame, paste {timing['paste_ms_per_frame']} ms/frame")
     print_summary(summary, verdicts(summary))
@@ -224,14 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     sources = clips(size, duration)
     reference = torch.from_numpy(synthetic.portrait(size)).permute(2, 0, 1)
     paste, flicker, colour = paste_rows(size), flicker_rows(sources), colour_rows(sources, reference)
+    moving = moving_rows(size, (11,) if args.quick else (11, 12))
     timing = timing_row(128 if args.quick else 512, 25)
-    summary = summarise(paste, flicker, colour)
-    print_tables(paste, flicker, colour, timing, summary)
+    summary = summarise(paste, flicker, colour, moving)
+    print_tables(paste, flicker, colour, moving, timing, summary)
     defaults = {"deflicker": DEFAULT_DEFLICKER, "colour_strength": DEFAULT_COLOUR_STRENGTH, "paste_back": False,
                 "paste_feather": DEFAULT_FEATHER}
     result = {"summary": summary, "verdicts": verdicts(summary), "targets": TARGETS, "defaults": defaults,
               "fps": FPS, "size": size,
-              "clip_seconds": duration, "timing": timing, "paste": paste, "flicker": flicker, "colour": colour}
+              "clip_seconds": duration, "timing": timing, "paste": paste, "flicker": flicker, "colour": colour,
+              "moving": moving}
     return write_result(args.out, result)
 
 

@@ -396,8 +396,8 @@ def post_inputs() -> list[Any]:
                                  "look-ahead)"),
         io.Float.Input("colour_strength", default=DEFAULT_COLOUR_STRENGTH, min=0.0, max=1.0, step=0.05,
                        optional=True,
-                       tooltip="match each frame's colours to the portrait (off the mouth) for clips whose colours "
-                               "drift; 0 = off (on a moving head without drift it shifts the colours slightly)"),
+                       tooltip="undo a colour drift: match each frame's colours to the portrait registered to it "
+                               "(off the mouth); 0 = off"),
         io.Boolean.Input("paste_back", default=False, optional=True,
                          tooltip="paste the generated face back into the whole original image: the frames get its "
                                  "size"),

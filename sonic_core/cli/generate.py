@@ -66,9 +66,8 @@ def add_run_options(parser: argparse.ArgumentParser, **defaults: object) -> None
                         help="remove brightness strobing (a temporal filter on per-frame gains, 1.5 s look-ahead; "
                              "default on)")
     parser.add_argument("--colour-strength", type=_unit_number, default=DEFAULT_COLOUR_STRENGTH, metavar="X",
-                        help="match each frame's colours to the portrait, 0 (off) to 1 (default "
-                             f"{DEFAULT_COLOUR_STRENGTH:g}); for clips whose colours drift: on a moving head without "
-                             "drift it shifts the colours slightly")
+                        help="undo a colour drift: match each frame's colours to the portrait registered to it, "
+                             f"0 (off) to 1 (default {DEFAULT_COLOUR_STRENGTH:g})")
     parser.add_argument("--paste-back", action="store_true",
                         help="paste the generated face back into the full original portrait (the video gets the "
                              "portrait's size; default off: the square crop)")

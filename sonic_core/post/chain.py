@@ -7,11 +7,10 @@
 5. Paste-back (:mod:`.paste`) — streams frame by frame; the frames become the original image's size.
 
 Defaults (:class:`PostOptions`), from bench/quality_eval.py's measurements: deflicker is on — on clips without
-strobing it keeps the mouth's motion (≥ 95 % of its energy, head motion or not) and barely moves the frames, and on
-strobed clips it removes most of the strobe. Colour match is off: on still clips it removes a drift (≥ 90 % of the
-ΔE) and leaves undrifted ones alone, but head motion changes a frame's colour statistics by itself, so on a moving
-clip without drift the match moves the colours by 0.7–0.9 ΔE (over the 0.5 allowed) and removes only 60–70 % of a
-drift; ask for it (``colour_strength``) when a clip drifts. Lip-Sync Align, Motion Smooth and paste-back are off:
+strobing it keeps the mouth's motion (≥ 95 % of its energy, head motion or not, short clips or long) and barely
+moves the frames, and on strobed clips it removes most of the strobe. Colour match is on at full strength — on still
+and moving heads it removes ≥ 94 % of a drift (ΔE against the clip before it) and moves an undrifted clip by
+≤ 0.08 ΔE (0.5 allowed). Lip-Sync Align, Motion Smooth and paste-back are off:
 the first two change timing or geometry and are asked for, paste-back changes what the output is (the full original
 frame instead of the square crop).
 """
@@ -37,7 +36,7 @@ from .temporal import Deflicker
 LIPSYNC_MODES = ("off", "measure", "correct")
 SMOOTH_METHODS = ("off", *METHODS)
 DEFAULT_DEFLICKER = True
-DEFAULT_COLOUR_STRENGTH = 0.0  # off: see the module docstring
+DEFAULT_COLOUR_STRENGTH = 1.0  # on: see the module docstring
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,25 @@
 """Flicker: measure per-frame brightness/colour statistics and remove low-frequency strobing.
 
 Model: a strobing frame is the intended frame times a per-frame, per-channel gain (exposure pumping, roughly once a
-second in generated clips). Statistics: the per-channel mean of each frame over the stats region — the whole frame
-less the mouth region, so a speaking mouth never steers the correction — and, for the report, the mean luma of the
-face region (the face box less the mouth) and of the background (outside the face box grown by a quarter).
+second in generated clips). Statistics: each channel's brightness level, the running sum of the frame-to-frame
+changes (:func:`log_steps`: the median log ratio of a frame and the one before it, moved onto it by phase
+correlation, over the stats region — the whole frame less the mouth region, so a speaking mouth never steers the
+correction). A strobe scales every pixel alike and the median sees it; a moving head changes a region's mean as much
+as a strobe would (edges and the mouth move in and out of it) but only some pixels of the compensated pair, so the
+levels keep 0.07-0.25 % of head motion where the region's mean keeps 0.4-2.6 %. For the report: the mean luma of
+the frame, of the face region (the face box less the mouth) and of the background (outside the face box grown by a
+quarter).
 
-Correction: the log of each channel's mean is low-passed with a Gaussian of :data:`TIME_SCALE_S` (its response is
-0.7 % at 1 Hz, 4 % at 0.8 Hz, 29 % at 0.5 Hz, 64 % at 0.3 Hz); each frame is multiplied per channel by
-exp(low-passed − measured), so its mean follows the slow trend and the strobe is gone. Near the clip's ends the
+Correction: each channel's level is low-passed with a Gaussian of :data:`TIME_SCALE_S` (its response is 0.7 % at
+1 Hz, 4 % at 0.8 Hz, 29 % at 0.5 Hz, 64 % at 0.3 Hz); each frame is multiplied per channel by
+exp(low-passed − level), so its brightness follows the slow trend and the strobe is gone. Near the clip's ends the
 Gaussian is one-sided and an average over part of a strobe cycle keeps part of the strobe, so where a strobe stands
-out in the statistics around a frame (:func:`strobe_period`: a sinusoid of 0.1 to 2.2 s explaining most of what a
-parabola leaves), the means are first averaged over exactly one period (:func:`period_box`), which leaves nothing of
-that period wherever the average sits; slow head motion, whose best fit is a period longer than any strobe's, is not
-taken for one. Mouth, eyes and head motion
-move pixels within the frame, not its mean over the stats region, so they are left as they are; slow lighting
-changes (below ~0.3 Hz) pass.
+out in the levels around a frame (:func:`strobe_period`: a sinusoid of 0.1 to 2.2 s explaining most of what a
+parabola leaves, of at least :data:`MIN_STROBE_AMPLITUDE`), the levels are first averaged over exactly one period
+(:func:`period_box`), which leaves nothing of that period wherever the average sits; slow head motion, whose best fit
+is a period longer than any strobe's, is not taken for one. Where no strobe stands out, only flicker above what head
+motion leaves in the levels is corrected (:func:`flicker_weight`), so a clip without flicker is left as it is and
+its mouth motion with it. Slow lighting changes (below ~0.3 Hz) pass.
 
 Streaming: the Gaussian needs :data:`TIME_SCALE_S` × 3 (1.5 s) of look-ahead, so :class:`Deflicker` holds back that
 many frames and releases each frame once the statistics after it are known — a bounded window, not the whole clip.
@@ -31,6 +36,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -51,7 +57,11 @@ SEARCH_BEYOND = 1.5  # periods are searched this far past the longest strobe, so
 # fits the longest periods best is told from a strobe, whose fit peaks at its period
 STROBE_PERIOD_STEPS = 96  # candidate periods, geometrically spaced
 MIN_STROBE_SHARE = 0.5  # share of the detrended log-luma variance the strobe's sinusoid must explain
-MIN_STROBE_AMPLITUDE = 0.002  # and its least relative amplitude
+MIN_STROBE_AMPLITUDE = 0.006  # and its least relative amplitude (head motion leaves up to ~0.3 % in the levels)
+ANALYSIS_SIZE = 256  # brightness changes are measured on frames area-downscaled to at most this side
+STEP_DARK = 0.02  # pixels this close to black or to white in either frame do not measure the change
+FLICKER_FLOOR = 0.004  # RMS of the log levels about their low-pass below which no flicker is corrected: head
+# motion leaves 0.07-0.25 % in them (bench/quality_eval.py's moving heads), a 1 % strobe 0.7 %
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,14 @@ def strobe_period(log_luma: np.ndarray, fps: float) -> float | None:
     return float(periods[best])
 
 
+def flicker_weight(levels: np.ndarray, sigma_frames: float) -> float:
+    """How much of a window's non-periodic flicker to correct, 0 to 1: the RMS of the window's log brightness
+    levels about their Gaussian low-pass, 0 up to :data:`FLICKER_FLOOR` (what head motion leaves in the levels),
+    rising to 1 at twice that (a 1.2 % strobe and up is corrected in full)."""
+    residual = np.asarray(levels, dtype=np.float64) - gaussian_lowpass(levels, sigma_frames)
+    return float(np.clip(np.sqrt(np.mean(residual ** 2)) / FLICKER_FLOOR - 1.0, 0.0, 1.0))
+
+
 def period_box(centres: np.ndarray, period: float, lo: int, hi: int) -> np.ndarray:
     """Weights [len(centres), hi - lo] of a box exactly ``period`` frames long (fractional ends) at each centre,
     shifted to lie within frames [lo, hi): the mean over a whole period has no component of that period or its
@@ -177,6 +195,46 @@ def _masked_mean(frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (torch.einsum("nchw,hw->nc", frames, weight) / weight.sum()).double().cpu()
 
 
+def analysis_frames(frames: torch.Tensor, mask: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(frames area-downscaled to at most :data:`ANALYSIS_SIZE` pixels a side, [F, h, w, 3] float32; boolean [h, w]:
+    the downscaled pixels wholly inside ``mask``)."""
+    factor = max(1, math.ceil(max(frames.shape[2:]) / ANALYSIS_SIZE))
+    pool = torch.nn.functional.avg_pool2d
+    small = pool(frames.float(), factor) if factor > 1 else frames.float()
+    inside = pool(mask.float()[None, None], factor)[0, 0] if factor > 1 else mask.float()
+    return small.permute(0, 2, 3, 1).contiguous().cpu().numpy(), (inside > 1.0 - 1e-6).numpy()
+
+
+def log_steps(frames: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Per-channel brightness change from each frame to the next, [F - 1, 3] float64, of frames [F, h, w, 3].
+
+    The two frames are moved half way each toward the other by the shift phase correlation finds between them (so
+    both take the same interpolation blur, which would otherwise brighten dark details of one and not the other),
+    and the change is the median of the log ratio of the two over the ``usable`` pixels (less the border the shift
+    uncovers) that are neither dark nor clipped in any channel of either frame. A strobe scales every pixel alike;
+    what the compensation leaves of head motion changes pixels along edges, brighter and darker, which the median
+    passes over. The mean over a region, in contrast, follows the head (and the mouth it carries into the region) as
+    much as a strobe.
+    """
+    steps = np.zeros((max(0, len(frames) - 1), 3))
+    height, width = frames.shape[1:3]
+    window = cv2.createHanningWindow((width, height), cv2.CV_64F) if min(height, width) > 1 else None
+    grey = frames.mean(axis=3, dtype=np.float64)
+    for index in range(1, len(frames)):
+        (dx, dy), _ = cv2.phaseCorrelate(grey[index - 1], grey[index], window) if window is not None else ((0, 0), 0)
+        moved, current = (cv2.warpAffine(frames[index - back], np.float32([[1, 0, half * dx], [0, 1, half * dy]]),
+                                         (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                          for back, half in ((1, 0.5), (0, -0.5)))
+        margin_x, margin_y = int(math.ceil(abs(dx))) + 1, int(math.ceil(abs(dy))) + 1
+        keep = np.zeros_like(usable)
+        keep[margin_y:height - margin_y, margin_x:width - margin_x] = True
+        before, after = moved[keep & usable], current[keep & usable]  # [P, 3]
+        valid = ((np.minimum(before, after) > STEP_DARK) & (np.maximum(before, after) < 1.0 - STEP_DARK)).all(axis=1)
+        if valid.any():
+            steps[index - 1] = np.median(np.log(after[valid]) - np.log(before[valid]), axis=0)
+    return steps
+
+
 def _luma(channel_means: torch.Tensor) -> np.ndarray:
     return (channel_means * _LUMA.view(1, 3).double()).sum(dim=1).numpy()
 
@@ -192,7 +250,8 @@ class Deflicker:
         self.time_scale_s = time_scale_s
         self.look_ahead = look_ahead_frames(self.fps, time_scale_s)
         self._pending: deque[torch.Tensor] = deque()
-        self._log_means: list[np.ndarray] = []  # [3] per frame seen
+        self._levels: list[np.ndarray] = []  # [3] per frame seen: log brightness relative to the first frame
+        self._last: np.ndarray | None = None  # the last frame seen, downscaled [1, H, W, 3]
         self._luma_in: list[float] = []
         self._face_in: list[float] = []
         self._background_in: list[float] = []
@@ -210,29 +269,40 @@ class Deflicker:
         if self._masks is None:
             self._masks = stats_masks(chunk.shape[2], chunk.shape[3], self.face_box)
         stats, face, background = self._masks
-        means = _masked_mean(chunk, stats)
-        self._log_means.extend(np.log(np.maximum(means.numpy(), _EPS)))
+        small, usable = analysis_frames(chunk, stats)
+        level = self._levels[-1] if self._levels else np.zeros(3)
+        steps = log_steps(small if self._last is None else np.concatenate([self._last, small]), usable)
+        self._levels.extend(level + np.cumsum(np.concatenate([np.zeros((1, 3)), steps])[self._last is not None:],
+                                              axis=0))
+        self._last = small[-1:]
         self._luma_in.extend(_luma(_masked_mean(chunk, torch.ones_like(stats))))
         if face is not None:
             self._face_in.extend(_luma(_masked_mean(chunk, face)))
         if background is not None:
             self._background_in.extend(_luma(_masked_mean(chunk, background)))
 
-    def _target(self, index: int) -> np.ndarray:
-        """Low-passed log means at frame ``index`` from the statistics up to its look-ahead (never further, so the
-        result does not depend on how the clip was chunked): where a strobe stands out in the window around the
-        frame, the means are first averaged over one strobe period (:func:`period_box`), then Gaussian-low-passed."""
-        hi = min(len(self._log_means), index + self.look_ahead + 1)
-        window = np.asarray(self._log_means[max(0, hi - 2 * self.look_ahead - 1):hi])
-        period = strobe_period(window.mean(axis=1), self.fps)
+    def _log_gain(self, index: int) -> np.ndarray:
+        """Per-channel log gain [3] of frame ``index``, from the brightness levels up to its look-ahead (never
+        further, so the result does not depend on how the clip was chunked): the low-passed level less the frame's.
+
+        Where a strobe stands out in the window around the frame, the levels are first averaged over one strobe
+        period (:func:`period_box`), then Gaussian-low-passed. Elsewhere the Gaussian alone, scaled by
+        :func:`flicker_weight`: what is left of head motion in the levels is not corrected as flicker.
+        """
+        hi = min(len(self._levels), index + self.look_ahead + 1)
+        window = np.asarray(self._levels[max(0, hi - 2 * self.look_ahead - 1):hi]).mean(axis=1)
+        period = strobe_period(window, self.fps)
         if period is None:
-            return gaussian_at(self._log_means, index, self.sigma)
-        radius = self.look_ahead
-        lo = max(0, index - radius - int(math.ceil(period)))
-        centres = np.arange(max(0, index - radius), hi)
-        boxed = period_box(centres, period, lo, hi) @ np.asarray(self._log_means[lo:hi])
-        weights = np.exp(-0.5 * ((centres - index) / self.sigma) ** 2)
-        return weights @ boxed / weights.sum()
+            change = flicker_weight(window, self.sigma) * (gaussian_at(self._levels, index, self.sigma)
+                                                           - self._levels[index])
+        else:
+            radius = self.look_ahead
+            lo = max(0, index - radius - int(math.ceil(period)))
+            centres = np.arange(max(0, index - radius), hi)
+            boxed = period_box(centres, period, lo, hi) @ np.asarray(self._levels[lo:hi])
+            weights = np.exp(-0.5 * ((centres - index) / self.sigma) ** 2)
+            change = weights @ boxed / weights.sum() - self._levels[index]
+        return np.clip(change, -math.log(MAX_GAIN), math.log(MAX_GAIN))
 
     def _release(self, until: int) -> Iterator[torch.Tensor]:
         """Correct and yield the pending frames with index < ``until``, as chunks."""
@@ -240,9 +310,7 @@ class Deflicker:
             frame_chunk = self._pending[0]
             take = min(len(frame_chunk), until - self._released)
             frames = frame_chunk[:take]
-            gains = np.stack([np.exp(np.clip(self._target(i) - self._log_means[i], -math.log(MAX_GAIN),
-                                             math.log(MAX_GAIN)))
-                              for i in range(self._released, self._released + take)])
+            gains = np.exp(np.stack([self._log_gain(i) for i in range(self._released, self._released + take)]))
             self._max_change = max(self._max_change, float(np.abs(gains - 1.0).max()))
             scale = torch.from_numpy(gains).to(frames.device, frames.dtype)[:, :, None, None]
             corrected = (frames * scale).clamp(0, 1)
@@ -258,10 +326,10 @@ class Deflicker:
         chunk = check_frames(chunk)
         self._measure(chunk)
         self._pending.append(chunk)
-        yield from self._release(len(self._log_means) - self.look_ahead)
+        yield from self._release(len(self._levels) - self.look_ahead)
 
     def finish(self) -> Iterator[torch.Tensor]:
-        yield from self._release(len(self._log_means))
+        yield from self._release(len(self._levels))
 
     def run(self, chunks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         for chunk in chunks:

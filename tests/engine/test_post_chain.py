@@ -38,7 +38,7 @@ def test_post_options_reject_bad_values(kwargs, field) -> None:
 
 def test_post_option_defaults() -> None:
     default = PostOptions()
-    assert default.deflicker and default.colour_strength == 0.0 and not default.paste_back
+    assert default.deflicker and default.colour_strength == 1.0 and not default.paste_back
     assert default.streaming and not default.whole_clip
     assert not PostOptions(deflicker=False, colour_strength=0.0).active
     assert PostOptions(deflicker=False, colour_strength=0.0, smooth="savgol").whole_clip
@@ -105,7 +105,7 @@ def test_render_with_post_processing_reports_and_keeps_lengths(tmp_path) -> None
     out = tmp_path / "post.mp4"
     report = render_video(SonicPipeline(tiny_models()), inputs, out, SonicSettings(steps=1, interpolate=False),
                           post=PostOptions(lipsync="correct", smooth="bezier"))
-    assert set(report.post) == {"lipsync", "smooth", "deflicker"}  # deflicker is on by default
+    assert set(report.post) == {"lipsync", "smooth", "deflicker", "colour"}  # both on by default
     # both steps track the face the generation found (no detection on the generated frames)
     assert tuple(report.post["lipsync"]["face_box"]) == box.xywh
     assert tuple(report.post["smooth"]["face_box"]) == box.xywh

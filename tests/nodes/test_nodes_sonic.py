@@ -222,7 +222,7 @@ def test_sampler_frames_rate_audio_and_progress(pack, demo_model, short_predata,
 def test_sampler_pastes_back_into_the_portrait_and_reports_the_studio_steps(pack, demo_model, short_predata):
     node = pack_nodes(pack)["SonicSampler"]
     optional = node.INPUT_TYPES()["optional"]
-    assert optional["deflicker"][1]["default"] is True and optional["colour_strength"][1]["default"] == 0.0
+    assert optional["deflicker"][1]["default"] is True and optional["colour_strength"][1]["default"] == 1.0
     assert optional["paste_back"][1]["default"] is False
     out = run_node(node, model=demo_model, predata=short_predata, fps=12.5, steps=1, dynamic_scale=1.0,
                    motion_scale=1.0, seed=5, audio_guidance=7.5, appearance_guidance=2.0, paste_back=True,
