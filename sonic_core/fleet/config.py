@@ -26,10 +26,12 @@ every worker, so one ``.env`` or Kubernetes ConfigMap configures the whole fleet
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import SonicInputError
 from ..metering.ledger import DEFAULT_LEDGER_URL, LEDGER_ENV
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -59,12 +61,28 @@ class FleetConfig:
                    storage=os.environ.get("SONIC_FLEET_STORAGE") or str(Path("~/.cache/sonic/fleet").expanduser()),
                    ledger=os.environ.get(LEDGER_ENV) or DEFAULT_LEDGER_URL,
                    comfy_url=os.environ.get("SONIC_COMFY_URL") or "http://127.0.0.1:8188",
-                   lease_seconds=float(os.environ.get("SONIC_FLEET_LEASE_S") or 30),
-                   visibility_timeout=float(os.environ.get("SONIC_FLEET_VISIBILITY_TIMEOUT") or 300),
-                   memory_report_seconds=float(os.environ.get("SONIC_FLEET_MEMORY_REPORT_S")
-                                               or cls.memory_report_seconds),
-                   reconcile_seconds=float(os.environ.get("SONIC_FLEET_RECONCILE_S") or cls.reconcile_seconds),
-                   enqueue_grace_seconds=float(os.environ.get("SONIC_FLEET_ENQUEUE_GRACE_S")
-                                               or cls.enqueue_grace_seconds),
-                   resend_seconds=float(os.environ.get("SONIC_FLEET_RESEND_S") or cls.resend_seconds),
-                   max_worker_deaths=int(os.environ.get("SONIC_FLEET_MAX_WORKER_DEATHS") or cls.max_worker_deaths))
+                   lease_seconds=_env_number("SONIC_FLEET_LEASE_S", 30.0),
+                   visibility_timeout=_env_number("SONIC_FLEET_VISIBILITY_TIMEOUT", 300.0),
+                   memory_report_seconds=_env_number("SONIC_FLEET_MEMORY_REPORT_S", cls.memory_report_seconds),
+                   reconcile_seconds=_env_number("SONIC_FLEET_RECONCILE_S", cls.reconcile_seconds, zero=True),
+                   enqueue_grace_seconds=_env_number("SONIC_FLEET_ENQUEUE_GRACE_S", cls.enqueue_grace_seconds,
+                                                     zero=True),
+                   resend_seconds=_env_number("SONIC_FLEET_RESEND_S", cls.resend_seconds, zero=True),
+                   max_worker_deaths=int(_env_number("SONIC_FLEET_MAX_WORKER_DEATHS", cls.max_worker_deaths,
+                                                     whole=True)))
+
+
+def _env_number(name: str, default: float, *, zero: bool = False, whole: bool = False) -> float:
+    """The number in environment variable ``name`` (``default`` when unset or empty), or one line naming it."""
+    text = os.environ.get(name) or ""
+    if not text:
+        return float(default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or (whole and value != int(value)):
+        kind = "a whole number" if whole else "a number of seconds"
+        raise SonicInputError(f"{name}={text!r} is not valid: set it to {kind} "
+                              f"{'of 0 or more' if zero else 'above 0'}, or unset it for the default {default:g}")
+    return value

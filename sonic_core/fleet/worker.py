@@ -39,6 +39,7 @@ from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from redis.exceptions import RedisError
 
+from ..errors import SonicInputError
 from ..metering.ledger import Ledger, LedgerStateError, open_ledger
 from .batch import run_seconds
 from .comfy_client import ComfyClient, ComfyError, ComfyUnavailable, PromptResult
@@ -64,7 +65,10 @@ def make_app(config: FleetConfig) -> Celery:
     return app
 
 
-CONFIG = FleetConfig.from_env()
+try:
+    CONFIG = FleetConfig.from_env()
+except SonicInputError as exc:  # the worker is started by `celery -A`, which would print a traceback
+    raise SystemExit(f"error: {exc}") from None
 app = make_app(CONFIG)
 
 

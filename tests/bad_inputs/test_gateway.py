@@ -5,11 +5,15 @@ naming the input and the fix, and leaves nothing behind: no stored file, no ledg
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
-from sonic_testing import PORTRAIT, SPEECH, assert_one_line, bad_audio, bad_image, files_in
+from sonic_testing import PORTRAIT, REPO, SPEECH, assert_one_line, bad_audio, bad_image, files_in
 
+from sonic_core.errors import SonicInputError
 from sonic_core.fleet.config import FleetConfig
 from sonic_core.fleet.gateway import create_app
 from sonic_core.fleet.keys import KeyBook
@@ -127,3 +131,27 @@ def test_the_openapi_document_lists_the_routes(gateway):
 def test_a_good_job_with_no_queue_reachable_is_a_503_and_leaves_nothing(gateway):
     assert_refused(post_job(gateway, settings='{"min_resolution": 256, "steps": 1}'), 503, "queue is unavailable")
     assert_nothing_left(gateway)
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("SONIC_FLEET_LEASE_S", "abc"), ("SONIC_FLEET_LEASE_S", "0"), ("SONIC_FLEET_VISIBILITY_TIMEOUT", "-5"),
+    ("SONIC_FLEET_MEMORY_REPORT_S", "inf"), ("SONIC_FLEET_RECONCILE_S", "nan"), ("SONIC_FLEET_ENQUEUE_GRACE_S", "-1"),
+    ("SONIC_FLEET_RESEND_S", "1h"), ("SONIC_FLEET_MAX_WORKER_DEATHS", "2.5"), ("SONIC_FLEET_MAX_WORKER_DEATHS", "0")])
+def test_a_bad_fleet_setting_is_one_line_naming_the_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SonicInputError) as refused:
+        FleetConfig.from_env()
+    assert_one_line(str(refused.value), variable, repr(value), "unset it for the default")
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-m", "sonic_core", "gateway", "--keys", "KEYS"],
+    [sys.executable, "-m", "celery", "-A", "sonic_core.fleet.worker", "worker", "-Q", "sonic.lite"]],
+    ids=["gateway", "celery-worker"])
+def test_the_gateway_and_a_worker_started_with_a_bad_setting_stop_in_one_line(tmp_path, command):
+    keys = tmp_path / "keys.toml"
+    keys.write_text(f'[keys."{KEY}"]\naccount = "studio"\ntier = "standard"\n')
+    started = subprocess.run([str(keys) if part == "KEYS" else part for part in command], cwd=REPO, text=True,
+                             capture_output=True, timeout=120, env={**os.environ, "SONIC_FLEET_LEASE_S": "soon"})
+    assert started.returncode != 0
+    assert_one_line(started.stderr, "SONIC_FLEET_LEASE_S='soon'", "a number of seconds above 0")
