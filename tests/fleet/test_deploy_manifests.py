@@ -150,7 +150,7 @@ def test_one_worker_deployment_per_pool_on_its_queue_gpu_and_nodes():
 def fleet_env_names() -> set[str]:
     """The environment variables sonic_core/fleet/config.py reads."""
     source = (REPO / "sonic_core" / "fleet" / "config.py").read_text()
-    return set(re.findall(r'os\.environ\.get\("(\w+)"\)', source)) | {LEDGER_ENV}
+    return set(re.findall(r'(?:os\.environ\.get|_env_number)\("(\w+)"', source)) | {LEDGER_ENV}
 
 
 def test_the_config_map_sets_only_variables_the_fleet_reads_and_every_service_gets_it():
